@@ -1,0 +1,250 @@
+//! Token keys: how tokens are verified (HS256 secret, or RS256/ES256 public key) and minted
+//! (`vigil token`, tests, the demo).
+
+use std::path::Path;
+use std::time::Duration;
+
+use aggregates::types::{HospitalId, Role, UserId};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+
+use super::{AuthError, Claims, Identity};
+use crate::config::{JwtAlgorithm, JwtSettings};
+
+/// Shortest HS256 secret accepted: RFC 7518 §3.2 requires a key at least as long as the hash
+/// output (256 bits).
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Clock skew tolerated on `exp`, so a token minted on a host whose clock is a little ahead
+/// is not refused. Kept small: expiry is a security boundary.
+pub const EXPIRY_LEEWAY_SECS: u64 = 5;
+
+/// Why the configured keys are unusable. Reported once at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("VIGIL_JWT_SECRET is required for HS256 (or run without DATABASE_URL to use the generated one)")]
+    MissingSecret,
+    #[error("the JWT secret must be at least {MIN_SECRET_LEN} bytes long")]
+    ShortSecret,
+    #[error("{0} requires VIGIL_JWT_PUBLIC_KEY (a PEM file)")]
+    MissingPublicKey(&'static str),
+    #[error("minting {0} tokens requires VIGIL_JWT_PRIVATE_KEY (a PEM file)")]
+    MissingPrivateKey(&'static str),
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid key: {0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+}
+
+/// Verification (and optionally signing) keys with the validation rules that go with them.
+#[derive(Clone)]
+pub struct JwtKeys {
+    algorithm: Algorithm,
+    decoding: DecodingKey,
+    encoding: Option<EncodingKey>,
+    validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl std::fmt::Debug for JwtKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material.
+        f.debug_struct("JwtKeys")
+            .field("algorithm", &self.algorithm)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, KeyError> {
+    std::fs::read(path).map_err(|source| KeyError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+impl JwtKeys {
+    /// Builds keys from settings. `generated_secret` is the zero-config secret kept in the
+    /// data dir, used only when no secret is configured.
+    pub fn from_settings(
+        settings: &JwtSettings,
+        generated_secret: Option<&str>,
+    ) -> Result<Self, KeyError> {
+        let (algorithm, decoding, encoding) = match settings.algorithm {
+            JwtAlgorithm::Hs256 => {
+                let secret = settings
+                    .secret
+                    .as_deref()
+                    .or(generated_secret)
+                    .ok_or(KeyError::MissingSecret)?;
+                if secret.len() < MIN_SECRET_LEN {
+                    return Err(KeyError::ShortSecret);
+                }
+                (
+                    Algorithm::HS256,
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Some(EncodingKey::from_secret(secret.as_bytes())),
+                )
+            }
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
+                let (algorithm, name) = if settings.algorithm == JwtAlgorithm::Rs256 {
+                    (Algorithm::RS256, "RS256")
+                } else {
+                    (Algorithm::ES256, "ES256")
+                };
+                let public = settings
+                    .public_key
+                    .as_deref()
+                    .ok_or(KeyError::MissingPublicKey(name))?;
+                let public = read_pem(public)?;
+                let decoding = if algorithm == Algorithm::RS256 {
+                    DecodingKey::from_rsa_pem(&public)?
+                } else {
+                    DecodingKey::from_ec_pem(&public)?
+                };
+                let encoding = match settings.private_key.as_deref() {
+                    None => None,
+                    Some(path) => {
+                        let private = read_pem(path)?;
+                        Some(if algorithm == Algorithm::RS256 {
+                            EncodingKey::from_rsa_pem(&private)?
+                        } else {
+                            EncodingKey::from_ec_pem(&private)?
+                        })
+                    }
+                };
+                (algorithm, decoding, encoding)
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = EXPIRY_LEEWAY_SECS;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &settings.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self {
+            algorithm,
+            decoding,
+            encoding,
+            validation,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+        })
+    }
+
+    /// HS256 keys from a secret, with no issuer or audience checks (tests, tools).
+    pub fn from_secret(secret: &str) -> Result<Self, KeyError> {
+        let settings = JwtSettings {
+            algorithm: JwtAlgorithm::Hs256,
+            secret: Some(secret.to_owned()),
+            public_key: None,
+            private_key: None,
+            issuer: None,
+            audience: None,
+        };
+        Self::from_settings(&settings, None)
+    }
+
+    /// Verifies a token and returns who it belongs to.
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data =
+            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                    ErrorKind::InvalidAlgorithm => AuthError::Invalid("wrong algorithm".into()),
+                    ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
+                    ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
+                    ErrorKind::MissingRequiredClaim(claim) => {
+                        AuthError::Invalid(format!("missing claim `{claim}`"))
+                    }
+                    ErrorKind::Json(err) => AuthError::Invalid(format!("bad claims: {err}")),
+                    _ => AuthError::Invalid("malformed token".into()),
+                }
+            })?;
+        let claims = data.claims;
+        let expires_at = DateTime::<Utc>::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| AuthError::Invalid("`exp` out of range".into()))?;
+        Ok(Identity {
+            user: claims.sub,
+            hospital: claims.hospital,
+            role: claims.role,
+            expires_at,
+        })
+    }
+
+    /// Mints a token for `user` of `hospital` with `role`, valid for `ttl`.
+    pub fn mint(
+        &self,
+        user: &UserId,
+        hospital: &HospitalId,
+        role: Role,
+        ttl: Duration,
+    ) -> Result<String, KeyError> {
+        let now = Utc::now().timestamp();
+        let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        self.mint_claims(&Claims {
+            sub: user.clone(),
+            hospital: hospital.clone(),
+            role,
+            exp: now.saturating_add(ttl),
+            iat: Some(now),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        })
+    }
+
+    /// Signs arbitrary claims (tests use it to mint expired or foreign tokens).
+    pub fn mint_claims(&self, claims: &Claims) -> Result<String, KeyError> {
+        let name = match self.algorithm {
+            Algorithm::RS256 => "RS256",
+            Algorithm::ES256 => "ES256",
+            _ => "HS256",
+        };
+        let key = self
+            .encoding
+            .as_ref()
+            .ok_or(KeyError::MissingPrivateKey(name))?;
+        Ok(encode(&Header::new(self.algorithm), claims, key)?)
+    }
+}
+
+/// Loads the zero-config HS256 secret from `<data_dir>/jwt-secret`, creating it (random, 256
+/// bits, readable only by its owner) on first use.
+pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<String> {
+    use rand::RngCore;
+    use std::io::Write;
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if secret.trim().len() >= MIN_SECRET_LEN => return Ok(secret.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&path)?;
+    file.write_all(secret.as_bytes())?;
+    file.sync_all()?;
+    Ok(secret)
+}

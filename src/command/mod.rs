@@ -1,0 +1,237 @@
+//! The command bus: runs a command through its cqrs-es aggregate, persists the resulting
+//! events with Vigil's metadata, and reports where they landed in the hospital's stream.
+//!
+//! cqrs-es's `execute` returns nothing, so the bus tags every event of a command with a
+//! fresh `command_id` (metadata, copied into an indexed column by the position trigger) and
+//! reads the committed events back by that id. This is exact: it reports what the database
+//! committed, including the positions the database assigned.
+
+use std::collections::HashMap;
+
+use aggregates::alert::Alert;
+use aggregates::appointment::Appointment;
+use aggregates::case_thread::CaseThread;
+use aggregates::notification::Notification;
+use aggregates::types::{HospitalId, Role, UserId};
+use aggregates::vitals::PatientVitals;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use postgres_es::PostgresEventRepository;
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::stream::{store_key, Position};
+
+/// A cqrs-es framework over the PostgreSQL event store.
+pub type Cqrs<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository, A>>;
+
+/// How many times a command is re-run when another writer changed its aggregate between
+/// load and commit. Each attempt re-validates against the new state, so a retry never
+/// applies a command the new state would reject.
+pub const CONFLICT_RETRIES: usize = 3;
+
+/// Who issues a command and why: written into every resulting event's metadata.
+#[derive(Clone, Debug)]
+pub struct CommandContext {
+    /// The tenant.
+    pub hospital: HospitalId,
+    /// The acting user (`system` for policies).
+    pub user: UserId,
+    /// The acting user's role.
+    pub role: Role,
+    /// Unique per command; also the id of an aggregate the command creates.
+    pub command_id: Uuid,
+    /// Groups everything caused by one intent (a client may send `X-Correlation-Id`).
+    pub correlation_id: Uuid,
+    /// What directly caused the command: the command itself for a user request, the causing
+    /// event's command for a policy.
+    pub causation_id: Uuid,
+}
+
+impl CommandContext {
+    fn metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("hospital".to_owned(), self.hospital.to_string()),
+            ("user".to_owned(), self.user.to_string()),
+            ("role".to_owned(), self.role.as_str().to_owned()),
+            ("command_id".to_owned(), self.command_id.to_string()),
+            ("correlation_id".to_owned(), self.correlation_id.to_string()),
+            ("causation_id".to_owned(), self.causation_id.to_string()),
+        ])
+    }
+}
+
+/// One event a command produced, as the client needs to know it.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, ToSchema)]
+pub struct CommittedEvent {
+    /// Position in the hospital's stream: subscribe or poll after it to see what follows.
+    pub position: Position,
+    /// The aggregate's version after this event.
+    pub sequence: i64,
+    /// Event name, e.g. `AlertAcknowledged`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+}
+
+/// The result of an accepted command.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, ToSchema)]
+pub struct CommandOutcome {
+    /// The aggregate the command acted on (or created).
+    pub aggregate_id: String,
+    /// The aggregate's version after the command.
+    pub version: i64,
+    /// Every event the command produced, in stream order.
+    pub events: Vec<CommittedEvent>,
+}
+
+/// Why a command was not applied. Nothing was persisted in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command (a business rule).
+    #[error("{0}")]
+    Rejected(E),
+    /// Concurrent writers kept changing the aggregate; retries were exhausted.
+    #[error("the aggregate was changed concurrently; retry")]
+    Conflict,
+    /// The database could not be reached.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else (corrupt events, unexpected database errors).
+    #[error("event store error: {0}")]
+    Store(String),
+}
+
+/// Gives the bus the framework of one aggregate type.
+pub trait Routes<A: Aggregate> {
+    /// The framework that runs `A`'s commands.
+    fn framework(&self) -> &Cqrs<A>;
+}
+
+/// One cqrs-es framework per aggregate, sharing the pool.
+pub struct CommandBus {
+    pool: PgPool,
+    alerts: Cqrs<Alert>,
+    cases: Cqrs<CaseThread>,
+    vitals: Cqrs<PatientVitals>,
+    appointments: Cqrs<Appointment>,
+    notifications: Cqrs<Notification>,
+}
+
+macro_rules! route {
+    ($aggregate:ty, $field:ident) => {
+        impl Routes<$aggregate> for CommandBus {
+            fn framework(&self) -> &Cqrs<$aggregate> {
+                &self.$field
+            }
+        }
+    };
+}
+route!(Alert, alerts);
+route!(CaseThread, cases);
+route!(PatientVitals, vitals);
+route!(Appointment, appointments);
+route!(Notification, notifications);
+
+fn framework<A: Aggregate<Services = ()>>(pool: &PgPool) -> Cqrs<A> {
+    // No cqrs-es queries: read models are built from the ordered streams by the projector,
+    // in the transaction that advances their checkpoint (cqrs-es's in-process dispatch runs
+    // after commit and is lost if the process dies in between).
+    let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+    CqrsFramework::new(store, vec![], ())
+}
+
+impl CommandBus {
+    /// A bus over `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            alerts: framework(&pool),
+            cases: framework(&pool),
+            vitals: framework(&pool),
+            appointments: framework(&pool),
+            notifications: framework(&pool),
+            pool,
+        }
+    }
+
+    /// Runs `make_command()` against aggregate `id` of the context's hospital, retrying on
+    /// concurrency conflicts, and reports the committed events.
+    pub async fn execute<A>(
+        &self,
+        ctx: &CommandContext,
+        id: &str,
+        make_command: impl Fn() -> A::Command,
+    ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        Self: Routes<A>,
+        A: Aggregate,
+    {
+        let key = store_key(&ctx.hospital, id);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = self
+                .framework()
+                .execute_with_metadata(&key, make_command(), ctx.metadata())
+                .await;
+            match result {
+                Ok(()) => break,
+                Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
+                Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
+                    tracing::debug!(attempt, aggregate = %key, "concurrency conflict; retrying");
+                }
+                Err(AggregateError::AggregateConflict) => return Err(CommandError::Conflict),
+                Err(AggregateError::DatabaseConnectionError(e)) => {
+                    return Err(CommandError::Unavailable(e.to_string()))
+                }
+                Err(other) => return Err(CommandError::Store(other.to_string())),
+            }
+        }
+        match self.outcome_of(ctx.command_id, &ctx.hospital).await {
+            Ok(Some(outcome)) => Ok(outcome),
+            Ok(None) => Err(CommandError::Store(format!(
+                "command {} committed but its events were not found",
+                ctx.command_id
+            ))),
+            Err(e) => Err(CommandError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The committed events of `command_id`, if it committed any.
+    pub async fn outcome_of(
+        &self,
+        command_id: Uuid,
+        hospital: &HospitalId,
+    ) -> Result<Option<CommandOutcome>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT aggregate_id, position, sequence, event_type FROM events \
+             WHERE command_id = $1 AND hospital = $2 ORDER BY position",
+        )
+        .bind(command_id)
+        .bind(hospital.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let stored_id: String = first.try_get("aggregate_id")?;
+        let prefix = format!("{hospital}/");
+        let id = stored_id.strip_prefix(&prefix).unwrap_or(&stored_id);
+        let events = rows
+            .iter()
+            .map(|row| {
+                Ok(CommittedEvent {
+                    position: row.try_get("position")?,
+                    sequence: row.try_get("sequence")?,
+                    event_type: row.try_get("event_type")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(Some(CommandOutcome {
+            aggregate_id: id.to_owned(),
+            version: events.last().map(|e| e.sequence).unwrap_or(0),
+            events,
+        }))
+    }
+}

@@ -1,0 +1,112 @@
+//! The HTTP edge: routes, extractors, and the mapping of every failure to problem+json.
+//!
+//! One module per resource holds its request bodies and handlers; [`commands`] is the
+//! shared path every command takes (authorize, rate-limit, idempotency, execute).
+
+pub mod alerts;
+pub mod appointments;
+pub mod cases;
+pub mod commands;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod idempotency;
+pub mod notifications;
+pub mod openapi;
+pub mod problem;
+pub mod responses;
+pub mod vitals;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use aggregates::types::{HospitalId, UserId};
+use sqlx::PgPool;
+
+use crate::auth::JwtKeys;
+use crate::command::CommandBus;
+use crate::rate_limit::KeyedLimiter;
+use crate::stream::listener::StreamListener;
+use problem::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    /// Database pool (commands, reads).
+    pub pool: PgPool,
+    /// Token verification keys.
+    pub keys: JwtKeys,
+    /// Runs commands through the aggregates.
+    pub bus: CommandBus,
+    /// Per-user command rate limit.
+    pub command_limiter: KeyedLimiter<(HospitalId, UserId)>,
+    /// Wakes stream readers on commit.
+    pub listener: StreamListener,
+}
+
+fn bad_request(code: &'static str, detail: String) -> actix_web::Error {
+    ApiError::BadRequest {
+        code,
+        detail,
+        field: None,
+    }
+    .into()
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound {
+        code: "route_not_found",
+        detail: format!("no route for {} {}", req.method(), req.path()),
+    })
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+/// A resource whose only route is `POST` (anything else is a 405 problem).
+fn post(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PathConfig::default().error_handler(|err, _| {
+        bad_request("invalid_path", format!("invalid path parameter: {err}"))
+    }))
+    .app_data(web::QueryConfig::default().error_handler(|err, _| {
+        bad_request("invalid_query", format!("invalid query parameter: {err}"))
+    }))
+    .route("/healthz", web::get().to(health::healthz))
+    .route("/readyz", web::get().to(health::readyz))
+    .route("/api/openapi.json", web::get().to(openapi::serve))
+    .service(
+        web::scope("/api/hospitals/{hospital}")
+            .service(post("/alerts").route(web::post().to(alerts::raise)))
+            .service(post("/alerts/{id}/acknowledge").route(web::post().to(alerts::acknowledge)))
+            .service(post("/alerts/{id}/escalate").route(web::post().to(alerts::escalate)))
+            .service(post("/alerts/{id}/resolve").route(web::post().to(alerts::resolve)))
+            .service(post("/cases").route(web::post().to(cases::open)))
+            .service(post("/cases/{id}/assign").route(web::post().to(cases::assign)))
+            .service(post("/cases/{id}/status").route(web::post().to(cases::change_status)))
+            .service(post("/cases/{id}/messages").route(web::post().to(cases::post_message)))
+            .service(post("/cases/{id}/read").route(web::post().to(cases::mark_read)))
+            .service(post("/patients/{patient}/vitals").route(web::post().to(vitals::record)))
+            .service(post("/appointments").route(web::post().to(appointments::schedule)))
+            .service(
+                post("/appointments/{id}/reschedule")
+                    .route(web::post().to(appointments::reschedule)),
+            )
+            .service(
+                post("/appointments/{id}/check-in").route(web::post().to(appointments::check_in)),
+            )
+            .service(post("/appointments/{id}/cancel").route(web::post().to(appointments::cancel)))
+            .service(post("/notifications").route(web::post().to(notifications::send)))
+            .service(
+                post("/notifications/{id}/read").route(web::post().to(notifications::mark_read)),
+            )
+            .service(
+                web::resource("/events")
+                    .route(web::get().to(events::list))
+                    .default_service(web::to(method_not_allowed)),
+            ),
+    )
+    .default_service(web::to(not_found));
+}

@@ -1,0 +1,55 @@
+//! The OpenAPI document, generated from the handlers' annotations and served at
+//! `/api/openapi.json`.
+
+use actix_web::HttpResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{alerts, appointments, cases, events, health, notifications, problem, vitals};
+use crate::command::{CommandOutcome, CommittedEvent};
+
+/// Declares the bearer-JWT security scheme the endpoints refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "HS256/RS256/ES256 JWT with claims sub, hospital, role, exp",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Vigil's HTTP API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Vigil", description = "Realtime event-sourced engine for hospital software. Errors are RFC 9457 application/problem+json with a machine-readable `code`."),
+    paths(
+        alerts::raise, alerts::acknowledge, alerts::escalate, alerts::resolve,
+        cases::open, cases::assign, cases::change_status, cases::post_message, cases::mark_read,
+        vitals::record,
+        appointments::schedule, appointments::reschedule, appointments::check_in, appointments::cancel,
+        notifications::send, notifications::mark_read,
+        events::list,
+        health::healthz, health::readyz,
+    ),
+    components(schemas(
+        problem::Problem, CommandOutcome, CommittedEvent, events::EventsPage, events::WireEvent,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// `GET /api/openapi.json`.
+pub async fn serve() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}

@@ -1,0 +1,247 @@
+//! The integration-test harness: a real PostgreSQL started by the harness itself (shared by
+//! every test of this binary, one fresh database per test, dropped afterwards) and the real
+//! server on port 0.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use aggregates::types::{HospitalId, Role, UserId};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+use vigil::auth::{Claims, JwtKeys};
+use vigil::config::{DatabaseSettings, JwtAlgorithm, JwtSettings, ServeSettings};
+use vigil::startup::Application;
+use vigil::store::embedded::EmbeddedPostgres;
+
+/// The HS256 secret every test server uses.
+pub const TEST_SECRET: &str = "vigil-integration-tests-secret-0123456789";
+
+/// The shared test cluster, started on first use. It lives under the target dir and is
+/// reused by later runs; `.ci/run` stops it at the end.
+pub fn postgres() -> &'static EmbeddedPostgres {
+    static PG: OnceLock<EmbeddedPostgres> = OnceLock::new();
+    PG.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vigil-test-pg");
+        EmbeddedPostgres::start(&dir, 5432).expect("the test PostgreSQL must start")
+    })
+}
+
+/// A fresh, migrated database; dropped when the guard is dropped.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let pg = tokio::task::spawn_blocking(postgres)
+            .await
+            .expect("start PostgreSQL");
+        let name = format!("test_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&pg.url("postgres"))
+            .await
+            .expect("connect as admin");
+        sqlx::query(&format!(r#"CREATE DATABASE "{name}""#))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        admin.close().await.ok();
+        let url = pg.url(&name);
+        let pool = PgPool::connect(&url)
+            .await
+            .expect("connect to test database");
+        vigil::store::MIGRATOR.run(&pool).await.expect("migrate");
+        pool.close().await;
+        Self { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let url = postgres().url("postgres");
+        // Drop runs outside async; use a private runtime on a plain thread.
+        let handle = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let mut admin = PgConnection::connect(&url).await?;
+                sqlx::query(&format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#))
+                    .execute(&mut admin)
+                    .await?;
+                Ok::<_, sqlx::Error>(())
+            })
+            .map_err(|e| std::io::Error::other(e.to_string()))
+        });
+        if let Ok(Err(e)) = handle.join() {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// Settings for a test server on `url`.
+pub fn settings(url: &str) -> ServeSettings {
+    ServeSettings {
+        bind: ([127, 0, 0, 1], 0).into(),
+        database: DatabaseSettings {
+            database_url: Some(url.to_owned()),
+            data_dir: PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unused-data-dir"),
+            db_pool_size: 8,
+        },
+        jwt: JwtSettings {
+            algorithm: JwtAlgorithm::Hs256,
+            secret: Some(TEST_SECRET.to_owned()),
+            public_key: None,
+            private_key: None,
+            issuer: None,
+            audience: None,
+        },
+        command_rate: 1000.0,
+        command_burst: 1000.0,
+        workers: Some(2),
+        demo: false,
+    }
+}
+
+/// A running server and what tests need to talk to it.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub keys: JwtKeys,
+    pub pool: PgPool,
+    /// Held for its `Drop`, which drops the test's database.
+    #[allow(dead_code)]
+    pub db: TestDatabase,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns a server with adjusted settings.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeSettings)) -> TestApp {
+    let db = TestDatabase::create().await;
+    let mut settings = settings(&db.url);
+    adjust(&mut settings);
+    let app = Application::build(&settings).await.expect("build app");
+    let port = app.port();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let pool = PgPool::connect(&db.url).await.expect("test pool");
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        keys: JwtKeys::from_secret(TEST_SECRET).expect("keys"),
+        pool,
+        db,
+    }
+}
+
+impl TestApp {
+    /// A token for `user` of `hospital` with `role`, valid for an hour.
+    pub fn token(&self, hospital: &str, user: &str, role: Role) -> String {
+        self.keys
+            .mint(
+                &UserId::parse(user).unwrap(),
+                &HospitalId::parse(hospital).unwrap(),
+                role,
+                Duration::from_secs(3600),
+            )
+            .unwrap()
+    }
+
+    /// A token with explicit claims (expired, foreign, ...).
+    pub fn token_with(&self, claims: &Claims) -> String {
+        self.keys.mint_claims(claims).unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// POST JSON with a bearer token.
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// POST with no body.
+    pub async fn post_empty(&self, path: &str, token: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Raises an alert and returns the command response.
+    pub async fn raise_alert(&self, hospital: &str, token: &str, severity: &str) -> Value {
+        let response = self
+            .post(
+                &format!("/api/hospitals/{hospital}/alerts"),
+                token,
+                json!({"severity": severity, "message": "Bed 12: SpO2 82%", "patient": "p-1"}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    /// Reads the whole visible stream.
+    pub async fn events(&self, hospital: &str, token: &str, after: i64) -> Value {
+        let response = self
+            .get(
+                &format!("/api/hospitals/{hospital}/events?after={after}&limit=1000"),
+                token,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// How many events the database holds (for "a rejected command persists nothing").
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// Asserts a problem+json response with `status` and `code`; returns the body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "problem: {body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert_eq!(body["type"], format!("urn:vigil:problem:{code}"));
+    body
+}

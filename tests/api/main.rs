@@ -1,0 +1,10 @@
+//! Integration tests: the real server on port 0, a real PostgreSQL started by the harness,
+//! real HTTP. One binary, one module per area.
+
+mod commands;
+mod errors;
+mod events;
+mod helpers;
+mod idempotency;
+mod operations;
+mod stream_ordering;
