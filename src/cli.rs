@@ -117,6 +117,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 command_burst: 1.0,
                 workers: None,
                 demo: false,
+                realtime: Default::default(),
+                node_id: None,
             };
             let keys = jwt_keys(&settings)?;
             let token = keys

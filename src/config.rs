@@ -124,4 +124,11 @@ pub struct ServeSettings {
     /// Create a demo hospital with patients, users and open alerts, and print a token.
     #[arg(long)]
     pub demo: bool,
+
+    #[command(flatten)]
+    pub realtime: crate::realtime::RealtimeSettings,
+
+    /// This node's id in a cluster (defaults to a random id per process).
+    #[arg(long, env = "VIGIL_NODE_ID")]
+    pub node_id: Option<uuid::Uuid>,
 }

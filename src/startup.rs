@@ -8,19 +8,28 @@ use actix_web::dev::Server;
 use actix_web::middleware::NormalizePath;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::keys::load_or_create_secret;
 use crate::auth::JwtKeys;
 use crate::command::CommandBus;
-use crate::config::{ServeSettings, IDEMPOTENCY_RETENTION};
+use crate::config::{JwtAlgorithm, ServeSettings, IDEMPOTENCY_RETENTION};
 use crate::http::{self, idempotency, AppState};
+use crate::metrics::Metrics;
 use crate::rate_limit::KeyedLimiter;
+use crate::realtime::hospital::Directory;
+use crate::realtime::presence::{PresenceHub, PresenceSettings};
+use crate::realtime::Realtime;
+use crate::telemetry::RequestSpan;
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
 
 /// How often expired idempotency keys are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// How long shutdown waits after telling connections to go, before stopping the server.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 
 /// A built, bound, not yet running server.
 pub struct Application {
@@ -28,12 +37,35 @@ pub struct Application {
     server: Server,
     state: web::Data<AppState>,
     database: Database,
+    shutdown: Shutdown,
 }
 
-/// Resolves the JWT keys: configured ones, or in zero-config mode (no DATABASE_URL) the
-/// secret generated once in the data dir.
+/// Starts a graceful shutdown: stop accepting, send every realtime connection its shutdown
+/// frame (clients resume elsewhere), drain, exit. SIGTERM and SIGINT do the same.
+#[derive(Clone)]
+pub struct Shutdown {
+    signal: std::sync::Arc<watch::Sender<bool>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Shutdown {
+    /// Shuts the server down gracefully.
+    pub async fn trigger(&self) {
+        tracing::info!("shutting down: closing realtime connections");
+        let _ = self.signal.send(true);
+        tokio::time::sleep(SHUTDOWN_DRAIN).await;
+        self.handle.stop(true).await;
+    }
+}
+
+/// Resolves the JWT keys: configured ones, or in zero-config mode (HS256 with no secret and
+/// no DATABASE_URL) the secret generated once in the data dir. RS256/ES256 never touch the
+/// data dir: they would not use the secret, and `vigil token` must work where it is unwritable.
 pub fn jwt_keys(settings: &ServeSettings) -> anyhow::Result<JwtKeys> {
-    let generated = if settings.jwt.secret.is_none() && settings.database.database_url.is_none() {
+    let zero_config = settings.jwt.algorithm == JwtAlgorithm::Hs256
+        && settings.jwt.secret.is_none()
+        && settings.database.database_url.is_none();
+    let generated = if zero_config {
         Some(
             load_or_create_secret(&settings.database.data_dir)
                 .context("cannot read or create the JWT secret in the data dir")?,
@@ -52,19 +84,46 @@ impl Application {
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let port = listener.local_addr()?.port();
+        let metrics = std::sync::Arc::new(Metrics::default());
+        let stream_listener = StreamListener::spawn(database.listen_config.clone());
+        let realtime_settings = std::sync::Arc::new(settings.realtime.clone());
+        let (shutdown_signal, shutdown_receiver) = watch::channel(false);
+        let node_id = settings.node_id.unwrap_or_else(uuid::Uuid::new_v4);
+        let presence = PresenceHub::start(
+            database.pool.clone(),
+            database.listen_config.clone(),
+            node_id,
+            PresenceSettings::default(),
+        );
+        let realtime = std::sync::Arc::new(Realtime {
+            directory: Directory::new(
+                database.pool.clone(),
+                stream_listener.clone(),
+                realtime_settings.clone(),
+                metrics.clone(),
+            ),
+            presence,
+            settings: realtime_settings,
+            metrics: metrics.clone(),
+            keys: keys.clone(),
+            pool: database.pool.clone(),
+            shutdown: shutdown_receiver,
+        });
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),
             keys,
             bus: CommandBus::new(database.pool.clone()),
             command_limiter: KeyedLimiter::new(settings.command_rate, settings.command_burst),
-            listener: StreamListener::spawn(database.listen_config.clone()),
+            listener: stream_listener,
+            realtime,
+            metrics,
         });
         spawn_idempotency_purge(state.clone());
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .wrap(NormalizePath::trim())
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(server_state.clone())
                 .configure(http::configure)
         })
@@ -72,12 +131,18 @@ impl Application {
         if let Some(workers) = settings.workers {
             server = server.workers(workers);
         }
-        let server = server.shutdown_timeout(10).run();
+        let server = server.shutdown_timeout(10).disable_signals().run();
+        let shutdown = Shutdown {
+            signal: std::sync::Arc::new(shutdown_signal),
+            handle: server.handle(),
+        };
+        tracing::info!(%node_id, "node started");
         Ok(Self {
             port,
             server,
             state,
             database,
+            shutdown,
         })
     }
 
@@ -91,14 +156,19 @@ impl Application {
         self.state.clone()
     }
 
-    /// A handle that stops the server gracefully.
-    pub fn handle(&self) -> actix_web::dev::ServerHandle {
-        self.server.handle()
+    /// A handle that shuts the server down gracefully.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        self.shutdown.clone()
     }
 
-    /// Runs until the server stops (SIGINT/SIGTERM or a handle's `stop`), then stops the
+    /// Runs until the server stops (SIGINT/SIGTERM or [`Shutdown::trigger`]), then stops the
     /// embedded PostgreSQL if this process started it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            shutdown.trigger().await;
+        });
         let result = self.server.await;
         self.database.pool.close().await;
         if let Some(pg) = self.database.embedded {
@@ -109,6 +179,29 @@ impl Application {
             }
         }
         result.context("HTTP server failed")
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -124,15 +124,24 @@ impl JwtKeys {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = EXPIRY_LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss` and `aud` only when a token carries them: a configured
+        // issuer or audience must also be a required claim, or omitting it would pass.
+        let mut required = vec!["exp", "sub"];
         match &settings.issuer {
-            Some(iss) => validation.set_issuer(&[iss]),
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &settings.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             algorithm,
             decoding,

@@ -39,6 +39,16 @@ pub struct AppState {
     pub command_limiter: KeyedLimiter<(HospitalId, UserId)>,
     /// Wakes stream readers on commit.
     pub listener: StreamListener,
+    /// The realtime gateway's shared parts.
+    pub realtime: std::sync::Arc<crate::realtime::Realtime>,
+    /// Counters exposed at `/metrics`.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
 }
 
 fn bad_request(code: &'static str, detail: String) -> actix_web::Error {
@@ -77,6 +87,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz))
     .route("/api/openapi.json", web::get().to(openapi::serve))
+    .route("/metrics", web::get().to(metrics))
     .service(
         web::scope("/api/hospitals/{hospital}")
             .service(post("/alerts").route(web::post().to(alerts::raise)))
@@ -105,6 +116,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/events")
                     .route(web::get().to(events::list))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/events/stream")
+                    .route(web::get().to(crate::realtime::sse::stream))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(post("/events/stream/tickets").route(web::post().to(crate::realtime::sse::issue_ticket)))
+            .service(
+                web::resource("/ws")
+                    .route(web::get().to(crate::realtime::ws::connect))
                     .default_service(web::to(method_not_allowed)),
             ),
     )

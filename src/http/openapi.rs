@@ -40,10 +40,12 @@ impl Modify for BearerAuth {
         appointments::schedule, appointments::reschedule, appointments::check_in, appointments::cancel,
         notifications::send, notifications::mark_read,
         events::list,
+        crate::realtime::sse::stream, crate::realtime::sse::issue_ticket,
         health::healthz, health::readyz,
     ),
     components(schemas(
         problem::Problem, CommandOutcome, CommittedEvent, events::EventsPage, events::WireEvent,
+        crate::realtime::sse::Ticket,
     )),
     modifiers(&BearerAuth),
 )]

@@ -104,12 +104,17 @@ pub fn settings(url: &str) -> ServeSettings {
         command_burst: 1000.0,
         workers: Some(2),
         demo: false,
+        realtime: Default::default(),
+        node_id: None,
     }
 }
 
 /// A running server and what tests need to talk to it.
 pub struct TestApp {
     pub address: String,
+    pub port: u16,
+    /// Shuts the server down gracefully (as SIGTERM would).
+    pub shutdown: vigil::startup::Shutdown,
     pub client: reqwest::Client,
     pub keys: JwtKeys,
     pub pool: PgPool,
@@ -129,10 +134,13 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeSettings)) -> TestApp 
     adjust(&mut settings);
     let app = Application::build(&settings).await.expect("build app");
     let port = app.port();
+    let shutdown = app.shutdown_handle();
     actix_web::rt::spawn(app.run_until_stopped());
     let pool = PgPool::connect(&db.url).await.expect("test pool");
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        port,
+        shutdown,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -244,4 +252,126 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
     assert_eq!(body["status"], status.as_u16());
     assert_eq!(body["type"], format!("urn:vigil:problem:{code}"));
     body
+}
+
+/// A WebSocket client for tests.
+pub mod ws {
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::Value;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Connects to `/api/hospitals/{hospital}/ws` with an optional bearer header.
+    pub async fn connect(port: u16, hospital: &str, token: Option<&str>) -> Socket {
+        let mut request = format!("ws://127.0.0.1:{port}/api/hospitals/{hospital}/ws")
+            .into_client_request()
+            .unwrap();
+        if let Some(token) = token {
+            request
+                .headers_mut()
+                .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        }
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connects");
+        socket
+    }
+
+    pub async fn send(socket: &mut Socket, frame: Value) {
+        socket
+            .send(Message::Text(frame.to_string()))
+            .await
+            .expect("send");
+    }
+
+    /// What the server sent next.
+    #[derive(Debug)]
+    pub enum Received {
+        Frame(Value),
+        Closed(Option<u16>),
+    }
+
+    /// The next JSON frame or close, skipping pings; panics after `timeout`.
+    pub async fn next(socket: &mut Socket, timeout: Duration) -> Received {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let message = tokio::time::timeout_at(deadline, socket.next())
+                .await
+                .expect("a frame arrives in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Received::Frame(serde_json::from_str(&text).expect("json frame"))
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Received::Closed(frame.map(|f| u16::from(f.code)))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Received::Closed(None),
+            }
+        }
+    }
+
+    /// The next JSON frame (panics on close).
+    pub async fn frame(socket: &mut Socket) -> Value {
+        match next(socket, Duration::from_secs(10)).await {
+            Received::Frame(v) => v,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame of `kind`, skipping others (presence etc.).
+    pub async fn frame_of(socket: &mut Socket, kind: &str) -> Value {
+        loop {
+            let f = frame(socket).await;
+            if f["type"] == kind {
+                return f;
+            }
+        }
+    }
+
+    /// Authenticated + subscribed; returns the `subscribed` frame.
+    pub async fn subscribe(
+        socket: &mut Socket,
+        topics: &[&str],
+        last_event_id: Option<i64>,
+    ) -> Value {
+        let mut frame = serde_json::json!({"type": "subscribe", "id": "sub", "topics": topics});
+        if let Some(n) = last_event_id {
+            frame["last_event_id"] = Value::String(n.to_string());
+        }
+        send(socket, frame).await;
+        frame_of(socket, "subscribed").await
+    }
+
+    /// Collects `n` event frames (skipping other frames).
+    pub async fn events(socket: &mut Socket, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let f = frame(socket).await;
+            if f["type"] == "event" {
+                out.push(f);
+            }
+        }
+        out
+    }
+
+    /// Waits for the server's close, returning (closing frame reason, close code).
+    pub async fn closed(socket: &mut Socket, timeout: Duration) -> (Option<String>, Option<u16>) {
+        let mut reason = None;
+        loop {
+            match next(socket, timeout).await {
+                Received::Frame(f) if f["type"] == "closing" => {
+                    reason = f["reason"].as_str().map(str::to_owned)
+                }
+                Received::Frame(_) => {}
+                Received::Closed(code) => return (reason, code),
+            }
+        }
+    }
 }

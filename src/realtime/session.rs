@@ -1,0 +1,681 @@
+//! The `SessionActor`: one per WebSocket connection.
+//!
+//! It owns the connection's identity, subscriptions, timers (authentication deadline, idle,
+//! heartbeat, token expiry) and limits (frame size, frame rate, subscriptions, typing
+//! throttle), and it talks to its hospital's actor and to the presence hub. It never writes
+//! to the socket itself: everything goes through the connection's one ordered writer
+//! ([`super::writer`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_ws::{Message as WsMessage, ProtocolError};
+use aggregates::types::HospitalId;
+use bytestring::ByteString;
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use super::hospital::{ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, SessionProgress};
+use super::presence::{self, ViewTarget, WatchTopic};
+use super::protocol::{parse_client_frame, ClientFrame, CloseReason, FrameId, ServerFrame};
+use super::topics::{role_may_subscribe, Subscriptions, Topic};
+use super::writer::{Filter, WriterCommand};
+use super::{Push, Realtime, SessionId};
+use crate::auth::Identity;
+use crate::metrics::Metrics;
+use crate::rate_limit::TokenBucket;
+
+/// Window over which limit violations are counted.
+pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
+
+/// What the heartbeat timer should do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Send a ping.
+    Ping,
+    /// Silent for two intervals: close.
+    TimedOut,
+}
+
+/// The heartbeat rule, pure so it is tested with any clock: a connection that sent nothing
+/// (no frame, no pong) for two intervals is dead.
+pub fn heartbeat(last_seen: Instant, now: Instant, interval: Duration) -> Heartbeat {
+    if now.saturating_duration_since(last_seen) > interval * 2 {
+        Heartbeat::TimedOut
+    } else {
+        Heartbeat::Ping
+    }
+}
+
+/// Counts limit violations in a sliding window; past the maximum the connection is closed.
+#[derive(Debug, Default)]
+pub struct Violations(VecDeque<Instant>);
+
+impl Violations {
+    /// Records one at `now`; true when the connection has now exceeded `max` in the window.
+    pub fn record(&mut self, now: Instant, max: u32) -> bool {
+        while self
+            .0
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > VIOLATION_WINDOW)
+        {
+            self.0.pop_front();
+        }
+        self.0.push_back(now);
+        self.0.len() > max as usize
+    }
+}
+
+/// A connection's actor.
+pub struct SessionActor {
+    id: SessionId,
+    /// The hospital in the URL; the token must be for it.
+    hospital: HospitalId,
+    rt: Arc<Realtime>,
+    identity: Option<Identity>,
+    /// The one writer's command queue (bounded).
+    writer: mpsc::Sender<WriterCommand>,
+    /// Closes the writer at once (slow consumer).
+    kill: watch::Sender<Option<CloseReason>>,
+    progress: Arc<SessionProgress>,
+    hospital_actor: Option<Addr<HospitalActor>>,
+    feed: Option<Arc<HospitalFeed>>,
+    subscriptions: Subscriptions,
+    streaming: bool,
+    ever_subscribed: bool,
+    last_seen: Instant,
+    limiter: TokenBucket,
+    violations: Violations,
+    typing_sent: HashMap<Uuid, Instant>,
+    views: HashSet<ViewTarget>,
+    slot: Option<ConnectionSlot>,
+    token_timers: Vec<SpawnHandle>,
+    closing: bool,
+}
+
+impl SessionActor {
+    /// A session for a new connection; `identity` is set when the upgrade carried a valid
+    /// bearer token.
+    pub fn new(
+        hospital: HospitalId,
+        rt: Arc<Realtime>,
+        identity: Option<Identity>,
+        writer: mpsc::Sender<WriterCommand>,
+        kill: watch::Sender<Option<CloseReason>>,
+        progress: Arc<SessionProgress>,
+    ) -> Self {
+        let now = Instant::now();
+        let limiter = TokenBucket::new(rt.settings.frame_rate, rt.settings.frame_burst, now);
+        Self {
+            id: super::next_session_id(),
+            hospital,
+            rt,
+            identity,
+            writer,
+            kill,
+            progress,
+            hospital_actor: None,
+            feed: None,
+            subscriptions: Subscriptions::default(),
+            streaming: false,
+            ever_subscribed: false,
+            last_seen: now,
+            limiter,
+            violations: Violations::default(),
+            typing_sent: HashMap::new(),
+            views: HashSet::new(),
+            slot: None,
+            token_timers: Vec::new(),
+            closing: false,
+        }
+    }
+
+    fn send(&mut self, command: WriterCommand, ctx: &mut Context<Self>) {
+        match self.writer.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.kill(CloseReason::SlowConsumer, ctx),
+            Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
+        }
+    }
+
+    fn frame(&mut self, frame: ServerFrame, ctx: &mut Context<Self>) {
+        self.send(WriterCommand::Frame(ByteString::from(frame.to_text())), ctx);
+    }
+
+    fn error(&mut self, id: Option<FrameId>, code: &'static str, message: impl Into<String>, ctx: &mut Context<Self>) {
+        self.frame(ServerFrame::error(id, code, message), ctx);
+    }
+
+    /// An error frame for a limit violation; closes the connection on repeated abuse.
+    fn violation(&mut self, reason: CloseReason, frame: ServerFrame, ctx: &mut Context<Self>) {
+        self.frame(frame, ctx);
+        if self.violations.record(Instant::now(), self.rt.settings.max_violations) {
+            self.close(reason, ctx);
+        }
+    }
+
+    /// Closes after the frames already queued, with a `closing` frame stating why.
+    fn close(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        tracing::debug!(session = self.id, reason = reason.as_str(), "closing connection");
+        if self.writer.try_send(WriterCommand::Close(reason)).is_err() {
+            let _ = self.kill.send(Some(reason));
+        }
+        // If the peer never completes the close, stop anyway.
+        ctx.run_later(super::writer::CLOSE_TIMEOUT * 2, |_, ctx| ctx.stop());
+    }
+
+    /// Closes at once, interrupting a blocked write.
+    fn kill(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        self.closing = true;
+        let _ = self.kill.send(Some(reason));
+        ctx.run_later(super::writer::CLOSE_TIMEOUT * 2, |_, ctx| ctx.stop());
+    }
+
+    fn filter(&self) -> Option<Filter> {
+        let identity = self.identity.as_ref()?;
+        Some(Filter {
+            topics: self.subscriptions.clone(),
+            user: identity.user.clone(),
+            role: identity.role,
+        })
+    }
+
+    fn authenticated(&mut self, identity: Identity, id: Option<FrameId>, ctx: &mut Context<Self>) {
+        if identity.hospital != self.hospital {
+            self.error(id, "wrong_hospital", format!("the token is for hospital `{}`", identity.hospital), ctx);
+            self.close(CloseReason::AuthenticationFailed, ctx);
+            return;
+        }
+        let Some(slot) = self.rt.directory.open_connection(&identity.hospital, &identity.user) else {
+            self.error(
+                id,
+                "too_many_connections",
+                format!("at most {} connections per user", self.rt.settings.max_connections_per_user),
+                ctx,
+            );
+            self.close(CloseReason::TooManyConnections, ctx);
+            return;
+        };
+        self.slot = Some(slot);
+        self.identity = Some(identity.clone());
+        self.schedule_token_timers(ctx);
+        self.join_hospital(ctx, 0);
+        self.rt.presence.do_send(presence::Connect {
+            session: self.id,
+            hospital: identity.hospital.clone(),
+            user: identity.user.clone(),
+            role: identity.role,
+            recipient: ctx.address().recipient(),
+        });
+        self.frame(
+            ServerFrame::Authenticated {
+                id,
+                user: identity.user.to_string(),
+                role: identity.role.as_str().to_owned(),
+                hospital: identity.hospital.to_string(),
+                expires_at: identity.expires_at,
+            },
+            ctx,
+        );
+    }
+
+    /// Joins the hospital actor before handling any other message (so a `subscribe` right
+    /// after `auth` finds the feed).
+    fn join_hospital(&mut self, ctx: &mut Context<Self>, attempt: u8) {
+        let Some(identity) = self.identity.clone() else { return };
+        let addr = self.rt.directory.hospital(&self.hospital);
+        let join = addr.send(Join {
+            session: self.id,
+            user: identity.user,
+            progress: self.progress.clone(),
+            kick: ctx.address().recipient(),
+        });
+        ctx.wait(join.into_actor(self).map(move |result, act, ctx| match result {
+            Ok(feed) => {
+                act.feed = Some(feed);
+                act.hospital_actor = Some(addr);
+            }
+            // The actor stopped between lookup and join (its last session just left).
+            Err(_) if attempt < 3 => act.join_hospital(ctx, attempt + 1),
+            Err(_) => {
+                tracing::error!(session = act.id, "could not join the hospital reader");
+                act.kill(CloseReason::ServerShutdown, ctx);
+            }
+        }));
+    }
+
+    fn schedule_token_timers(&mut self, ctx: &mut Context<Self>) {
+        for handle in self.token_timers.drain(..) {
+            ctx.cancel_future(handle);
+        }
+        let Some(expires_at) = self.identity.as_ref().map(|i| i.expires_at) else { return };
+        let left = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let warning = self.rt.settings.token_warning;
+        if left > warning {
+            let handle = ctx.run_later(left - warning, move |act, ctx| {
+                let seconds_left = (expires_at - Utc::now()).num_seconds().max(0);
+                act.frame(ServerFrame::TokenExpiring { expires_at, seconds_left }, ctx);
+            });
+            self.token_timers.push(handle);
+        } else if !left.is_zero() {
+            let seconds_left = left.as_secs() as i64;
+            self.frame(ServerFrame::TokenExpiring { expires_at, seconds_left }, ctx);
+        }
+        let handle = ctx.run_later(left, |act, ctx| {
+            let expired = act.identity.as_ref().is_none_or(|i| i.expires_at <= Utc::now());
+            if expired {
+                act.close(CloseReason::TokenExpired, ctx);
+            }
+        });
+        self.token_timers.push(handle);
+    }
+
+    fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let now = Instant::now();
+        if text.len() > self.rt.settings.max_frame_bytes {
+            let frame = ServerFrame::error(
+                None,
+                "frame_too_large",
+                format!("frames are limited to {} bytes", self.rt.settings.max_frame_bytes),
+            );
+            return self.violation(CloseReason::PolicyViolation, frame, ctx);
+        }
+        if let Err(wait) = self.limiter.try_take(now) {
+            Metrics::inc(&self.rt.metrics.rate_limit_hits);
+            let frame = ServerFrame::error(
+                None,
+                "rate_limited",
+                format!("too many frames; retry in {} ms", wait.as_millis().max(1)),
+            );
+            return self.violation(CloseReason::RateLimited, frame, ctx);
+        }
+        match parse_client_frame(text) {
+            Ok(frame) => self.dispatch(frame, ctx),
+            Err(error) => self.violation(CloseReason::PolicyViolation, error, ctx),
+        }
+    }
+
+    fn dispatch(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
+        if let ClientFrame::Auth { id, token } = frame {
+            if self.identity.is_some() {
+                return self.error(id, "already_authenticated", "use `refresh` to replace the token", ctx);
+            }
+            return match self.rt.keys.verify(&token) {
+                Ok(identity) => self.authenticated(identity, id, ctx),
+                Err(error) => {
+                    self.error(id, error.code(), error.to_string(), ctx);
+                    self.close(CloseReason::AuthenticationFailed, ctx);
+                }
+            };
+        }
+        let Some(identity) = self.identity.clone() else {
+            return self.error(frame.id().cloned(), "not_authenticated", "send an `auth` frame first", ctx);
+        };
+        match frame {
+            ClientFrame::Auth { .. } => {}
+            ClientFrame::Ping { id } => self.frame(ServerFrame::Pong { id }, ctx),
+            ClientFrame::Subscribe { id, topics, last_event_id, epoch } => {
+                self.subscribe(id, topics, last_event_id.map(|l| l.0), epoch, ctx)
+            }
+            ClientFrame::Unsubscribe { id, topics } => self.unsubscribe(id, topics, ctx),
+            ClientFrame::Typing { id, case } => {
+                if !role_may_subscribe(identity.role, &Topic::Case(case)) {
+                    return self.error(id, "forbidden_topic", "your role may not follow case threads", ctx);
+                }
+                let now = Instant::now();
+                let throttle = self.rt.settings.typing_throttle;
+                if self.typing_sent.get(&case).is_some_and(|t| now.saturating_duration_since(*t) < throttle) {
+                    let frame = ServerFrame::error(
+                        id,
+                        "typing_throttled",
+                        format!("send `typing` at most once every {} ms per case", throttle.as_millis()),
+                    );
+                    return self.violation(CloseReason::RateLimited, frame, ctx);
+                }
+                if self.typing_sent.len() > self.rt.settings.max_subscriptions {
+                    self.typing_sent.retain(|_, t| now.saturating_duration_since(*t) < throttle);
+                }
+                self.typing_sent.insert(case, now);
+                self.rt.presence.do_send(presence::Typing { session: self.id, case });
+            }
+            ClientFrame::View { id, target } | ClientFrame::Unview { id, target } if target.parse::<ViewTarget>().is_err() => {
+                self.error(id, "invalid_target", format!("`{}` is not `case:<uuid>` or `patient:<id>`", target.chars().take(80).collect::<String>()), ctx)
+            }
+            ClientFrame::View { id, target } => {
+                let Ok(target) = target.parse::<ViewTarget>() else { return };
+                if !role_may_subscribe(identity.role, &view_topic(&target)) {
+                    return self.error(id, "forbidden_topic", format!("your role may not view `{target}`"), ctx);
+                }
+                if !self.views.contains(&target) && self.views.len() >= self.rt.settings.max_subscriptions {
+                    let frame = ServerFrame::error(id, "too_many_views", "release a view first");
+                    return self.violation(CloseReason::PolicyViolation, frame, ctx);
+                }
+                self.views.insert(target.clone());
+                self.rt.presence.do_send(presence::View { session: self.id, target });
+            }
+            ClientFrame::Unview { target, .. } => {
+                let Ok(target) = target.parse::<ViewTarget>() else { return };
+                if self.views.remove(&target) {
+                    self.rt.presence.do_send(presence::Unview { session: self.id, target });
+                }
+            }
+            ClientFrame::Refresh { id, token } => match self.rt.keys.verify(&token) {
+                Ok(fresh) if fresh.user == identity.user && fresh.hospital == identity.hospital => {
+                    self.identity = Some(fresh.clone());
+                    self.schedule_token_timers(ctx);
+                    if let Some(filter) = self.filter() {
+                        self.send(WriterCommand::Filter(filter), ctx);
+                    }
+                    self.frame(
+                        ServerFrame::Authenticated {
+                            id,
+                            user: fresh.user.to_string(),
+                            role: fresh.role.as_str().to_owned(),
+                            hospital: fresh.hospital.to_string(),
+                            expires_at: fresh.expires_at,
+                        },
+                        ctx,
+                    );
+                }
+                Ok(_) => self.error(id, "refresh_mismatch", "a refresh token must be for the same user and hospital", ctx),
+                Err(error) => self.error(id, error.code(), error.to_string(), ctx),
+            },
+        }
+    }
+
+    fn parse_topics(&mut self, id: &Option<FrameId>, raw: &[String], ctx: &mut Context<Self>) -> Option<Vec<Topic>> {
+        let mut topics = BTreeSet::new();
+        for name in raw {
+            match name.parse::<Topic>() {
+                Ok(topic) => {
+                    topics.insert(topic);
+                }
+                Err(error) => {
+                    self.error(id.clone(), "unknown_topic", error.to_string(), ctx);
+                    return None;
+                }
+            }
+        }
+        Some(topics.into_iter().collect())
+    }
+
+    fn subscribe(
+        &mut self,
+        id: Option<FrameId>,
+        raw: Vec<String>,
+        last_event_id: Option<i64>,
+        epoch: Option<Uuid>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(identity) = self.identity.clone() else { return };
+        if raw.is_empty() {
+            return self.error(id, "no_topics", "`topics` must name at least one topic", ctx);
+        }
+        let Some(topics) = self.parse_topics(&id, &raw, ctx) else { return };
+        if let Some(refused) = topics.iter().find(|t| !role_may_subscribe(identity.role, t)) {
+            return self.error(
+                id,
+                "forbidden_topic",
+                format!("role `{}` may not subscribe to `{refused}`", identity.role.as_str()),
+                ctx,
+            );
+        }
+        if topics.contains(&Topic::Metrics) {
+            return self.error(
+                id,
+                "topic_unavailable",
+                "`metrics` is served by the projections engine, not available on this server yet",
+                ctx,
+            );
+        }
+        let new: Vec<Topic> = topics.iter().filter(|t| !self.subscriptions.contains(t)).cloned().collect();
+        if self.subscriptions.len() + new.len() > self.rt.settings.max_subscriptions {
+            let frame = ServerFrame::error(
+                id,
+                "too_many_subscriptions",
+                format!("at most {} topics per connection", self.rt.settings.max_subscriptions),
+            );
+            return self.violation(CloseReason::PolicyViolation, frame, ctx);
+        }
+        if self.streaming && last_event_id.is_some() {
+            return self.error(
+                id,
+                "already_streaming",
+                "`last_event_id` is accepted on the first subscription of a connection; reconnect to resume from another position",
+                ctx,
+            );
+        }
+        self.ever_subscribed = true;
+        for _ in &new {
+            Metrics::inc(&self.rt.metrics.subscriptions);
+        }
+        self.subscriptions.add(new.iter().cloned());
+        for topic in &new {
+            if let Some(watch) = watch_topic(topic) {
+                self.rt.presence.do_send(presence::Watch { session: self.id, topic: watch, on: true });
+            }
+        }
+        let Some(feed) = self.feed.clone() else {
+            return self.error(id, "unavailable", "the hospital stream is not available; retry", ctx);
+        };
+        let names = self.subscriptions.names();
+        if self.streaming || !self.subscriptions.has_stream_topic() {
+            if let Some(filter) = self.filter() {
+                self.send(WriterCommand::Filter(filter), ctx);
+            }
+            let position = self.progress.cursor().unwrap_or_else(|| feed.head());
+            return self.frame(
+                ServerFrame::Subscribed {
+                    id,
+                    topics: names,
+                    recovered: false,
+                    position: position.to_string(),
+                    epoch: feed.epoch(),
+                    reason: None,
+                },
+                ctx,
+            );
+        }
+        let Some(addr) = self.hospital_actor.clone() else { return };
+        self.streaming = true;
+        let resume = addr.send(Resume { last_event_id, epoch });
+        let span = tracing::info_span!("subscribe", session = self.id, hospital = %self.hospital, user = %identity.user, last_event_id);
+        // Wait for the decision before handling further frames: the `subscribed` reply and
+        // the start of the stream must precede anything else on the writer.
+        ctx.wait(resume.into_actor(self).map(move |result, act, ctx| {
+            let _enter = span.enter();
+            let Ok(decision) = result else {
+                act.streaming = false;
+                return act.error(id, "unavailable", "the hospital stream is not available; retry", ctx);
+            };
+            if last_event_id.is_some() {
+                let counter = if decision.recovered {
+                    &act.rt.metrics.resumes_recovered
+                } else {
+                    &act.rt.metrics.resumes_not_recovered
+                };
+                Metrics::inc(counter);
+            }
+            tracing::info!(recovered = decision.recovered, start = decision.start, reason = decision.reason, "subscribed");
+            act.frame(
+                ServerFrame::Subscribed {
+                    id,
+                    topics: names,
+                    recovered: decision.recovered,
+                    position: decision.position.to_string(),
+                    epoch: decision.epoch,
+                    reason: decision.reason,
+                },
+                ctx,
+            );
+            if let Some(filter) = act.filter() {
+                act.send(WriterCommand::Stream { feed, start: decision.start, filter }, ctx);
+            }
+        }));
+    }
+
+    fn unsubscribe(&mut self, id: Option<FrameId>, raw: Vec<String>, ctx: &mut Context<Self>) {
+        let Some(topics) = self.parse_topics(&id, &raw, ctx) else { return };
+        for topic in &topics {
+            if self.subscriptions.contains(topic) {
+                Metrics::dec(&self.rt.metrics.subscriptions);
+                if let Some(watch) = watch_topic(topic) {
+                    self.rt.presence.do_send(presence::Watch { session: self.id, topic: watch, on: false });
+                }
+            }
+        }
+        self.subscriptions.remove(topics.iter());
+        if let Some(filter) = self.filter() {
+            self.send(WriterCommand::Filter(filter), ctx);
+        }
+        self.frame(ServerFrame::Unsubscribed { id, topics: topics.iter().map(Topic::to_string).collect() }, ctx);
+    }
+}
+
+fn view_topic(target: &ViewTarget) -> Topic {
+    match target {
+        ViewTarget::Case(id) => Topic::Case(*id),
+        ViewTarget::Patient(p) => Topic::Patient(p.clone()),
+    }
+}
+
+/// The presence-hub watch a topic implies, if any.
+fn watch_topic(topic: &Topic) -> Option<WatchTopic> {
+    match topic {
+        Topic::Presence => Some(WatchTopic::Presence),
+        Topic::Case(id) => Some(WatchTopic::Target(ViewTarget::Case(*id))),
+        Topic::Patient(p) => Some(WatchTopic::Target(ViewTarget::Patient(p.clone()))),
+        _ => None,
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        Metrics::inc(&self.rt.metrics.ws_connections);
+        let settings = self.rt.settings.clone();
+        match self.identity.take() {
+            Some(identity) => self.authenticated(identity, None, ctx),
+            None => {
+                ctx.run_later(settings.auth_timeout, |act, ctx| {
+                    if act.identity.is_none() {
+                        act.error(None, "authentication_timeout", "no `auth` frame in time", ctx);
+                        act.close(CloseReason::AuthenticationFailed, ctx);
+                    }
+                });
+            }
+        }
+        ctx.run_later(settings.idle_timeout, |act, ctx| {
+            if !act.ever_subscribed {
+                act.close(CloseReason::Idle, ctx);
+            }
+        });
+        ctx.run_interval(settings.heartbeat, move |act, ctx| {
+            match heartbeat(act.last_seen, Instant::now(), settings.heartbeat) {
+                Heartbeat::Ping => act.send(WriterCommand::Ping, ctx),
+                Heartbeat::TimedOut => act.kill(CloseReason::HeartbeatTimeout, ctx),
+            }
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        Metrics::dec(&self.rt.metrics.ws_connections);
+        for _ in 0..self.subscriptions.len() {
+            Metrics::dec(&self.rt.metrics.subscriptions);
+        }
+        if let Some(addr) = &self.hospital_actor {
+            addr.do_send(Leave { session: self.id });
+        }
+        if self.identity.is_some() {
+            self.rt.presence.do_send(presence::Disconnect { session: self.id });
+        }
+        self.slot = None;
+    }
+}
+
+impl StreamHandler<Result<WsMessage, ProtocolError>> for SessionActor {
+    fn handle(&mut self, item: Result<WsMessage, ProtocolError>, ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        match item {
+            Ok(WsMessage::Text(text)) => self.on_text(&text, ctx),
+            Ok(WsMessage::Ping(payload)) => self.send(WriterCommand::Pong(payload), ctx),
+            Ok(WsMessage::Pong(_)) => {
+                if self.identity.is_some() {
+                    self.rt.presence.do_send(presence::Touch { session: self.id });
+                }
+            }
+            Ok(WsMessage::Binary(_)) | Ok(WsMessage::Continuation(_)) => {
+                let frame = ServerFrame::error(None, "unsupported_frame", "only JSON text frames are accepted");
+                self.violation(CloseReason::PolicyViolation, frame, ctx);
+            }
+            Ok(WsMessage::Close(_)) => ctx.stop(),
+            Ok(WsMessage::Nop) => {}
+            Err(ProtocolError::Overflow) => self.kill(CloseReason::FrameTooLarge, ctx),
+            Err(error) => {
+                tracing::debug!(session = self.id, %error, "websocket protocol error");
+                self.kill(CloseReason::PolicyViolation, ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+impl Handler<Push> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Push, ctx: &mut Self::Context) {
+        if !self.closing {
+            self.frame(msg.frame, ctx);
+        }
+    }
+}
+
+impl Handler<Kick> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Kick, ctx: &mut Self::Context) {
+        self.kill(msg.reason, ctx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_is_dead_after_two_silent_intervals() {
+        let t0 = Instant::now();
+        let interval = Duration::from_secs(30);
+        assert_eq!(heartbeat(t0, t0 + Duration::from_secs(59), interval), Heartbeat::Ping);
+        assert_eq!(heartbeat(t0, t0 + Duration::from_secs(61), interval), Heartbeat::TimedOut);
+    }
+
+    #[test]
+    fn violations_close_only_past_the_maximum_within_a_minute() {
+        let t0 = Instant::now();
+        let mut v = Violations::default();
+        for i in 0..3 {
+            assert!(!v.record(t0 + Duration::from_secs(i), 3));
+        }
+        assert!(v.record(t0 + Duration::from_secs(4), 3));
+        let mut later = Violations::default();
+        for i in 0..3 {
+            later.record(t0 + Duration::from_secs(i), 3);
+        }
+        assert!(!later.record(t0 + Duration::from_secs(120), 3), "old violations are forgotten");
+    }
+}

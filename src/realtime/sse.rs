@@ -1,0 +1,389 @@
+//! Server-Sent Events: the same stream as the WebSocket, for clients that only need to
+//! receive. `GET /api/hospitals/{hospital}/events/stream?topics=alerts,cases` resumes from
+//! the standard `Last-Event-ID` header (or `last_event_id` query parameter); every event
+//! carries its position in an `id:` line and the same JSON as a WebSocket `event` frame in
+//! its `data:` line. Other frames (`subscribed`, `token_expiring`, `closing`) are `data:`
+//! lines with their `type`, exactly as on the WebSocket.
+//!
+//! Browsers' `EventSource` cannot send an `Authorization` header, so a client may instead
+//! `POST .../events/stream/tickets` (authenticated) for a single-use ticket valid for
+//! [`TICKET_TTL`], passed as `?ticket=`. Request logs never include query strings.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use aggregates::types::{HospitalId, Role, UserId};
+use bytes::Bytes;
+use bytestring::ByteString;
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::{IntoParams, ToSchema};
+
+use super::hospital::{ConnectionSlot, HospitalActor, Join, Kick, Leave, Resume, SessionProgress};
+use super::protocol::{CloseReason, LastEventId, ServerFrame};
+use super::topics::{role_may_subscribe, Subscriptions, Topic};
+use super::window::WindowEvent;
+use super::writer::{self, closing_frame, Closed, Filter, Sink, WriterCommand, WriterContext, COMMAND_QUEUE};
+use super::{next_session_id, Realtime, SessionId};
+use crate::auth::{Action, AuthError, Identity};
+use crate::http::commands::authorize;
+use crate::http::extract::{bearer_token, hospital_from_path, Authenticated};
+use crate::http::problem::ApiError;
+use crate::http::responses::ReadErrors;
+use crate::http::AppState;
+use crate::metrics::Metrics;
+
+/// How long a ticket may wait before it is used.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+
+/// Frames buffered between the writer and the HTTP response.
+const SSE_BUFFER: usize = 16;
+
+/// A stream ticket.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ticket {
+    /// Pass as `?ticket=` to the stream endpoint, once.
+    pub ticket: String,
+    /// Seconds until it expires unused.
+    pub expires_in: u64,
+}
+
+/// Trade a bearer token for a single-use SSE ticket.
+#[utoipa::path(post, path = "/api/hospitals/{hospital}/events/stream/tickets", tag = "events",
+    params(("hospital" = String, Path, description = "Hospital id")),
+    responses((status = 201, description = "Ticket issued", body = Ticket), ReadErrors),
+    security(("bearer" = [])))]
+pub async fn issue_ticket(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let hospital = hospital_from_path(&path)?;
+    let identity = auth.0;
+    authorize(&identity, &hospital, Action::ReadEvents)?;
+    let mut raw = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let ticket = hex::encode(raw);
+    sqlx::query("DELETE FROM stream_tickets WHERE expires_at < clock_timestamp()")
+        .execute(&state.pool)
+        .await
+        .map_err(ApiError::database)?;
+    sqlx::query(
+        "INSERT INTO stream_tickets (ticket_hash, hospital, user_id, role, token_expires_at, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, clock_timestamp() + make_interval(secs => $6))",
+    )
+    .bind(hex::encode(Sha256::digest(ticket.as_bytes())))
+    .bind(identity.hospital.as_str())
+    .bind(identity.user.as_str())
+    .bind(identity.role.as_str())
+    .bind(identity.expires_at)
+    .bind(TICKET_TTL.as_secs_f64())
+    .execute(&state.pool)
+    .await
+    .map_err(ApiError::database)?;
+    Ok(HttpResponse::Created().json(Ticket {
+        ticket,
+        expires_in: TICKET_TTL.as_secs(),
+    }))
+}
+
+async fn redeem(state: &AppState, ticket: &str) -> Result<Identity, ApiError> {
+    let row: Option<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "DELETE FROM stream_tickets WHERE ticket_hash = $1 AND expires_at >= clock_timestamp() \
+         RETURNING hospital, user_id, role, token_expires_at",
+    )
+    .bind(hex::encode(Sha256::digest(ticket.as_bytes())))
+    .fetch_optional(&state.pool)
+    .await
+    .map_err(ApiError::database)?;
+    let invalid = || ApiError::Unauthorized(AuthError::Invalid("unknown, used or expired ticket".into()));
+    let (hospital, user, role, expires_at) = row.ok_or_else(invalid)?;
+    if expires_at <= Utc::now() {
+        return Err(ApiError::Unauthorized(AuthError::Expired));
+    }
+    Ok(Identity {
+        hospital: HospitalId::parse(&hospital).map_err(|_| invalid())?,
+        user: UserId::parse(&user).map_err(|_| invalid())?,
+        role: role.parse::<Role>().map_err(|_| invalid())?,
+        expires_at,
+    })
+}
+
+/// Query of the stream endpoint.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Comma-separated topics, e.g. `alerts,case:<uuid>`.
+    pub topics: String,
+    /// Resume after this position (the `Last-Event-ID` header wins when both are sent).
+    pub last_event_id: Option<String>,
+    /// The stream epoch the last-event-id belongs to.
+    pub epoch: Option<uuid::Uuid>,
+    /// A single-use ticket from `POST .../events/stream/tickets`, for clients that cannot
+    /// send an `Authorization` header.
+    pub ticket: Option<String>,
+}
+
+/// Writes SSE to the HTTP response.
+struct SseSink {
+    tx: mpsc::Sender<Bytes>,
+}
+
+impl Sink for SseSink {
+    async fn send(&mut self, frame: ByteString) -> Result<(), Closed> {
+        let chunk = format!("data: {frame}\n\n");
+        self.tx.send(Bytes::from(chunk)).await.map_err(|_| Closed)
+    }
+
+    async fn send_event(&mut self, event: &WindowEvent) -> Result<(), Closed> {
+        let chunk = format!("id: {}\ndata: {}\n\n", event.position, event.frame);
+        self.tx.send(Bytes::from(chunk)).await.map_err(|_| Closed)
+    }
+
+    async fn ping(&mut self) -> Result<(), Closed> {
+        self.tx.send(Bytes::from_static(b": ping\n\n")).await.map_err(|_| Closed)
+    }
+
+    async fn pong(&mut self, _: Bytes) -> Result<(), Closed> {
+        Ok(())
+    }
+
+    async fn close(self, reason: Option<CloseReason>) {
+        if let Some(reason) = reason {
+            let frame = closing_frame(reason);
+            let _ = self.tx.send(Bytes::from(format!("data: {frame}\n\n"))).await;
+        }
+    }
+}
+
+/// The actor behind one SSE connection: joins the hospital, heartbeats, closes at token
+/// expiry, and obeys kicks. (SSE clients send nothing, so there is no frame handling.)
+struct SseSession {
+    id: SessionId,
+    rt: Arc<Realtime>,
+    writer: mpsc::Sender<WriterCommand>,
+    kill: watch::Sender<Option<CloseReason>>,
+    hospital_actor: Option<Addr<HospitalActor>>,
+    _slot: ConnectionSlot,
+    expires_at: DateTime<Utc>,
+}
+
+impl Actor for SseSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        Metrics::inc(&self.rt.metrics.sse_connections);
+        ctx.run_interval(self.rt.settings.sse_heartbeat, |act, ctx| {
+            if act.writer.try_send(WriterCommand::Ping).is_err() && act.writer.is_closed() {
+                ctx.stop();
+            }
+        });
+        let left = (self.expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        ctx.run_later(left, |act, _| {
+            let _ = act.writer.try_send(WriterCommand::Close(CloseReason::TokenExpired));
+        });
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        Metrics::dec(&self.rt.metrics.sse_connections);
+        if let Some(addr) = &self.hospital_actor {
+            addr.do_send(Leave { session: self.id });
+        }
+    }
+}
+
+impl Handler<Kick> for SseSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Kick, _: &mut Self::Context) {
+        let _ = self.kill.send(Some(msg.reason));
+    }
+}
+
+/// Stops the actor when its writer ends (the client went away).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct WriterEnded;
+
+impl Handler<WriterEnded> for SseSession {
+    type Result = ();
+
+    fn handle(&mut self, _: WriterEnded, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Stream the hospital's events as Server-Sent Events.
+#[utoipa::path(get, path = "/api/hospitals/{hospital}/events/stream", tag = "events",
+    params(("hospital" = String, Path, description = "Hospital id"), StreamQuery,
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position")),
+    responses((status = 200, description = "text/event-stream of `data:` frames; events carry `id:`", content_type = "text/event-stream"), ReadErrors),
+    security(("bearer" = [])))]
+pub async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let hospital = hospital_from_path(&path)?;
+    let identity = match (bearer_token(&req), &query.ticket) {
+        (Some(token), _) => state.keys.verify(token)?,
+        (None, Some(ticket)) => redeem(&state, ticket).await?,
+        (None, None) => return Err(ApiError::Unauthorized(AuthError::Missing)),
+    };
+    authorize(&identity, &hospital, Action::ReadEvents)?;
+    let mut subscriptions = Subscriptions::default();
+    for name in query.topics.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let topic: Topic = name
+            .parse()
+            .map_err(|e: super::topics::UnknownTopic| ApiError::invalid_field("topics", e.to_string()))?;
+        if !role_may_subscribe(identity.role, &topic) {
+            return Err(ApiError::Forbidden {
+                code: "forbidden_topic",
+                detail: format!("role `{}` may not subscribe to `{topic}`", identity.role.as_str()),
+            });
+        }
+        if !topic_streams_over_sse(&topic) {
+            return Err(ApiError::invalid_field("topics", format!("`{topic}` is only available over WebSocket")));
+        }
+        subscriptions.add([topic]);
+    }
+    let rt = state.realtime.clone();
+    if subscriptions.is_empty() || subscriptions.len() > rt.settings.max_subscriptions {
+        return Err(ApiError::invalid_field(
+            "topics",
+            format!("name 1..={} topics", rt.settings.max_subscriptions),
+        ));
+    }
+    let header = req
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    let last_event_id = match header.or(query.last_event_id.as_deref()) {
+        None => None,
+        Some(raw) => Some(
+            LastEventId::parse(raw)
+                .ok_or_else(|| ApiError::invalid_field("last_event_id", "must be a stream position"))?
+                .0,
+        ),
+    };
+    let slot = rt
+        .directory
+        .open_connection(&hospital, &identity.user)
+        .ok_or(ApiError::RateLimited { retry_after: 5 })?;
+
+    let id = next_session_id();
+    let progress = Arc::new(SessionProgress::default());
+    let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+    let (kill, kill_receiver) = watch::channel(None);
+    let session = SseSession {
+        id,
+        rt: rt.clone(),
+        writer: commands.clone(),
+        kill,
+        hospital_actor: None,
+        _slot: slot,
+        expires_at: identity.expires_at,
+    };
+    let session = session.start();
+    let mut joined = None;
+    for _ in 0..3 {
+        let addr = rt.directory.hospital(&hospital);
+        let join = addr.send(Join {
+            session: id,
+            user: identity.user.clone(),
+            progress: progress.clone(),
+            kick: session.clone().recipient(),
+        });
+        if let Ok(feed) = join.await {
+            joined = Some((addr, feed));
+            break;
+        }
+    }
+    let (addr, feed) = joined.ok_or_else(|| ApiError::Unavailable("hospital stream unavailable".into()))?;
+    let decision = addr
+        .send(Resume {
+            last_event_id,
+            epoch: query.epoch,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("hospital stream unavailable".into()))?;
+    if last_event_id.is_some() {
+        let counter = if decision.recovered { &rt.metrics.resumes_recovered } else { &rt.metrics.resumes_not_recovered };
+        Metrics::inc(counter);
+    }
+    tracing::info!(session = id, %hospital, user = %identity.user, recovered = decision.recovered, "sse subscribed");
+    let subscribed = ServerFrame::Subscribed {
+        id: None,
+        topics: subscriptions.names(),
+        recovered: decision.recovered,
+        position: decision.position.to_string(),
+        epoch: decision.epoch,
+        reason: decision.reason,
+    };
+    let filter = Filter {
+        topics: subscriptions,
+        user: identity.user.clone(),
+        role: identity.role,
+    };
+    // The queue is empty and sized well above two commands: these cannot fail.
+    let _ = commands.try_send(WriterCommand::Frame(ByteString::from(subscribed.to_text())));
+    let _ = commands.try_send(WriterCommand::Stream {
+        feed,
+        start: decision.start,
+        filter,
+    });
+    let (tx, rx) = mpsc::channel::<Bytes>(SSE_BUFFER);
+    let context = WriterContext {
+        pool: rt.pool.clone(),
+        progress,
+        metrics: rt.metrics.clone(),
+        kill: kill_receiver,
+        shutdown: rt.shutdown.clone(),
+    };
+    session.do_send(SetHospital(addr));
+    let ender = session.clone();
+    actix_web::rt::spawn(async move {
+        writer::run(SseSink { tx }, receiver, context).await;
+        ender.do_send(WriterEnded);
+    });
+    drop(commands);
+    let retry = Bytes::from_static(b"retry: 2000\n\n");
+    let body = futures_util::stream::once(async move { retry })
+        .chain(ReceiverStream::new(rx))
+        .map(Ok::<_, Infallible>);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+/// Presence and metrics need a two-way connection (they are pushed state, not stream
+/// events); over SSE only stream topics are served.
+fn topic_streams_over_sse(topic: &Topic) -> bool {
+    !matches!(topic, Topic::Presence | Topic::Metrics)
+}
+
+/// Tells the SSE actor which hospital actor to leave when it stops.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SetHospital(Addr<HospitalActor>);
+
+impl Handler<SetHospital> for SseSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetHospital, _: &mut Self::Context) {
+        self.hospital_actor = Some(msg.0);
+    }
+}

@@ -1,0 +1,276 @@
+//! The hospital reader's in-memory window of recent events, already serialized.
+//!
+//! Each event is turned into its wire frame **once**, when the reader takes it from the
+//! store; every session that receives it shares the same bytes (`ByteString` clones are
+//! reference counts). The window is bounded in count and age; a reader that needs older
+//! events reads them from PostgreSQL.
+//!
+//! Positions are dense, so the window is a contiguous run `first..=last` and lookup by
+//! position is an index computation.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::routing::Scope;
+use aggregates::types::UserId;
+use bytestring::ByteString;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::topics::{topics_of, Topic};
+use crate::stream::entitlement::{may_see_scope, Viewer};
+use crate::stream::{Position, StreamEvent};
+
+/// An event ready to send.
+#[derive(Debug)]
+pub struct WindowEvent {
+    /// Stream position.
+    pub position: Position,
+    /// Routing facts for entitlement.
+    pub scope: Scope,
+    /// Who caused the event (entitlement: field workers see what they wrote).
+    pub author: Option<UserId>,
+    /// Topics the event belongs to (first = primary).
+    pub topics: Vec<Topic>,
+    /// The `event` frame, JSON, shared by every recipient.
+    pub frame: ByteString,
+    /// Commit time, for latency metrics and age eviction.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl WindowEvent {
+    /// Whether a viewer may receive this event (the shared entitlement rule).
+    pub fn visible_to(&self, viewer: Viewer<'_>) -> bool {
+        may_see_scope(viewer, &self.scope, self.author.as_ref())
+    }
+}
+
+#[derive(Serialize)]
+struct EventFrame<'a> {
+    #[serde(rename = "type")]
+    frame_type: &'static str,
+    id: String,
+    position: Position,
+    topic: String,
+    topics: Vec<String>,
+    event_type: &'a str,
+    aggregate_type: &'a str,
+    aggregate_id: &'a str,
+    sequence: i64,
+    data: &'a serde_json::Value,
+    ts: DateTime<Utc>,
+}
+
+/// Builds the window entry (and its frame) for a stored event.
+pub fn prepare(event: StreamEvent) -> Arc<WindowEvent> {
+    let topics = topics_of(&event.aggregate_id, &event.scope);
+    let frame = EventFrame {
+        frame_type: "event",
+        id: event.position.to_string(),
+        position: event.position,
+        topic: topics
+            .first()
+            .map(Topic::to_string)
+            .unwrap_or_else(|| "events".to_owned()),
+        topics: topics.iter().map(Topic::to_string).collect(),
+        event_type: &event.event_type,
+        aggregate_type: &event.aggregate_type,
+        aggregate_id: &event.aggregate_id,
+        sequence: event.sequence,
+        data: &event.data,
+        ts: event.recorded_at,
+    };
+    // Serializing plain data with string keys cannot fail.
+    let json = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
+    Arc::new(WindowEvent {
+        position: event.position,
+        scope: event.scope,
+        author: event.metadata.user,
+        topics,
+        frame: ByteString::from(json),
+        recorded_at: event.recorded_at,
+    })
+}
+
+/// Recent events of one hospital, contiguous by position.
+#[derive(Debug)]
+pub struct Window {
+    events: VecDeque<Arc<WindowEvent>>,
+    bytes: usize,
+    max_events: usize,
+    max_age: Duration,
+}
+
+impl Window {
+    /// An empty window holding at most `max_events` events no older than `max_age`.
+    pub fn new(max_events: usize, max_age: Duration) -> Self {
+        Self {
+            events: VecDeque::new(),
+            bytes: 0,
+            max_events: max_events.max(1),
+            max_age,
+        }
+    }
+
+    /// Appends the next event. Events must arrive in position order without gaps; an event
+    /// that does not continue the window resets it (it can only happen if the window was
+    /// seeded from a different point, and a reset keeps the contiguity invariant).
+    pub fn push(&mut self, event: Arc<WindowEvent>) {
+        if let Some(last) = self.last_position() {
+            if event.position != last + 1 {
+                self.events.clear();
+                self.bytes = 0;
+            }
+        }
+        self.bytes += event.frame.len();
+        self.events.push_back(event);
+        while self.events.len() > self.max_events {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(old) = self.events.pop_front() {
+            self.bytes -= old.frame.len();
+        }
+    }
+
+    /// Drops events older than the age limit (always keeps the newest, so the window keeps
+    /// knowing its last position).
+    pub fn evict_older_than(&mut self, now: DateTime<Utc>) {
+        let max_age = chrono::Duration::from_std(self.max_age).unwrap_or(chrono::Duration::MAX);
+        while self.events.len() > 1
+            && self
+                .events
+                .front()
+                .is_some_and(|e| now.signed_duration_since(e.recorded_at) > max_age)
+        {
+            self.pop_front();
+        }
+    }
+
+    /// First position held.
+    pub fn first_position(&self) -> Option<Position> {
+        self.events.front().map(|e| e.position)
+    }
+
+    /// Last position held.
+    pub fn last_position(&self) -> Option<Position> {
+        self.events.back().map(|e| e.position)
+    }
+
+    /// Whether every event after `after` (up to the window's end) is held.
+    pub fn covers_after(&self, after: Position) -> bool {
+        self.first_position().is_some_and(|first| after + 1 >= first)
+    }
+
+    /// Up to `max` events with a position greater than `after`, if the window covers them.
+    pub fn after(&self, after: Position, max: usize) -> Option<Vec<Arc<WindowEvent>>> {
+        let first = self.first_position()?;
+        if after + 1 < first {
+            return None;
+        }
+        let start = usize::try_from(after + 1 - first).ok()?;
+        Some(self.events.iter().skip(start).take(max).cloned().collect())
+    }
+
+    /// Bytes of frames between `after` and the end (a lagging session's backlog).
+    pub fn bytes_after(&self, after: Position) -> usize {
+        match self.first_position() {
+            Some(first) if after + 1 > first => {
+                let skip = usize::try_from(after + 1 - first).unwrap_or(usize::MAX);
+                self.events.iter().skip(skip).map(|e| e.frame.len()).sum()
+            }
+            Some(_) => self.bytes,
+            None => 0,
+        }
+    }
+
+    /// Events held.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether the window is empty.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Total frame bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aggregates::routing::Category;
+
+    fn event(position: Position, age_secs: i64) -> Arc<WindowEvent> {
+        Arc::new(WindowEvent {
+            position,
+            scope: Scope {
+                category: Category::Alerts,
+                patient: None,
+                assignees: vec![],
+                recipient: None,
+            },
+            author: None,
+            topics: vec![Topic::Alerts],
+            frame: ByteString::from(format!("{{\"position\":{position}}}")),
+            recorded_at: Utc::now() - chrono::Duration::seconds(age_secs),
+        })
+    }
+
+    #[test]
+    fn a_window_keeps_the_newest_events_up_to_its_count() {
+        let mut w = Window::new(3, Duration::from_secs(600));
+        for p in 1..=5 {
+            w.push(event(p, 0));
+        }
+        assert_eq!((w.first_position(), w.last_position()), (Some(3), Some(5)));
+        assert!(w.covers_after(2));
+        assert!(!w.covers_after(1));
+        let after_3: Vec<_> = w.after(3, 10).unwrap().iter().map(|e| e.position).collect();
+        assert_eq!(after_3, vec![4, 5]);
+        assert!(w.after(1, 10).is_none(), "position 2 was evicted: the caller must use the store");
+        assert_eq!(w.after(5, 10).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn old_events_are_evicted_but_the_newest_stays() {
+        let mut w = Window::new(100, Duration::from_secs(60));
+        w.push(event(1, 120));
+        w.push(event(2, 90));
+        w.push(event(3, 10));
+        w.evict_older_than(Utc::now());
+        assert_eq!(w.first_position(), Some(3));
+        let mut only_old = Window::new(100, Duration::from_secs(60));
+        only_old.push(event(7, 999));
+        only_old.evict_older_than(Utc::now());
+        assert_eq!(only_old.last_position(), Some(7));
+    }
+
+    #[test]
+    fn a_non_contiguous_push_resets_the_window() {
+        let mut w = Window::new(10, Duration::from_secs(60));
+        w.push(event(1, 0));
+        w.push(event(5, 0));
+        assert_eq!(w.first_position(), Some(5));
+        assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn backlog_bytes_count_only_events_after_the_cursor() {
+        let mut w = Window::new(10, Duration::from_secs(60));
+        for p in 1..=3 {
+            w.push(event(p, 0));
+        }
+        let one = w.after(0, 1).unwrap()[0].frame.len();
+        assert_eq!(w.bytes_after(2), w.bytes() - 2 * one);
+        assert_eq!(w.bytes_after(3), 0);
+        assert_eq!(w.bytes_after(0), w.bytes());
+    }
+}

@@ -1,0 +1,310 @@
+//! Each connection's single ordered writer.
+//!
+//! The writer is a cursor over its hospital's stream: it sends every event after its cursor
+//! that the connection's filter admits, in position order, taking events from the shared
+//! window (already serialized) or, when the window does not reach back far enough, from
+//! PostgreSQL. Replay after a reconnect and live delivery are therefore the same loop over
+//! the same cursor: there is no switch-over where an event could be skipped or sent twice.
+//!
+//! Other frames (replies, presence, typing, errors) arrive as [`WriterCommand`]s on a bounded
+//! channel and are written in order between event batches. A kill signal (slow consumer,
+//! server shutdown) interrupts even a send that is blocked on a client that stopped reading.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::types::{Role, UserId};
+use bytes::Bytes;
+use bytestring::ByteString;
+use sqlx::PgPool;
+use tokio::sync::{mpsc, watch};
+
+use super::hospital::{HospitalFeed, SessionProgress, READ_RETRY};
+use super::protocol::{CloseReason, ServerFrame};
+use super::topics::Subscriptions;
+use super::window::{prepare, WindowEvent};
+use crate::metrics::Metrics;
+use crate::stream::entitlement::Viewer;
+use crate::stream::read::read_after;
+use crate::stream::Position;
+
+/// Events taken from the window per step; small, so commands interleave with a long replay.
+pub const MEMORY_BATCH: usize = 64;
+
+/// Events read from PostgreSQL per step when replaying beyond the window.
+pub const DATABASE_BATCH: i64 = 256;
+
+/// Capacity of the command channel. A session that fills it is not reading: slow consumer.
+pub const COMMAND_QUEUE: usize = 256;
+
+/// Time allowed to deliver the `closing` frame and close frame before giving up.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a connection receives: its topics, filtered by its user's entitlement.
+#[derive(Clone, Debug)]
+pub struct Filter {
+    /// Subscribed topics.
+    pub topics: Subscriptions,
+    /// The user.
+    pub user: UserId,
+    /// Their role.
+    pub role: Role,
+}
+
+impl Filter {
+    /// Whether the connection receives `event`: a subscribed topic and entitled.
+    pub fn wants(&self, event: &WindowEvent) -> bool {
+        self.topics.matches(&event.topics)
+            && event.visible_to(Viewer {
+                user: &self.user,
+                role: self.role,
+            })
+    }
+}
+
+/// Instructions from the session to its writer.
+#[derive(Debug)]
+pub enum WriterCommand {
+    /// Write a non-event frame.
+    Frame(ByteString),
+    /// Start streaming `feed`'s events after `start` through `filter`.
+    Stream {
+        feed: Arc<HospitalFeed>,
+        start: Position,
+        filter: Filter,
+    },
+    /// Replace the filter (topics changed, token refreshed).
+    Filter(Filter),
+    /// Send a heartbeat (WebSocket ping, SSE comment).
+    Ping,
+    /// Answer a client's WebSocket ping.
+    Pong(Bytes),
+    /// Close after the frames already queued, with a `closing` frame.
+    Close(CloseReason),
+}
+
+/// The connection was closed by the peer.
+#[derive(Debug)]
+pub struct Closed;
+
+/// Where a writer writes: a WebSocket or an SSE response.
+pub trait Sink {
+    /// Writes a frame (JSON text).
+    fn send(&mut self, frame: ByteString) -> impl Future<Output = Result<(), Closed>>;
+    /// Writes an event frame (SSE adds its `id:` line).
+    fn send_event(&mut self, event: &WindowEvent) -> impl Future<Output = Result<(), Closed>>;
+    /// Heartbeat.
+    fn ping(&mut self) -> impl Future<Output = Result<(), Closed>>;
+    /// Answers a client ping.
+    fn pong(&mut self, payload: Bytes) -> impl Future<Output = Result<(), Closed>>;
+    /// Sends the `closing` frame (if a reason) and closes.
+    fn close(self, reason: Option<CloseReason>) -> impl Future<Output = ()>;
+}
+
+/// Everything a writer reads besides its commands.
+pub struct WriterContext {
+    /// For replays older than the window.
+    pub pool: PgPool,
+    /// Published for the hospital actor's lag checks.
+    pub progress: Arc<SessionProgress>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Set by the session or hospital actor to close at once (slow consumer).
+    pub kill: watch::Receiver<Option<CloseReason>>,
+    /// Set when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+enum Stop {
+    Closed,
+    Kill(CloseReason),
+}
+
+/// The closing frame for `reason`.
+pub fn closing_frame(reason: CloseReason) -> ByteString {
+    ByteString::from(
+        ServerFrame::Closing {
+            code: reason.code(),
+            reason: reason.as_str(),
+        }
+        .to_text(),
+    )
+}
+
+struct State {
+    /// The stream, once the connection subscribes: the feed and its head watch.
+    feed: Option<(Arc<HospitalFeed>, watch::Receiver<Position>)>,
+    cursor: Option<Position>,
+    filter: Option<Filter>,
+    /// Events up to here are a replay (for metrics), later ones are live.
+    replay_until: Position,
+}
+
+/// Runs the writer until the connection closes.
+pub async fn run<S: Sink>(mut sink: S, mut commands: mpsc::Receiver<WriterCommand>, mut ctx: WriterContext) {
+    let mut state = State {
+        feed: None,
+        cursor: None,
+        filter: None,
+        replay_until: 0,
+    };
+    let stop = loop {
+        if let Some(stop) = pending_stop(&ctx) {
+            break stop;
+        }
+        // Commands first, without waiting: they are ordered relative to event batches.
+        let mut stopped = None;
+        loop {
+            match commands.try_recv() {
+                Ok(command) => {
+                    if let Err(stop) = apply(&mut sink, &mut state, &ctx, command).await {
+                        stopped = Some(stop);
+                        break;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    stopped = Some(Stop::Closed);
+                    break;
+                }
+            }
+        }
+        if let Some(stop) = stopped {
+            break stop;
+        }
+        if let (Some((feed, head)), Some(cursor)) = (&mut state.feed, state.cursor) {
+            let current = *head.borrow_and_update();
+            if cursor < current {
+                let feed = feed.clone();
+                if let Err(stop) = step(&mut sink, &mut state, &mut ctx, &feed, cursor, current).await {
+                    break stop;
+                }
+                continue;
+            }
+        }
+        let woke = {
+            let head_moved = async {
+                match state.feed.as_mut() {
+                    Some((_, head)) => {
+                        if head.changed().await.is_err() {
+                            // The hospital actor is gone; nothing more will arrive.
+                            std::future::pending::<()>().await
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => Some(command),
+                _ = head_moved => None,
+                _ = ctx.kill.changed() => None,
+                _ = ctx.shutdown.changed() => None,
+            }
+        };
+        match woke {
+            Some(Some(command)) => {
+                if let Err(stop) = apply(&mut sink, &mut state, &ctx, command).await {
+                    break stop;
+                }
+            }
+            Some(None) => break Stop::Closed,
+            None => {}
+        }
+    };
+    match stop {
+        Stop::Closed => sink.close(None).await,
+        Stop::Kill(reason) => {
+            if reason == CloseReason::SlowConsumer {
+                Metrics::inc(&ctx.metrics.slow_consumer_disconnects);
+            }
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close(Some(reason))).await;
+        }
+    }
+}
+
+fn pending_stop(ctx: &WriterContext) -> Option<Stop> {
+    if let Some(reason) = *ctx.kill.borrow() {
+        return Some(Stop::Kill(reason));
+    }
+    if *ctx.shutdown.borrow() {
+        return Some(Stop::Kill(CloseReason::ServerShutdown));
+    }
+    None
+}
+
+/// Races a write against the kill and shutdown signals.
+async fn guarded<F: Future<Output = Result<(), Closed>>>(write: F, ctx: &mut WriterContext) -> Result<(), Stop> {
+    if let Some(stop) = pending_stop(ctx) {
+        return Err(stop);
+    }
+    tokio::select! {
+        result = write => result.map_err(|_| Stop::Closed),
+        _ = ctx.kill.changed() => Err(pending_stop(ctx).unwrap_or(Stop::Closed)),
+        _ = ctx.shutdown.changed() => Err(pending_stop(ctx).unwrap_or(Stop::Closed)),
+    }
+}
+
+async fn apply<S: Sink>(sink: &mut S, state: &mut State, ctx: &WriterContext, command: WriterCommand) -> Result<(), Stop> {
+    match command {
+        WriterCommand::Frame(frame) => sink.send(frame).await.map_err(|_| Stop::Closed)?,
+        WriterCommand::Stream { feed, start, filter } => {
+            let head = feed.head();
+            state.feed = Some((feed.clone(), feed.watch_head()));
+            state.cursor = Some(start);
+            state.filter = Some(filter);
+            state.replay_until = head;
+            ctx.progress.advance(start, head);
+        }
+        WriterCommand::Filter(filter) => state.filter = Some(filter),
+        WriterCommand::Ping => sink.ping().await.map_err(|_| Stop::Closed)?,
+        WriterCommand::Pong(payload) => sink.pong(payload).await.map_err(|_| Stop::Closed)?,
+        WriterCommand::Close(reason) => return Err(Stop::Kill(reason)),
+    }
+    ctx.progress.touch();
+    Ok(())
+}
+
+/// Sends the next batch after `cursor` (up to `head`), from memory or the store.
+async fn step<S: Sink>(
+    sink: &mut S,
+    state: &mut State,
+    ctx: &mut WriterContext,
+    feed: &HospitalFeed,
+    cursor: Position,
+    head: Position,
+) -> Result<(), Stop> {
+    let (batch, from_memory) = match feed.events_after(cursor, MEMORY_BATCH) {
+        Some(batch) => (batch, true),
+        None => {
+            match read_after(&ctx.pool, &feed.hospital, cursor, DATABASE_BATCH).await {
+                Ok(events) => (events.into_iter().map(prepare).collect(), false),
+                Err(error) => {
+                    tracing::warn!(hospital = %feed.hospital, %error, "replay read failed; retrying");
+                    let pause = tokio::time::sleep(READ_RETRY);
+                    return guarded(async { pause.await; Ok(()) }, ctx).await;
+                }
+            }
+        }
+    };
+    for event in batch {
+        if event.position <= cursor {
+            continue;
+        }
+        let wanted = state.filter.as_ref().is_some_and(|f| f.wants(&event));
+        if wanted {
+            guarded(sink.send_event(&event), ctx).await?;
+            Metrics::inc(&ctx.metrics.events_delivered);
+            if event.position <= state.replay_until {
+                let counter = if from_memory { &ctx.metrics.replayed_memory } else { &ctx.metrics.replayed_database };
+                Metrics::inc(counter);
+            } else {
+                let age = chrono::Utc::now().signed_duration_since(event.recorded_at);
+                ctx.metrics.delivery_latency.observe_ms(age.num_milliseconds().max(0) as u64);
+            }
+        }
+        state.cursor = Some(event.position);
+        ctx.progress.advance(event.position, head);
+    }
+    Ok(())
+}
