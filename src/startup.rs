@@ -21,9 +21,9 @@ use crate::rate_limit::KeyedLimiter;
 use crate::realtime::hospital::Directory;
 use crate::realtime::presence::{PresenceHub, PresenceSettings};
 use crate::realtime::Realtime;
-use crate::telemetry::RequestSpan;
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
+use crate::telemetry::RequestSpan;
 
 /// How often expired idempotency keys are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(15 * 60);
@@ -119,6 +119,7 @@ impl Application {
             metrics,
         });
         spawn_idempotency_purge(state.clone());
+        crate::projection::spawn(database.pool.clone(), &state.listener);
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()

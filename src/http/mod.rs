@@ -14,6 +14,7 @@ pub mod idempotency;
 pub mod notifications;
 pub mod openapi;
 pub mod problem;
+pub mod reads;
 pub mod responses;
 pub mod vitals;
 
@@ -90,7 +91,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/metrics", web::get().to(metrics))
     .service(
         web::scope("/api/hospitals/{hospital}")
-            .service(post("/alerts").route(web::post().to(alerts::raise)))
+            .service(
+                post("/alerts")
+                    .route(web::post().to(alerts::raise))
+                    .route(web::get().to(reads::alert_board)),
+            )
             .service(post("/alerts/{id}/acknowledge").route(web::post().to(alerts::acknowledge)))
             .service(post("/alerts/{id}/escalate").route(web::post().to(alerts::escalate)))
             .service(post("/alerts/{id}/resolve").route(web::post().to(alerts::resolve)))
@@ -123,7 +128,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .route(web::get().to(crate::realtime::sse::stream))
                     .default_service(web::to(method_not_allowed)),
             )
-            .service(post("/events/stream/tickets").route(web::post().to(crate::realtime::sse::issue_ticket)))
+            .service(
+                post("/events/stream/tickets")
+                    .route(web::post().to(crate::realtime::sse::issue_ticket)),
+            )
             .service(
                 web::resource("/ws")
                     .route(web::get().to(crate::realtime::ws::connect))

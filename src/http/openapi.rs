@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alerts, appointments, cases, events, health, notifications, problem, vitals};
+use super::{alerts, appointments, cases, events, health, notifications, problem, reads, vitals};
 use crate::command::{CommandOutcome, CommittedEvent};
 
 /// Declares the bearer-JWT security scheme the endpoints refer to.
@@ -40,12 +40,13 @@ impl Modify for BearerAuth {
         appointments::schedule, appointments::reschedule, appointments::check_in, appointments::cancel,
         notifications::send, notifications::mark_read,
         events::list,
+        reads::alert_board,
         crate::realtime::sse::stream, crate::realtime::sse::issue_ticket,
         health::healthz, health::readyz,
     ),
     components(schemas(
         problem::Problem, CommandOutcome, CommittedEvent, events::EventsPage, events::WireEvent,
-        crate::realtime::sse::Ticket,
+        crate::realtime::sse::Ticket, reads::AlertBoardPage,
     )),
     modifiers(&BearerAuth),
 )]

@@ -191,7 +191,13 @@ async fn unknown_aggregates_routes_and_methods_are_problems() {
     assert_problem(bad_id, StatusCode::BAD_REQUEST, "invalid_field").await;
     let route = app.get("/api/nothing-here", &nurse).await;
     assert_problem(route, StatusCode::NOT_FOUND, "route_not_found").await;
-    let method = app.get(&format!("/api/hospitals/{H}/alerts"), &nurse).await;
+    let method = app
+        .client
+        .delete(app.url(&format!("/api/hospitals/{H}/alerts")))
+        .bearer_auth(&nurse)
+        .send()
+        .await
+        .unwrap();
     assert_problem(method, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     let bad_hospital = app.get("/api/hospitals/NOT_VALID/events", &nurse).await;
     assert_problem(bad_hospital, StatusCode::BAD_REQUEST, "invalid_field").await;

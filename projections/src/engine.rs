@@ -1,0 +1,474 @@
+//! The projector engine: checkpoints, batches, multi-node safety, status and online rebuild.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::event::{read_batch, Envelope};
+
+/// Events applied per transaction in steady state: small batches keep lag low.
+pub const LIVE_BATCH: i64 = 500;
+
+/// Events applied per transaction during a rebuild: large batches amortize commits.
+pub const REBUILD_BATCH: i64 = 5_000;
+
+/// Suffix of a model's shadow tables during a rebuild.
+pub const SHADOW_SUFFIX: &str = "_rebuild";
+
+/// Why projecting failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("event at position {position} cannot be decoded: {reason}")]
+    Corrupt { position: i64, reason: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("unknown read model `{0}`")]
+    UnknownModel(String),
+}
+
+/// A future borrowed for the duration of one apply.
+pub type ApplyFuture<'a> = Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
+
+/// The physical name of each of a model's tables (live or shadow).
+#[derive(Clone, Debug)]
+pub struct Tables(HashMap<&'static str, String>);
+
+impl Tables {
+    /// Live tables: each base name as is.
+    pub fn live(model: &dyn ReadModel) -> Self {
+        Self(
+            model
+                .tables()
+                .iter()
+                .map(|t| (*t, (*t).to_owned()))
+                .collect(),
+        )
+    }
+
+    /// Shadow tables of a rebuild.
+    pub fn shadow(model: &dyn ReadModel) -> Self {
+        Self(
+            model
+                .tables()
+                .iter()
+                .map(|t| (*t, format!("{t}{SHADOW_SUFFIX}")))
+                .collect(),
+        )
+    }
+
+    /// The physical name of base table `base`.
+    pub fn get<'a>(&'a self, base: &'a str) -> &'a str {
+        self.0.get(base).map(String::as_str).unwrap_or(base)
+    }
+}
+
+/// A read model: tables plus how each event changes them.
+pub trait ReadModel: Send + Sync {
+    /// Stable name (`alert_board`), used for checkpoints and the admin commands.
+    fn name(&self) -> &'static str;
+    /// Code version; bumping it makes the server rebuild the model at start.
+    fn version(&self) -> i32;
+    /// Base names of its tables (created by a migration).
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event inside the projector's transaction.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        tables: &'a Tables,
+        event: &'a Envelope,
+    ) -> ApplyFuture<'a>;
+}
+
+/// Checkpoint key of a model's live projection or of its rebuild.
+fn checkpoint_name(model: &dyn ReadModel, rebuild: bool) -> String {
+    if rebuild {
+        format!("{}#rebuild", model.name())
+    } else {
+        model.name().to_owned()
+    }
+}
+
+/// Applies one batch of `hospital`'s events to `tables`, in one transaction with the
+/// checkpoint. Returns the new checkpoint, or `None` if another node holds this checkpoint
+/// right now (it will advance it) or nothing was pending.
+pub async fn apply_batch(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    tables: &Tables,
+    checkpoint: &str,
+    hospital: &str,
+    batch: i64,
+) -> Result<Option<(i64, usize)>, ProjectionError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+         VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(checkpoint)
+    .bind(hospital)
+    .bind(model.version())
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query(
+        "SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(checkpoint)
+    .bind(hospital)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let position: i64 = row.try_get("position")?;
+    let events = read_batch(&mut tx, hospital, position, batch).await?;
+    let Some(last) = events.last().map(|e| e.position) else {
+        return Ok(None);
+    };
+    for event in &events {
+        model.apply(&mut tx, tables, event).await?;
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = $3, updated_at = clock_timestamp(), \
+         event_time = $4 WHERE projector = $1 AND hospital = $2",
+    )
+    .bind(checkpoint)
+    .bind(hospital)
+    .bind(last)
+    .bind(events.last().map(|e| e.recorded_at))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some((last, events.len())))
+}
+
+/// Hospitals whose stream is ahead of `checkpoint`: (hospital, checkpoint, head).
+pub async fn lagging(
+    pool: &PgPool,
+    checkpoint: &str,
+) -> Result<Vec<(String, i64, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT h.hospital, coalesce(c.position, 0) AS checkpoint, h.position AS head \
+         FROM stream_heads h LEFT JOIN projection_checkpoints c \
+           ON c.projector = $1 AND c.hospital = h.hospital \
+         WHERE h.position > coalesce(c.position, 0) ORDER BY h.hospital",
+    )
+    .bind(checkpoint)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("hospital")?,
+                r.try_get("checkpoint")?,
+                r.try_get("head")?,
+            ))
+        })
+        .collect()
+}
+
+/// Brings a model's live tables up to date for every hospital; returns events applied.
+pub async fn catch_up(pool: &PgPool, model: &dyn ReadModel) -> Result<usize, ProjectionError> {
+    let tables = Tables::live(model);
+    let checkpoint = checkpoint_name(model, false);
+    let mut applied = 0;
+    for (hospital, _, _) in lagging(pool, &checkpoint).await? {
+        while let Some((_, n)) =
+            apply_batch(pool, model, &tables, &checkpoint, &hospital, LIVE_BATCH).await?
+        {
+            applied += n;
+        }
+    }
+    Ok(applied)
+}
+
+/// A model's checkpoint for a hospital (0 if it has projected nothing).
+pub async fn checkpoint(pool: &PgPool, model: &str, hospital: &str) -> Result<i64, sqlx::Error> {
+    Ok(sqlx::query_scalar(
+        "SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2",
+    )
+    .bind(model)
+    .bind(hospital)
+    .fetch_optional(pool)
+    .await?
+    .unwrap_or(0))
+}
+
+/// One hospital's progress in a projector.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HospitalStatus {
+    pub hospital: String,
+    pub checkpoint: i64,
+    pub head: i64,
+    pub lag_events: i64,
+    /// Age of the oldest unprojected event, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+}
+
+/// A projector's status.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct ProjectorStatus {
+    pub name: &'static str,
+    pub version: i32,
+    /// `caught_up`, `catching_up`, `rebuilding` or `stale_version` (a rebuild is due).
+    pub state: &'static str,
+    /// Rebuild progress (events projected into the shadow tables / total), when rebuilding.
+    pub rebuild: Option<RebuildProgress>,
+    pub hospitals: Vec<HospitalStatus>,
+}
+
+/// Progress of a rebuild.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RebuildProgress {
+    pub done: i64,
+    pub total: i64,
+}
+
+/// Status of every model.
+pub async fn status(
+    pool: &PgPool,
+    models: &[&dyn ReadModel],
+) -> Result<Vec<ProjectorStatus>, sqlx::Error> {
+    let mut out = Vec::new();
+    for model in models {
+        let rows = sqlx::query(
+            "SELECT h.hospital, coalesce(c.position, 0) AS checkpoint, h.position AS head, \
+                    coalesce(c.version, $2) AS version, \
+                    coalesce(extract(epoch FROM clock_timestamp() - ( \
+                        SELECT e.recorded_at FROM events e WHERE e.hospital = h.hospital \
+                        AND e.position = coalesce(c.position, 0) + 1)), 0)::float8 AS lag_seconds \
+             FROM stream_heads h LEFT JOIN projection_checkpoints c \
+               ON c.projector = $1 AND c.hospital = h.hospital ORDER BY h.hospital",
+        )
+        .bind(model.name())
+        .bind(model.version())
+        .fetch_all(pool)
+        .await?;
+        let mut stale = false;
+        let mut hospitals = Vec::new();
+        for r in rows {
+            let checkpoint: i64 = r.try_get("checkpoint")?;
+            let head: i64 = r.try_get("head")?;
+            let version: i32 = r.try_get("version")?;
+            stale |= version != model.version();
+            hospitals.push(HospitalStatus {
+                hospital: r.try_get("hospital")?,
+                checkpoint,
+                head,
+                lag_events: head - checkpoint,
+                lag_seconds: if head > checkpoint {
+                    r.try_get("lag_seconds")?
+                } else {
+                    0.0
+                },
+            });
+        }
+        let rebuild: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT coalesce(sum(c.position), 0)::bigint, (SELECT coalesce(sum(position), 0)::bigint FROM stream_heads) \
+             FROM projection_checkpoints c WHERE c.projector = $1 HAVING count(*) > 0",
+        )
+        .bind(checkpoint_name(*model, true))
+        .fetch_optional(pool)
+        .await?;
+        let state = if rebuild.is_some() {
+            "rebuilding"
+        } else if stale {
+            "stale_version"
+        } else if hospitals.iter().any(|h| h.lag_events > 0) {
+            "catching_up"
+        } else {
+            "caught_up"
+        };
+        out.push(ProjectorStatus {
+            name: model.name(),
+            version: model.version(),
+            state,
+            rebuild: rebuild.map(|(done, total)| RebuildProgress { done, total }),
+            hospitals,
+        });
+    }
+    Ok(out)
+}
+
+/// Whether any hospital's checkpoint of `model` was written by another code version.
+pub async fn version_changed(pool: &PgPool, model: &dyn ReadModel) -> Result<bool, sqlx::Error> {
+    let stale: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM projection_checkpoints WHERE projector = $1 AND version <> $2",
+    )
+    .bind(model.name())
+    .bind(model.version())
+    .fetch_one(pool)
+    .await?;
+    Ok(stale > 0)
+}
+
+/// What a finished rebuild did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RebuildReport {
+    pub events: i64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+}
+
+/// Rebuilds `model` online: projects the whole log into shadow tables while the live tables
+/// keep serving (and the live projector keeps advancing them), then swaps the shadow tables
+/// in within one transaction that first catches them up to the live checkpoints. Readers see
+/// the old model or the new one, never a half-built one.
+///
+/// A rebuild interrupted (crash, `cancel`) resumes from its own checkpoints when run again,
+/// unless `restart` drops its shadow tables first. `progress(done, total)` is called after
+/// every batch. Policies never run here: rebuilds only write read-model tables.
+pub async fn rebuild(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    restart: bool,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(i64, i64),
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let shadow = Tables::shadow(model);
+    let checkpoint = checkpoint_name(model, true);
+    let exists: bool =
+        sqlx::query_scalar("SELECT count(*) > 0 FROM projection_checkpoints WHERE projector = $1")
+            .bind(&checkpoint)
+            .fetch_one(pool)
+            .await?;
+    if restart || !exists {
+        let mut tx = pool.begin().await?;
+        for table in model.tables() {
+            let name = shadow.get(table);
+            sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("CREATE TABLE {name} (LIKE {table} INCLUDING ALL)"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projector = $1")
+            .bind(&checkpoint)
+            .execute(&mut *tx)
+            .await?;
+        // Seed a checkpoint per hospital so status reports the rebuild from the start.
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+             SELECT $1, hospital, 0, $2 FROM stream_heads",
+        )
+        .bind(&checkpoint)
+        .bind(model.version())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let total = || async {
+        sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(position), 0)::bigint FROM stream_heads")
+            .fetch_one(pool)
+            .await
+    };
+    let done_now = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(sum(position), 0)::bigint FROM projection_checkpoints WHERE projector = $1",
+        )
+        .bind(&checkpoint)
+        .fetch_one(pool)
+        .await
+    };
+    let mut done = done_now().await?;
+    let start_done = done;
+    // Phase 1: bulk, outside any lock.
+    loop {
+        let pending = lagging(pool, &checkpoint).await?;
+        if pending.is_empty() {
+            break;
+        }
+        for (hospital, _, _) in pending {
+            while let Some((_, n)) =
+                apply_batch(pool, model, &shadow, &checkpoint, &hospital, REBUILD_BATCH).await?
+            {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(ProjectionError::Cancelled);
+                }
+                done += n as i64;
+                progress(done, total().await?);
+            }
+        }
+    }
+    // Phase 2: swap. Locking the live checkpoints pauses the live projector on every node;
+    // the shadow is then caught up to the last committed event and renamed into place, and
+    // the live checkpoint is set to where the shadow stands — the live projector continues
+    // from there on the new tables. Writers are never blocked.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT hospital FROM projection_checkpoints WHERE projector = $1 FOR UPDATE")
+        .bind(model.name())
+        .fetch_all(&mut *tx)
+        .await?;
+    let hospitals: Vec<(String,)> = sqlx::query_as("SELECT hospital FROM stream_heads")
+        .fetch_all(&mut *tx)
+        .await?;
+    for (hospital,) in hospitals {
+        let mut at: i64 = sqlx::query_scalar(
+            "SELECT coalesce((SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2), 0)",
+        )
+        .bind(&checkpoint)
+        .bind(&hospital)
+        .fetch_one(&mut *tx)
+        .await?;
+        loop {
+            let events = read_batch(&mut tx, &hospital, at, REBUILD_BATCH).await?;
+            let Some(last) = events.last().map(|e| e.position) else {
+                break;
+            };
+            for event in &events {
+                model.apply(&mut tx, &shadow, event).await?;
+            }
+            done += events.len() as i64;
+            at = last;
+        }
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projector, hospital, position, version) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (projector, hospital) DO UPDATE SET position = $3, version = $4, updated_at = clock_timestamp()",
+        )
+        .bind(model.name())
+        .bind(&hospital)
+        .bind(at)
+        .bind(model.version())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for table in model.tables() {
+        let name = shadow.get(table);
+        sqlx::query(&format!("DROP TABLE {table}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("ALTER TABLE {name} RENAME TO {table}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projector = $1")
+        .bind(&checkpoint)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    progress(done, done);
+    let seconds = started.elapsed().as_secs_f64();
+    let events = done - start_done;
+    Ok(RebuildReport {
+        events,
+        seconds,
+        events_per_second: if seconds > 0.0 {
+            events as f64 / seconds
+        } else {
+            0.0
+        },
+    })
+}
+
+/// When a hospital's stream head was last read by a model (for `as_of` timestamps).
+pub type AsOf = (i64, Option<DateTime<Utc>>);

@@ -1,0 +1,95 @@
+//! Running the read models: one projector task per model on every node (the checkpoint
+//! locks make that safe), woken by the same NOTIFY as the realtime readers, plus the
+//! automatic rebuild of models whose code version changed.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use projections::alert_board::AlertBoard;
+use projections::engine::{self, ReadModel};
+use sqlx::PgPool;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::stream::listener::StreamListener;
+
+/// A projector wakes at least this often even without notifications (a safety net; the
+/// NOTIFY path is the fast one).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Delay before retrying after a projection error.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Every read model the server maintains.
+pub fn models() -> Vec<Arc<dyn ReadModel>> {
+    vec![Arc::new(AlertBoard)]
+}
+
+/// The model called `name`.
+pub fn model(name: &str) -> Option<Arc<dyn ReadModel>> {
+    models().into_iter().find(|m| m.name() == name)
+}
+
+/// Starts one projector task per model; rebuilds first any model whose version changed.
+pub fn spawn(pool: PgPool, listener: &StreamListener) {
+    for model in models() {
+        let pool = pool.clone();
+        let mut wakeups = listener.subscribe();
+        tokio::spawn(async move {
+            match engine::version_changed(&pool, model.as_ref()).await {
+                Ok(true) => {
+                    tracing::info!(
+                        model = model.name(),
+                        version = model.version(),
+                        "read model version changed; rebuilding"
+                    );
+                    let cancel = AtomicBool::new(false);
+                    if let Err(error) =
+                        engine::rebuild(&pool, model.as_ref(), false, &cancel, |_, _| {}).await
+                    {
+                        tracing::error!(model = model.name(), %error, "automatic rebuild failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::warn!(model = model.name(), %error, "cannot check read model version")
+                }
+            }
+            loop {
+                match engine::catch_up(&pool, model.as_ref()).await {
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(model = model.name(), %error, "projection failed; retrying");
+                        tokio::time::sleep(RETRY).await;
+                        continue;
+                    }
+                }
+                match tokio::time::timeout(POLL_INTERVAL, wakeups.recv()).await {
+                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
+                    Ok(Err(RecvError::Closed)) => return,
+                }
+            }
+        });
+    }
+}
+
+/// Waits (bounded) until `model` has projected `hospital`'s stream up to `position`; returns
+/// the checkpoint reached.
+pub async fn wait_for(
+    pool: &PgPool,
+    model: &str,
+    hospital: &str,
+    position: i64,
+    timeout: Duration,
+) -> Result<i64, sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        let at = engine::checkpoint(pool, model, hospital).await?;
+        if at >= position || tokio::time::Instant::now() >= deadline {
+            return Ok(at);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
