@@ -1,12 +1,18 @@
-//! The `vigil` command line: `serve`, `migrate`, `token`.
+//! The `vigil` command line: `serve`, `migrate`, `token`, `projections`.
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::types::{HospitalId, Role, UserId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use projections::engine::{self, ProjectionError, ReadModel};
 
 use crate::config::{DatabaseSettings, JwtSettings, LogFormat, ServeSettings};
+use crate::http::admin::RebuildLock;
 use crate::startup::{jwt_keys, Application};
 use crate::{demo, store, telemetry};
 
@@ -29,6 +35,9 @@ pub struct Cli {
 }
 
 /// What to do.
+// `Serve` carries every server setting; the enum is built once per process, so its size
+// is irrelevant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server. Without DATABASE_URL it starts its own PostgreSQL under the data dir.
@@ -37,6 +46,35 @@ pub enum Command {
     Migrate(DatabaseSettings),
     /// Print a token signed with the server's configured key.
     Token(TokenArgs),
+    /// Inspect and rebuild the read models (projections).
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+/// `vigil projections ...`: the same operations as `/api/admin/projections`, for an operator
+/// with database access (every hospital, no token).
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Print every read model's version, state, and per-hospital checkpoint, head and lag.
+    Status(DatabaseSettings),
+    /// Rebuild a read model online (the server may keep running): project every hospital's
+    /// stream into shadow tables, then swap them in. Ctrl-C stops it; running it again
+    /// resumes. Rebuilds are per model and cover all hospitals: there is no `--hospital`.
+    Rebuild(RebuildArgs),
+}
+
+/// Arguments of `vigil projections rebuild`.
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The read model, e.g. `alert_board` (`vigil projections status` lists them).
+    pub name: String,
+    /// Drop an interrupted rebuild's shadow tables and start from position 0 instead of
+    /// resuming.
+    #[arg(long)]
+    pub restart: bool,
+
+    #[command(flatten)]
+    pub database: DatabaseSettings,
 }
 
 /// Arguments of `vigil token`.
@@ -104,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Projections(command) => projections(command).await,
         Command::Token(args) => {
             let settings = ServeSettings {
                 bind: ([127, 0, 0, 1], 0).into(),
@@ -118,6 +157,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 workers: None,
                 demo: false,
                 realtime: Default::default(),
+                presence: Default::default(),
                 node_id: None,
             };
             let keys = jwt_keys(&settings)?;
@@ -141,4 +181,165 @@ async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
         demo::seed(&app.state(), &settings, app.port()).await?;
     }
     app.run_until_stopped().await
+}
+
+/// Runs a `vigil projections` command against DATABASE_URL or the embedded database (started
+/// for the command and stopped after it, as `vigil migrate` does, unless a server owns it).
+async fn projections(command: ProjectionsCommand) -> anyhow::Result<()> {
+    let settings = match &command {
+        ProjectionsCommand::Status(settings) => settings,
+        ProjectionsCommand::Rebuild(args) => &args.database,
+    };
+    let db = store::connect(settings).await?;
+    let result = match &command {
+        ProjectionsCommand::Status(_) => projection_status(&db.pool).await,
+        ProjectionsCommand::Rebuild(args) => rebuild(&db.pool, args).await,
+    };
+    db.pool.close().await;
+    if let Some(pg) = db.embedded.filter(|pg| pg.started_by_us()) {
+        tokio::task::spawn_blocking(move || pg.stop()).await??;
+    }
+    result
+}
+
+/// `vigil projections status`: one line per (model, hospital).
+async fn projection_status(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let models = crate::projection::models();
+    let refs: Vec<&dyn ReadModel> = models.iter().map(|m| m.as_ref()).collect();
+    let statuses = engine::status(pool, &refs)
+        .await
+        .context("cannot read the projector status")?;
+    let mut out = String::new();
+    writeln!(
+        out,
+        "{:<20} {:>7}  {:<14} {:<24} {:>10} {:>10} {:>8} {:>8}",
+        "MODEL", "VERSION", "STATE", "HOSPITAL", "CHECKPOINT", "HEAD", "LAG", "LAG_S"
+    )?;
+    for status in &statuses {
+        if status.hospitals.is_empty() {
+            writeln!(
+                out,
+                "{:<20} {:>7}  {:<14} {:<24} {:>10} {:>10} {:>8} {:>8}",
+                status.name, status.version, status.state, "-", "-", "-", "-", "-"
+            )?;
+        }
+        for h in &status.hospitals {
+            writeln!(
+                out,
+                "{:<20} {:>7}  {:<14} {:<24} {:>10} {:>10} {:>8} {:>8.1}",
+                status.name,
+                status.version,
+                status.state,
+                h.hospital,
+                h.checkpoint,
+                h.head,
+                h.lag_events,
+                h.lag_seconds
+            )?;
+        }
+        if let Some(progress) = &status.rebuild {
+            writeln!(
+                out,
+                "{:<20} rebuild in progress or interrupted: {} of {} events in the shadow tables \
+                 (`vigil projections rebuild {}` resumes it)",
+                status.name, progress.done, progress.total, status.name
+            )?;
+        }
+    }
+    // The table is the command's output, for people and scripts: stdout, not a log.
+    #[allow(clippy::print_stdout)]
+    {
+        print!("{out}");
+    }
+    Ok(())
+}
+
+/// `vigil projections rebuild <name>`: the engine's online rebuild, in this process, with a
+/// progress bar; Ctrl-C sets the cancel flag, which the engine reads after every batch.
+async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> {
+    let Some(model) = crate::projection::model(&args.name) else {
+        let known: Vec<_> = crate::projection::models()
+            .iter()
+            .map(|m| m.name())
+            .collect();
+        anyhow::bail!(
+            "no read model is called `{}`; known: {}",
+            args.name,
+            known.join(", ")
+        );
+    };
+    let Some(lock) = RebuildLock::try_acquire(pool, model.name())
+        .await
+        .context("cannot take the rebuild lock")?
+    else {
+        anyhow::bail!(
+            "a rebuild of `{}` is already running (on a server node or another `vigil projections rebuild`)",
+            model.name()
+        );
+    };
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} events, \
+             {per_sec}, ETA {eta}",
+        )
+        .context("progress bar template")?,
+    );
+    bar.set_message(format!("rebuilding {}", model.name()));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let on_ctrl_c = {
+        let cancel = cancel.clone();
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.store(true, Ordering::Relaxed);
+                bar.set_message("cancelling after the current batch");
+            }
+        })
+    };
+    // The engine reports model-wide totals after each batch; the first report may include an
+    // interrupted rebuild's progress, shown as done but kept out of the speed estimate.
+    let mut first = true;
+    let result = engine::rebuild(
+        pool,
+        model.as_ref(),
+        args.restart,
+        &cancel,
+        |done, total| {
+            bar.set_length(total.max(0) as u64);
+            bar.set_position(done.max(0) as u64);
+            if first {
+                bar.reset_eta();
+                first = false;
+            }
+        },
+    )
+    .await;
+    on_ctrl_c.abort();
+    lock.release().await;
+    match result {
+        Ok(report) => {
+            bar.finish_with_message(format!("rebuilt {}", model.name()));
+            tracing::info!(
+                model = model.name(),
+                events = report.events,
+                seconds = report.seconds,
+                events_per_second = report.events_per_second,
+                "rebuild completed"
+            );
+            Ok(())
+        }
+        Err(ProjectionError::Cancelled) => {
+            bar.abandon_with_message("cancelled");
+            anyhow::bail!(
+                "rebuild of `{name}` cancelled; its shadow tables are kept: run \
+                 `vigil projections rebuild {name}` to resume, or add --restart to start over",
+                name = model.name()
+            )
+        }
+        Err(error) => {
+            bar.abandon_with_message("failed");
+            Err(error).with_context(|| format!("rebuild of `{}` failed", model.name()))
+        }
+    }
 }

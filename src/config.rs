@@ -128,6 +128,9 @@ pub struct ServeSettings {
     #[command(flatten)]
     pub realtime: crate::realtime::RealtimeSettings,
 
+    #[command(flatten)]
+    pub presence: crate::realtime::presence::PresenceSettings,
+
     /// This node's id in a cluster (defaults to a random id per process).
     #[arg(long, env = "VIGIL_NODE_ID")]
     pub node_id: Option<uuid::Uuid>,

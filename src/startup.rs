@@ -19,7 +19,7 @@ use crate::http::{self, idempotency, AppState};
 use crate::metrics::Metrics;
 use crate::rate_limit::KeyedLimiter;
 use crate::realtime::hospital::Directory;
-use crate::realtime::presence::{PresenceHub, PresenceSettings};
+use crate::realtime::presence::PresenceHub;
 use crate::realtime::Realtime;
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
@@ -93,7 +93,7 @@ impl Application {
             database.pool.clone(),
             database.listen_config.clone(),
             node_id,
-            PresenceSettings::default(),
+            settings.presence.clone(),
         );
         let realtime = std::sync::Arc::new(Realtime {
             directory: Directory::new(
@@ -117,9 +117,15 @@ impl Application {
             listener: stream_listener,
             realtime,
             metrics,
+            rebuilds: Default::default(),
         });
         spawn_idempotency_purge(state.clone());
         crate::projection::spawn(database.pool.clone(), &state.listener);
+        crate::policy::spawn(
+            database.pool.clone(),
+            &state.listener,
+            state.realtime.shutdown.clone(),
+        );
         let server_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()

@@ -105,6 +105,7 @@ pub fn settings(url: &str) -> ServeSettings {
         workers: Some(2),
         demo: false,
         realtime: Default::default(),
+        presence: Default::default(),
         node_id: None,
     }
 }

@@ -1,0 +1,616 @@
+//! Presence, typing and viewing across a cluster: two (or three) `PresenceHub`s, each with
+//! its own pool and LISTEN connection, on one fresh database — the way two `vigil serve`
+//! processes share a PostgreSQL. Sessions are stand-in actors that record the frames they
+//! are pushed. Timers are shortened; every wait polls with a deadline instead of sleeping a
+//! fixed time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix::{Actor, Addr, Arbiter, Context, Handler, Recipient};
+use aggregates::types::{HospitalId, PatientId, Role, UserId};
+use sqlx::PgPool;
+use uuid::Uuid;
+use vigil::realtime::presence::{
+    Connect, Disconnect, OnlineByRole, PresenceHub, PresenceSettings, Typing, Unview, View,
+    ViewTarget, Watch, WatchTopic,
+};
+use vigil::realtime::protocol::{Participant, PresenceEntry, ServerFrame};
+use vigil::realtime::{next_session_id, Push, SessionId};
+
+use crate::helpers::TestDatabase;
+
+/// Longest wait for something that should happen within a few database round trips.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn settings() -> PresenceSettings {
+    PresenceSettings {
+        typing_ttl: Duration::from_millis(300),
+        view_ttl: Duration::from_secs(30),
+        node_heartbeat: Duration::from_millis(200),
+        node_timeout: Duration::from_secs(1),
+    }
+}
+
+fn hospital(id: &str) -> HospitalId {
+    HospitalId::parse(id).unwrap()
+}
+
+fn patient(id: &str) -> ViewTarget {
+    ViewTarget::Patient(PatientId::parse(id).unwrap())
+}
+
+fn who(user: &str, role: &str) -> Participant {
+    Participant {
+        user: user.to_owned(),
+        role: role.to_owned(),
+    }
+}
+
+fn online(user: &str, role: &str, connections: u32) -> PresenceEntry {
+    PresenceEntry {
+        user: user.to_owned(),
+        role: role.to_owned(),
+        connections,
+    }
+}
+
+/// A node of the cluster on the test's arbiter.
+async fn start_node(db: &TestDatabase) -> Addr<PresenceHub> {
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let listen = vigil::store::listen_config_for(&db.url).unwrap();
+    PresenceHub::start(pool, listen, Uuid::new_v4(), settings())
+}
+
+/// A node on an arbiter (thread) of its own, with its own pool: stopping the arbiter stops
+/// its hub, writer and listener at once, like a killed process.
+async fn start_node_on_own_arbiter(db: &TestDatabase) -> (Arbiter, Addr<PresenceHub>) {
+    let arbiter = Arbiter::new();
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    let url = db.url.clone();
+    arbiter.spawn(async move {
+        let pool = PgPool::connect(&url).await.unwrap();
+        let listen = vigil::store::listen_config_for(&url).unwrap();
+        let hub = PresenceHub::start(pool, listen, Uuid::new_v4(), settings());
+        let _ = sender.send(hub);
+    });
+    (arbiter, receiver.await.unwrap())
+}
+
+/// Waits until `count` nodes LISTEN on the presence channel, so that no test step's
+/// notification is sent before a node can hear it.
+async fn until_listening(db: &TestDatabase, count: i64) {
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let listening: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND query = 'LISTEN vigil_presence'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if listening >= count {
+            return;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "{listening} of {count} nodes listening"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Records the frames pushed to a stand-in session.
+struct Recorder {
+    frames: Arc<Mutex<Vec<ServerFrame>>>,
+}
+
+impl Actor for Recorder {
+    type Context = Context<Self>;
+}
+
+impl Handler<Push> for Recorder {
+    type Result = ();
+
+    fn handle(&mut self, msg: Push, _: &mut Context<Self>) {
+        self.frames.lock().unwrap().push(msg.frame);
+    }
+}
+
+/// A stand-in for a `SessionActor`: a session id and the frames it received.
+struct Session {
+    id: SessionId,
+    frames: Arc<Mutex<Vec<ServerFrame>>>,
+    recipient: Recipient<Push>,
+}
+
+impl Session {
+    fn new() -> Self {
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            frames: frames.clone(),
+        }
+        .start();
+        Self {
+            id: next_session_id(),
+            frames,
+            recipient: recorder.recipient(),
+        }
+    }
+
+    /// A session connected to `hub` as `user` of `hospital`.
+    async fn connect(
+        hub: &Addr<PresenceHub>,
+        hospital: &HospitalId,
+        user: &str,
+        role: Role,
+    ) -> Self {
+        let session = Self::new();
+        hub.send(Connect {
+            session: session.id,
+            hospital: hospital.clone(),
+            user: UserId::parse(user).unwrap(),
+            role,
+            recipient: session.recipient.clone(),
+        })
+        .await
+        .unwrap();
+        session
+    }
+
+    async fn watch(&self, hub: &Addr<PresenceHub>, topic: WatchTopic) {
+        hub.send(Watch {
+            session: self.id,
+            topic,
+            on: true,
+        })
+        .await
+        .unwrap();
+    }
+
+    fn frames(&self) -> Vec<ServerFrame> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    /// Waits until the latest frame that `pick` extracts something from satisfies `check`;
+    /// returns it.
+    async fn until<T: std::fmt::Debug>(
+        &self,
+        what: &str,
+        pick: impl Fn(&ServerFrame) -> Option<T>,
+        check: impl Fn(&T) -> bool,
+    ) -> T {
+        let started = Instant::now();
+        loop {
+            let latest = self.frames().iter().rev().find_map(&pick);
+            match latest {
+                Some(value) if check(&value) => return value,
+                latest => assert!(
+                    started.elapsed() < DEADLINE,
+                    "timed out waiting for {what}; latest: {latest:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn until_presence(&self, what: &str, check: impl Fn(&Vec<PresenceEntry>) -> bool) {
+        self.until(what, presence_of, check).await;
+    }
+
+    async fn until_typing(&self, case: Uuid, check: impl Fn(&Vec<Participant>) -> bool) {
+        let pick = |frame: &ServerFrame| match frame {
+            ServerFrame::Typing { case: c, users } if *c == case => Some(users.clone()),
+            _ => None,
+        };
+        self.until("typing", pick, check).await;
+    }
+
+    async fn until_viewers(&self, target: &ViewTarget, check: impl Fn(&Vec<Participant>) -> bool) {
+        let name = target.to_string();
+        let pick = |frame: &ServerFrame| match frame {
+            ServerFrame::Viewing { target, viewers } if *target == name => Some(viewers.clone()),
+            _ => None,
+        };
+        self.until("viewing", pick, check).await;
+    }
+}
+
+fn presence_of(frame: &ServerFrame) -> Option<Vec<PresenceEntry>> {
+    match frame {
+        ServerFrame::Presence { online } => Some(online.clone()),
+        _ => None,
+    }
+}
+
+#[actix_web::test]
+async fn a_connection_on_one_node_is_online_on_the_other_until_it_disconnects() {
+    // Arrange
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    until_listening(&db, 2).await;
+    let h = hospital("st-marys");
+    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    watcher.watch(&b, WatchTopic::Presence).await;
+    watcher
+        .until_presence("the watcher itself", |p| {
+            *p == vec![online("nurse-b", "nurse", 1)]
+        })
+        .await;
+
+    // Act: one user, two tabs, on the other node.
+    let tab1 = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+    let tab2 = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+
+    // Assert: listed once, with both connections.
+    watcher
+        .until_presence("dr-a with two connections", |p| {
+            *p == vec![
+                online("dr-a", "physician", 2),
+                online("nurse-b", "nurse", 1),
+            ]
+        })
+        .await;
+
+    a.send(Disconnect { session: tab1.id }).await.unwrap();
+    watcher
+        .until_presence("dr-a with one connection", |p| {
+            p.contains(&online("dr-a", "physician", 1))
+        })
+        .await;
+    a.send(Disconnect { session: tab2.id }).await.unwrap();
+    watcher
+        .until_presence("dr-a gone", |p| *p == vec![online("nurse-b", "nurse", 1)])
+        .await;
+}
+
+#[actix_web::test]
+async fn online_users_by_role_count_each_user_once_over_all_nodes() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    let (h, other) = (hospital("st-marys"), hospital("general"));
+    let _sessions = [
+        Session::connect(&a, &h, "dr-a", Role::Physician).await,
+        Session::connect(&b, &h, "dr-a", Role::Physician).await,
+        Session::connect(&a, &h, "nurse-a", Role::Nurse).await,
+        Session::connect(&b, &h, "nurse-b", Role::Nurse).await,
+        Session::connect(&b, &other, "nurse-c", Role::Nurse).await,
+    ];
+
+    let started = Instant::now();
+    loop {
+        let counts = b
+            .send(OnlineByRole {
+                hospital: h.clone(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        if counts.get(&Role::Physician) == Some(&1) && counts.get(&Role::Nurse) == Some(&2) {
+            assert_eq!(counts.len(), 2, "{counts:?}");
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "counts: {counts:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_web::test]
+async fn typing_on_one_node_reaches_watchers_on_the_other_and_expires() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    until_listening(&db, 2).await;
+    let (h, case) = (hospital("st-marys"), Uuid::new_v4());
+    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    watcher
+        .watch(&b, WatchTopic::Target(ViewTarget::Case(case)))
+        .await;
+    watcher.until_typing(case, |users| users.is_empty()).await;
+    let typist = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+
+    let typed_at = Instant::now();
+    a.send(Typing {
+        session: typist.id,
+        case,
+    })
+    .await
+    .unwrap();
+
+    watcher
+        .until_typing(case, |users| *users == vec![who("dr-a", "physician")])
+        .await;
+    watcher.until_typing(case, |users| users.is_empty()).await;
+    // Each node starts the clock when it hears of the typing, so never before the TTL.
+    assert!(typed_at.elapsed() >= settings().typing_ttl);
+}
+
+#[actix_web::test]
+async fn a_view_on_one_node_is_seen_on_the_other_and_released_on_unview_and_disconnect() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    until_listening(&db, 2).await;
+    let (h, target) = (hospital("st-marys"), patient("MRN-0042"));
+    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    watcher.watch(&b, WatchTopic::Target(target.clone())).await;
+    watcher.until_viewers(&target, |v| v.is_empty()).await;
+    let viewer = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+    let view = || View {
+        session: viewer.id,
+        target: target.clone(),
+    };
+
+    a.send(view()).await.unwrap();
+    watcher
+        .until_viewers(&target, |v| *v == vec![who("dr-a", "physician")])
+        .await;
+
+    a.send(Unview {
+        session: viewer.id,
+        target: target.clone(),
+    })
+    .await
+    .unwrap();
+    watcher.until_viewers(&target, |v| v.is_empty()).await;
+
+    a.send(view()).await.unwrap();
+    watcher.until_viewers(&target, |v| !v.is_empty()).await;
+    a.send(Disconnect { session: viewer.id }).await.unwrap();
+    watcher.until_viewers(&target, |v| v.is_empty()).await;
+}
+
+#[actix_web::test]
+async fn a_new_watcher_and_a_node_started_later_see_the_current_viewers_at_once() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    until_listening(&db, 2).await;
+    let (h, target) = (hospital("st-marys"), patient("p-7"));
+    let viewer = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+    a.send(View {
+        session: viewer.id,
+        target: target.clone(),
+    })
+    .await
+    .unwrap();
+    let first_watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    first_watcher
+        .watch(&b, WatchTopic::Target(target.clone()))
+        .await;
+    first_watcher
+        .until_viewers(&target, |v| !v.is_empty())
+        .await;
+
+    // B kept the remote view although nobody there watched it at first: a second watcher's
+    // very first viewing frame already has it.
+    let second_watcher = Session::connect(&b, &h, "nurse-c", Role::Nurse).await;
+    second_watcher
+        .watch(&b, WatchTopic::Target(target.clone()))
+        .await;
+    second_watcher.until_viewers(&target, |_| true).await;
+    let first_frame = second_watcher
+        .frames()
+        .iter()
+        .find_map(|f| match f {
+            ServerFrame::Viewing { viewers, .. } => Some(viewers.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(first_frame, vec![who("dr-a", "physician")]);
+
+    // A node started now hears of the view after its `hello`, long before A's periodic
+    // re-announcement (view_ttl / 3 = 10 s, beyond the deadline).
+    let c = start_node(&db).await;
+    let late_watcher = Session::connect(&c, &h, "nurse-d", Role::Nurse).await;
+    late_watcher
+        .watch(&c, WatchTopic::Target(target.clone()))
+        .await;
+    late_watcher
+        .until_viewers(&target, |v| *v == vec![who("dr-a", "physician")])
+        .await;
+}
+
+#[actix_web::test]
+async fn views_and_unviews_reach_other_nodes_in_the_order_they_were_made() {
+    // Invariant: a node's changes are applied elsewhere in the order it made them, so a
+    // burst of view/unview ends, on every node, in the state it ended in at the source.
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    until_listening(&db, 2).await;
+    let (h, target) = (hospital("st-marys"), patient("p-9"));
+    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    watcher.watch(&b, WatchTopic::Target(target.clone())).await;
+    let ana = Session::connect(&a, &h, "ana", Role::Nurse).await;
+    let ben = Session::connect(&a, &h, "ben", Role::Physician).await;
+
+    let (view, unview) = (
+        |session: &Session| View {
+            session: session.id,
+            target: target.clone(),
+        },
+        |session: &Session| Unview {
+            session: session.id,
+            target: target.clone(),
+        },
+    );
+    for _ in 0..25 {
+        for session in [&ana, &ben] {
+            a.do_send(view(session));
+            a.do_send(unview(session));
+        }
+    }
+    a.send(view(&ben)).await.unwrap();
+
+    watcher
+        .until_viewers(&target, |v| *v == vec![who("ben", "physician")])
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watcher
+        .until_viewers(&target, |v| *v == vec![who("ben", "physician")])
+        .await;
+}
+
+#[actix_web::test]
+async fn a_node_that_dies_takes_its_presence_and_views_with_it() {
+    let db = TestDatabase::create().await;
+    let (arbiter, a) = start_node_on_own_arbiter(&db).await;
+    let b = start_node(&db).await;
+    until_listening(&db, 2).await;
+    let (h, target) = (hospital("st-marys"), patient("p-3"));
+    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    watcher.watch(&b, WatchTopic::Presence).await;
+    watcher.watch(&b, WatchTopic::Target(target.clone())).await;
+    let doomed = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+    a.send(View {
+        session: doomed.id,
+        target: target.clone(),
+    })
+    .await
+    .unwrap();
+    watcher
+        .until_presence("dr-a online", |p| p.iter().any(|e| e.user == "dr-a"))
+        .await;
+    watcher.until_viewers(&target, |v| !v.is_empty()).await;
+
+    // Act: the node stops without disconnecting anyone.
+    let died_at = Instant::now();
+    assert!(arbiter.stop());
+
+    // Assert: gone from presence and from the viewers, within the node timeout plus a
+    // heartbeat (the sweep) and a little delivery time.
+    watcher
+        .until_presence("dr-a gone", |p| *p == vec![online("nurse-b", "nurse", 1)])
+        .await;
+    watcher.until_viewers(&target, |v| v.is_empty()).await;
+    let settings = settings();
+    let bound = settings.node_timeout + settings.node_heartbeat + Duration::from_secs(2);
+    assert!(
+        died_at.elapsed() <= bound,
+        "took {:?}, bound {bound:?}",
+        died_at.elapsed()
+    );
+    assert!(died_at.elapsed() >= settings.node_timeout - settings.node_heartbeat);
+}
+
+#[actix_web::test]
+async fn a_node_that_lost_its_listen_connection_catches_up_after_reconnecting() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    until_listening(&db, 2).await;
+    let (h, target) = (hospital("st-marys"), patient("p-5"));
+    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    watcher.watch(&b, WatchTopic::Presence).await;
+    watcher.watch(&b, WatchTopic::Target(target.clone())).await;
+    let viewer = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+    a.send(View {
+        session: viewer.id,
+        target: target.clone(),
+    })
+    .await
+    .unwrap();
+    watcher.until_viewers(&target, |v| !v.is_empty()).await;
+
+    // Act: every LISTEN connection is cut (as by a PostgreSQL restart or a network blip);
+    // meanwhile the view is released and someone connects, notifications B may miss.
+    let admin = PgPool::connect(&db.url).await.unwrap();
+    let cut: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query = 'LISTEN vigil_presence') AS t",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(cut, 2);
+    a.send(Unview {
+        session: viewer.id,
+        target: target.clone(),
+    })
+    .await
+    .unwrap();
+    let _late = Session::connect(&a, &h, "dr-late", Role::Physician).await;
+
+    // Assert: B catches up — the stale view lapses, the new user appears.
+    watcher.until_viewers(&target, |v| v.is_empty()).await;
+    watcher
+        .until_presence("dr-late online", |p| p.iter().any(|e| e.user == "dr-late"))
+        .await;
+    until_listening(&db, 2).await;
+}
+
+#[actix_web::test]
+async fn no_frame_of_one_hospital_reaches_a_session_of_another() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (start_node(&db).await, start_node(&db).await);
+    until_listening(&db, 2).await;
+    let (x, y) = (hospital("hospital-x"), hospital("hospital-y"));
+    // The same case and patient ids in both hospitals.
+    let (case, chart) = (Uuid::new_v4(), patient("p-1"));
+    let topics = [
+        WatchTopic::Presence,
+        WatchTopic::Target(ViewTarget::Case(case)),
+        WatchTopic::Target(chart.clone()),
+    ];
+    let mut outsiders = Vec::new();
+    for hub in [&a, &b] {
+        let outsider = Session::connect(hub, &y, "nurse-y", Role::Nurse).await;
+        for topic in &topics {
+            outsider.watch(hub, topic.clone()).await;
+        }
+        outsiders.push(outsider);
+    }
+    let insider = Session::connect(&b, &x, "nurse-x", Role::Nurse).await;
+    for topic in &topics {
+        insider.watch(&b, topic.clone()).await;
+    }
+
+    let actor = Session::connect(&a, &x, "dr-x", Role::Physician).await;
+    a.send(Typing {
+        session: actor.id,
+        case,
+    })
+    .await
+    .unwrap();
+    a.send(View {
+        session: actor.id,
+        target: chart.clone(),
+    })
+    .await
+    .unwrap();
+    a.send(View {
+        session: actor.id,
+        target: ViewTarget::Case(case),
+    })
+    .await
+    .unwrap();
+    // Everything has reached hospital X's watcher on the other node...
+    insider
+        .until_presence("dr-x online", |p| p.iter().any(|e| e.user == "dr-x"))
+        .await;
+    insider.until_typing(case, |u| !u.is_empty()).await;
+    insider.until_viewers(&chart, |v| !v.is_empty()).await;
+    insider
+        .until_viewers(&ViewTarget::Case(case), |v| !v.is_empty())
+        .await;
+    a.send(Disconnect { session: actor.id }).await.unwrap();
+    insider
+        .until_presence("dr-x gone", |p| p.iter().all(|e| e.user != "dr-x"))
+        .await;
+
+    // ...and none of it reached hospital Y's, on either node.
+    for outsider in &outsiders {
+        outsider
+            .until_presence("hospital y's presence", |p| !p.is_empty())
+            .await;
+        for frame in outsider.frames() {
+            let text = frame.to_text();
+            assert!(!text.contains("-x"), "hospital Y received {text}");
+            match frame {
+                ServerFrame::Presence { online: users } => {
+                    assert!(users.iter().all(|e| e.user == "nurse-y"), "{users:?}")
+                }
+                ServerFrame::Typing { users, .. } => assert!(users.is_empty()),
+                ServerFrame::Viewing { viewers, .. } => assert!(viewers.is_empty()),
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+}
