@@ -7,7 +7,8 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds (ms) of the command→delivery latency histogram buckets.
-pub const LATENCY_BUCKETS_MS: [u64; 13] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+pub const LATENCY_BUCKETS_MS: [u64; 13] =
+    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
 
 /// A fixed-bucket histogram.
 #[derive(Debug, Default)]
@@ -32,11 +33,19 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, bound) in LATENCY_BUCKETS_MS.iter().enumerate() {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", *bound as f64 / 1000.0);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                *bound as f64 / 1000.0
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -70,24 +79,69 @@ impl Metrics {
 
     /// Subtracts one from a gauge (never below zero).
     pub fn dec(gauge: &AtomicU64) {
-        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+        let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(1))
+        });
     }
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         };
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric("vigil_subscriptions", "gauge", "Topics subscribed over all connections.", get(&self.subscriptions));
-        metric("vigil_hospital_readers", "gauge", "Hospitals with live sessions on this node.", get(&self.hospitals));
-        metric("vigil_window_events", "gauge", "Events held in the in-memory windows.", get(&self.window_events));
-        metric("vigil_queue_backlog_events", "gauge", "Events owed to connections but not yet written (sum of lags).", get(&self.backlog_events));
-        metric("vigil_events_delivered_total", "counter", "Event frames handed to connections.", get(&self.events_delivered));
-        metric("vigil_slow_consumer_disconnects_total", "counter", "Connections closed because they could not keep up.", get(&self.slow_consumer_disconnects));
-        metric("vigil_rate_limit_hits_total", "counter", "Requests or frames refused by a rate limit.", get(&self.rate_limit_hits));
-        metric("vigil_commands_total", "counter", "Commands accepted.", get(&self.commands));
+        metric(
+            "vigil_subscriptions",
+            "gauge",
+            "Topics subscribed over all connections.",
+            get(&self.subscriptions),
+        );
+        metric(
+            "vigil_hospital_readers",
+            "gauge",
+            "Hospitals with live sessions on this node.",
+            get(&self.hospitals),
+        );
+        metric(
+            "vigil_window_events",
+            "gauge",
+            "Events held in the in-memory windows.",
+            get(&self.window_events),
+        );
+        metric(
+            "vigil_queue_backlog_events",
+            "gauge",
+            "Events owed to connections but not yet written (sum of lags).",
+            get(&self.backlog_events),
+        );
+        metric(
+            "vigil_events_delivered_total",
+            "counter",
+            "Event frames handed to connections.",
+            get(&self.events_delivered),
+        );
+        metric(
+            "vigil_slow_consumer_disconnects_total",
+            "counter",
+            "Connections closed because they could not keep up.",
+            get(&self.slow_consumer_disconnects),
+        );
+        metric(
+            "vigil_rate_limit_hits_total",
+            "counter",
+            "Requests or frames refused by a rate limit.",
+            get(&self.rate_limit_hits),
+        );
+        metric(
+            "vigil_commands_total",
+            "counter",
+            "Commands accepted.",
+            get(&self.commands),
+        );
         let _ = writeln!(
             out,
             "# HELP vigil_connections Open realtime connections by transport.\n# TYPE vigil_connections gauge\n\

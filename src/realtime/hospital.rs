@@ -573,7 +573,11 @@ impl Directory {
     }
 
     /// Counts a new connection of `user`; `None` if they already have the maximum.
-    pub fn open_connection(self: &Arc<Self>, hospital: &HospitalId, user: &UserId) -> Option<ConnectionSlot> {
+    pub fn open_connection(
+        self: &Arc<Self>,
+        hospital: &HospitalId,
+        user: &UserId,
+    ) -> Option<ConnectionSlot> {
         let mut map = self.connections.lock().unwrap_or_else(|p| p.into_inner());
         let count = map.entry((hospital.clone(), user.clone())).or_insert(0);
         if *count >= self.settings.max_connections_per_user {
@@ -641,15 +645,28 @@ mod tests {
     #[test]
     fn a_last_event_id_beyond_the_cap_is_not_recovered_and_nothing_partial_is_sent() {
         let d = decide_resume(Some(1), None, 20_002, None, None, CAP);
-        assert_eq!((d.recovered, d.start, d.reason), (false, 20_002, Some("too_old")));
+        assert_eq!(
+            (d.recovered, d.start, d.reason),
+            (false, 20_002, Some("too_old"))
+        );
         let at_cap = decide_resume(Some(10_002), None, 20_002, None, None, CAP);
         assert!(at_cap.recovered);
     }
 
     #[test]
     fn another_epoch_is_not_recovered() {
-        let d = decide_resume(Some(5), Some(Uuid::new_v4()), 42, Some(Uuid::new_v4()), None, CAP);
-        assert_eq!((d.recovered, d.start, d.reason), (false, 42, Some("epoch_changed")));
+        let d = decide_resume(
+            Some(5),
+            Some(Uuid::new_v4()),
+            42,
+            Some(Uuid::new_v4()),
+            None,
+            CAP,
+        );
+        assert_eq!(
+            (d.recovered, d.start, d.reason),
+            (false, 42, Some("epoch_changed"))
+        );
         let empty_stream = decide_resume(Some(5), Some(Uuid::new_v4()), 0, None, None, CAP);
         assert!(!empty_stream.recovered);
     }
@@ -659,7 +676,10 @@ mod tests {
         let ahead = decide_resume(Some(50), None, 42, None, Some(60), CAP);
         assert_eq!((ahead.recovered, ahead.start), (true, 50));
         let unknown = decide_resume(Some(70), None, 42, None, Some(60), CAP);
-        assert_eq!((unknown.recovered, unknown.reason), (false, Some("unknown_position")));
+        assert_eq!(
+            (unknown.recovered, unknown.reason),
+            (false, Some("unknown_position"))
+        );
     }
 
     #[test]

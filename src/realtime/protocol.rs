@@ -118,7 +118,11 @@ impl<'de> Deserialize<'de> for LastEventId {
 impl LastEventId {
     /// Parses a `Last-Event-ID` header or query value.
     pub fn parse(raw: &str) -> Option<Self> {
-        raw.trim().parse::<i64>().ok().filter(|p| *p >= 0).map(LastEventId)
+        raw.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|p| *p >= 0)
+            .map(LastEventId)
     }
 }
 
@@ -295,8 +299,10 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
         .map_err(|e| ServerFrame::error(None, "malformed_json", format!("malformed JSON: {e}")))?;
     let id = value.get("id").cloned();
     if let Some(id) = &id {
-        let valid = matches!(id, serde_json::Value::String(_) | serde_json::Value::Number(_))
-            && id.to_string().len() <= MAX_FRAME_ID_LEN;
+        let valid = matches!(
+            id,
+            serde_json::Value::String(_) | serde_json::Value::Number(_)
+        ) && id.to_string().len() <= MAX_FRAME_ID_LEN;
         if !valid {
             return Err(ServerFrame::error(
                 None,
@@ -307,7 +313,11 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, ServerFrame> {
     }
     match value.get("type").and_then(|t| t.as_str()) {
         None => {
-            return Err(ServerFrame::error(id, "invalid_frame", "a frame needs a string `type`"))
+            return Err(ServerFrame::error(
+                id,
+                "invalid_frame",
+                "a frame needs a string `type`",
+            ))
         }
         Some(
             "auth" | "subscribe" | "unsubscribe" | "typing" | "view" | "unview" | "refresh"
@@ -338,8 +348,10 @@ mod tests {
 
     #[test]
     fn a_subscribe_frame_accepts_a_string_or_numeric_last_event_id() {
-        let a = parse_client_frame(r#"{"type":"subscribe","topics":["alerts"],"last_event_id":"17"}"#);
-        let b = parse_client_frame(r#"{"type":"subscribe","topics":["alerts"],"last_event_id":17}"#);
+        let a =
+            parse_client_frame(r#"{"type":"subscribe","topics":["alerts"],"last_event_id":"17"}"#);
+        let b =
+            parse_client_frame(r#"{"type":"subscribe","topics":["alerts"],"last_event_id":17}"#);
         assert_eq!(a, b);
         match a.unwrap() {
             ClientFrame::Subscribe { last_event_id, .. } => {
@@ -351,12 +363,33 @@ mod tests {
 
     #[test]
     fn malformed_unknown_and_mistyped_frames_are_distinct_errors() {
-        assert_eq!(code_of(parse_client_frame("{not json").unwrap_err()), "malformed_json");
-        assert_eq!(code_of(parse_client_frame(r#"{"type":"dance"}"#).unwrap_err()), "unknown_frame_type");
-        assert_eq!(code_of(parse_client_frame(r#"{"type":"subscribe","topics":"alerts"}"#).unwrap_err()), "invalid_frame");
-        assert_eq!(code_of(parse_client_frame(r#"{"topics":[]}"#).unwrap_err()), "invalid_frame");
-        assert_eq!(code_of(parse_client_frame(r#"{"type":"ping","id":{"a":1}}"#).unwrap_err()), "invalid_frame");
-        assert_eq!(code_of(parse_client_frame(r#"{"type":"subscribe","topics":[],"last_event_id":-3}"#).unwrap_err()), "invalid_frame");
+        assert_eq!(
+            code_of(parse_client_frame("{not json").unwrap_err()),
+            "malformed_json"
+        );
+        assert_eq!(
+            code_of(parse_client_frame(r#"{"type":"dance"}"#).unwrap_err()),
+            "unknown_frame_type"
+        );
+        assert_eq!(
+            code_of(parse_client_frame(r#"{"type":"subscribe","topics":"alerts"}"#).unwrap_err()),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code_of(parse_client_frame(r#"{"topics":[]}"#).unwrap_err()),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code_of(parse_client_frame(r#"{"type":"ping","id":{"a":1}}"#).unwrap_err()),
+            "invalid_frame"
+        );
+        assert_eq!(
+            code_of(
+                parse_client_frame(r#"{"type":"subscribe","topics":[],"last_event_id":-3}"#)
+                    .unwrap_err()
+            ),
+            "invalid_frame"
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use super::hospital::{ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, SessionProgress};
+use super::hospital::{
+    ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, SessionProgress,
+};
 use super::presence::{self, ViewTarget, WatchTopic};
 use super::protocol::{parse_client_frame, ClientFrame, CloseReason, FrameId, ServerFrame};
 use super::topics::{role_may_subscribe, Subscriptions, Topic};
@@ -145,14 +147,23 @@ impl SessionActor {
         self.send(WriterCommand::Frame(ByteString::from(frame.to_text())), ctx);
     }
 
-    fn error(&mut self, id: Option<FrameId>, code: &'static str, message: impl Into<String>, ctx: &mut Context<Self>) {
+    fn error(
+        &mut self,
+        id: Option<FrameId>,
+        code: &'static str,
+        message: impl Into<String>,
+        ctx: &mut Context<Self>,
+    ) {
         self.frame(ServerFrame::error(id, code, message), ctx);
     }
 
     /// An error frame for a limit violation; closes the connection on repeated abuse.
     fn violation(&mut self, reason: CloseReason, frame: ServerFrame, ctx: &mut Context<Self>) {
         self.frame(frame, ctx);
-        if self.violations.record(Instant::now(), self.rt.settings.max_violations) {
+        if self
+            .violations
+            .record(Instant::now(), self.rt.settings.max_violations)
+        {
             self.close(reason, ctx);
         }
     }
@@ -163,7 +174,11 @@ impl SessionActor {
             return;
         }
         self.closing = true;
-        tracing::debug!(session = self.id, reason = reason.as_str(), "closing connection");
+        tracing::debug!(
+            session = self.id,
+            reason = reason.as_str(),
+            "closing connection"
+        );
         if self.writer.try_send(WriterCommand::Close(reason)).is_err() {
             let _ = self.kill.send(Some(reason));
         }
@@ -189,15 +204,27 @@ impl SessionActor {
 
     fn authenticated(&mut self, identity: Identity, id: Option<FrameId>, ctx: &mut Context<Self>) {
         if identity.hospital != self.hospital {
-            self.error(id, "wrong_hospital", format!("the token is for hospital `{}`", identity.hospital), ctx);
+            self.error(
+                id,
+                "wrong_hospital",
+                format!("the token is for hospital `{}`", identity.hospital),
+                ctx,
+            );
             self.close(CloseReason::AuthenticationFailed, ctx);
             return;
         }
-        let Some(slot) = self.rt.directory.open_connection(&identity.hospital, &identity.user) else {
+        let Some(slot) = self
+            .rt
+            .directory
+            .open_connection(&identity.hospital, &identity.user)
+        else {
             self.error(
                 id,
                 "too_many_connections",
-                format!("at most {} connections per user", self.rt.settings.max_connections_per_user),
+                format!(
+                    "at most {} connections per user",
+                    self.rt.settings.max_connections_per_user
+                ),
                 ctx,
             );
             self.close(CloseReason::TooManyConnections, ctx);
@@ -229,7 +256,9 @@ impl SessionActor {
     /// Joins the hospital actor before handling any other message (so a `subscribe` right
     /// after `auth` finds the feed).
     fn join_hospital(&mut self, ctx: &mut Context<Self>, attempt: u8) {
-        let Some(identity) = self.identity.clone() else { return };
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
         let addr = self.rt.directory.hospital(&self.hospital);
         let join = addr.send(Join {
             session: self.id,
@@ -237,39 +266,59 @@ impl SessionActor {
             progress: self.progress.clone(),
             kick: ctx.address().recipient(),
         });
-        ctx.wait(join.into_actor(self).map(move |result, act, ctx| match result {
-            Ok(feed) => {
-                act.feed = Some(feed);
-                act.hospital_actor = Some(addr);
-            }
-            // The actor stopped between lookup and join (its last session just left).
-            Err(_) if attempt < 3 => act.join_hospital(ctx, attempt + 1),
-            Err(_) => {
-                tracing::error!(session = act.id, "could not join the hospital reader");
-                act.kill(CloseReason::ServerShutdown, ctx);
-            }
-        }));
+        ctx.wait(
+            join.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(feed) => {
+                        act.feed = Some(feed);
+                        act.hospital_actor = Some(addr);
+                    }
+                    // The actor stopped between lookup and join (its last session just left).
+                    Err(_) if attempt < 3 => act.join_hospital(ctx, attempt + 1),
+                    Err(_) => {
+                        tracing::error!(session = act.id, "could not join the hospital reader");
+                        act.kill(CloseReason::ServerShutdown, ctx);
+                    }
+                }),
+        );
     }
 
     fn schedule_token_timers(&mut self, ctx: &mut Context<Self>) {
         for handle in self.token_timers.drain(..) {
             ctx.cancel_future(handle);
         }
-        let Some(expires_at) = self.identity.as_ref().map(|i| i.expires_at) else { return };
+        let Some(expires_at) = self.identity.as_ref().map(|i| i.expires_at) else {
+            return;
+        };
         let left = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         let warning = self.rt.settings.token_warning;
         if left > warning {
             let handle = ctx.run_later(left - warning, move |act, ctx| {
                 let seconds_left = (expires_at - Utc::now()).num_seconds().max(0);
-                act.frame(ServerFrame::TokenExpiring { expires_at, seconds_left }, ctx);
+                act.frame(
+                    ServerFrame::TokenExpiring {
+                        expires_at,
+                        seconds_left,
+                    },
+                    ctx,
+                );
             });
             self.token_timers.push(handle);
         } else if !left.is_zero() {
             let seconds_left = left.as_secs() as i64;
-            self.frame(ServerFrame::TokenExpiring { expires_at, seconds_left }, ctx);
+            self.frame(
+                ServerFrame::TokenExpiring {
+                    expires_at,
+                    seconds_left,
+                },
+                ctx,
+            );
         }
         let handle = ctx.run_later(left, |act, ctx| {
-            let expired = act.identity.as_ref().is_none_or(|i| i.expires_at <= Utc::now());
+            let expired = act
+                .identity
+                .as_ref()
+                .is_none_or(|i| i.expires_at <= Utc::now());
             if expired {
                 act.close(CloseReason::TokenExpired, ctx);
             }
@@ -286,7 +335,10 @@ impl SessionActor {
             let frame = ServerFrame::error(
                 None,
                 "frame_too_large",
-                format!("frames are limited to {} bytes", self.rt.settings.max_frame_bytes),
+                format!(
+                    "frames are limited to {} bytes",
+                    self.rt.settings.max_frame_bytes
+                ),
             );
             return self.violation(CloseReason::PolicyViolation, frame, ctx);
         }
@@ -308,7 +360,12 @@ impl SessionActor {
     fn dispatch(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         if let ClientFrame::Auth { id, token } = frame {
             if self.identity.is_some() {
-                return self.error(id, "already_authenticated", "use `refresh` to replace the token", ctx);
+                return self.error(
+                    id,
+                    "already_authenticated",
+                    "use `refresh` to replace the token",
+                    ctx,
+                );
             }
             return match self.rt.keys.verify(&token) {
                 Ok(identity) => self.authenticated(identity, id, ctx),
@@ -319,54 +376,105 @@ impl SessionActor {
             };
         }
         let Some(identity) = self.identity.clone() else {
-            return self.error(frame.id().cloned(), "not_authenticated", "send an `auth` frame first", ctx);
+            return self.error(
+                frame.id().cloned(),
+                "not_authenticated",
+                "send an `auth` frame first",
+                ctx,
+            );
         };
         match frame {
             ClientFrame::Auth { .. } => {}
             ClientFrame::Ping { id } => self.frame(ServerFrame::Pong { id }, ctx),
-            ClientFrame::Subscribe { id, topics, last_event_id, epoch } => {
-                self.subscribe(id, topics, last_event_id.map(|l| l.0), epoch, ctx)
-            }
+            ClientFrame::Subscribe {
+                id,
+                topics,
+                last_event_id,
+                epoch,
+            } => self.subscribe(id, topics, last_event_id.map(|l| l.0), epoch, ctx),
             ClientFrame::Unsubscribe { id, topics } => self.unsubscribe(id, topics, ctx),
             ClientFrame::Typing { id, case } => {
                 if !role_may_subscribe(identity.role, &Topic::Case(case)) {
-                    return self.error(id, "forbidden_topic", "your role may not follow case threads", ctx);
+                    return self.error(
+                        id,
+                        "forbidden_topic",
+                        "your role may not follow case threads",
+                        ctx,
+                    );
                 }
                 let now = Instant::now();
                 let throttle = self.rt.settings.typing_throttle;
-                if self.typing_sent.get(&case).is_some_and(|t| now.saturating_duration_since(*t) < throttle) {
+                if self
+                    .typing_sent
+                    .get(&case)
+                    .is_some_and(|t| now.saturating_duration_since(*t) < throttle)
+                {
                     let frame = ServerFrame::error(
                         id,
                         "typing_throttled",
-                        format!("send `typing` at most once every {} ms per case", throttle.as_millis()),
+                        format!(
+                            "send `typing` at most once every {} ms per case",
+                            throttle.as_millis()
+                        ),
                     );
                     return self.violation(CloseReason::RateLimited, frame, ctx);
                 }
                 if self.typing_sent.len() > self.rt.settings.max_subscriptions {
-                    self.typing_sent.retain(|_, t| now.saturating_duration_since(*t) < throttle);
+                    self.typing_sent
+                        .retain(|_, t| now.saturating_duration_since(*t) < throttle);
                 }
                 self.typing_sent.insert(case, now);
-                self.rt.presence.do_send(presence::Typing { session: self.id, case });
+                self.rt.presence.do_send(presence::Typing {
+                    session: self.id,
+                    case,
+                });
             }
-            ClientFrame::View { id, target } | ClientFrame::Unview { id, target } if target.parse::<ViewTarget>().is_err() => {
-                self.error(id, "invalid_target", format!("`{}` is not `case:<uuid>` or `patient:<id>`", target.chars().take(80).collect::<String>()), ctx)
+            ClientFrame::View { id, target } | ClientFrame::Unview { id, target }
+                if target.parse::<ViewTarget>().is_err() =>
+            {
+                self.error(
+                    id,
+                    "invalid_target",
+                    format!(
+                        "`{}` is not `case:<uuid>` or `patient:<id>`",
+                        target.chars().take(80).collect::<String>()
+                    ),
+                    ctx,
+                )
             }
             ClientFrame::View { id, target } => {
-                let Ok(target) = target.parse::<ViewTarget>() else { return };
+                let Ok(target) = target.parse::<ViewTarget>() else {
+                    return;
+                };
                 if !role_may_subscribe(identity.role, &view_topic(&target)) {
-                    return self.error(id, "forbidden_topic", format!("your role may not view `{target}`"), ctx);
+                    return self.error(
+                        id,
+                        "forbidden_topic",
+                        format!("your role may not view `{target}`"),
+                        ctx,
+                    );
                 }
-                if !self.views.contains(&target) && self.views.len() >= self.rt.settings.max_subscriptions {
+                if !self.views.contains(&target)
+                    && self.views.len() >= self.rt.settings.max_subscriptions
+                {
                     let frame = ServerFrame::error(id, "too_many_views", "release a view first");
                     return self.violation(CloseReason::PolicyViolation, frame, ctx);
                 }
                 self.views.insert(target.clone());
-                self.rt.presence.do_send(presence::View { session: self.id, target });
+                self.rt.presence.do_send(presence::View {
+                    session: self.id,
+                    target,
+                });
             }
             ClientFrame::Unview { target, .. } => {
-                let Ok(target) = target.parse::<ViewTarget>() else { return };
+                let Ok(target) = target.parse::<ViewTarget>() else {
+                    return;
+                };
                 if self.views.remove(&target) {
-                    self.rt.presence.do_send(presence::Unview { session: self.id, target });
+                    self.rt.presence.do_send(presence::Unview {
+                        session: self.id,
+                        target,
+                    });
                 }
             }
             ClientFrame::Refresh { id, token } => match self.rt.keys.verify(&token) {
@@ -387,13 +495,23 @@ impl SessionActor {
                         ctx,
                     );
                 }
-                Ok(_) => self.error(id, "refresh_mismatch", "a refresh token must be for the same user and hospital", ctx),
+                Ok(_) => self.error(
+                    id,
+                    "refresh_mismatch",
+                    "a refresh token must be for the same user and hospital",
+                    ctx,
+                ),
                 Err(error) => self.error(id, error.code(), error.to_string(), ctx),
             },
         }
     }
 
-    fn parse_topics(&mut self, id: &Option<FrameId>, raw: &[String], ctx: &mut Context<Self>) -> Option<Vec<Topic>> {
+    fn parse_topics(
+        &mut self,
+        id: &Option<FrameId>,
+        raw: &[String],
+        ctx: &mut Context<Self>,
+    ) -> Option<Vec<Topic>> {
         let mut topics = BTreeSet::new();
         for name in raw {
             match name.parse::<Topic>() {
@@ -417,16 +535,31 @@ impl SessionActor {
         epoch: Option<Uuid>,
         ctx: &mut Context<Self>,
     ) {
-        let Some(identity) = self.identity.clone() else { return };
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
         if raw.is_empty() {
-            return self.error(id, "no_topics", "`topics` must name at least one topic", ctx);
+            return self.error(
+                id,
+                "no_topics",
+                "`topics` must name at least one topic",
+                ctx,
+            );
         }
-        let Some(topics) = self.parse_topics(&id, &raw, ctx) else { return };
-        if let Some(refused) = topics.iter().find(|t| !role_may_subscribe(identity.role, t)) {
+        let Some(topics) = self.parse_topics(&id, &raw, ctx) else {
+            return;
+        };
+        if let Some(refused) = topics
+            .iter()
+            .find(|t| !role_may_subscribe(identity.role, t))
+        {
             return self.error(
                 id,
                 "forbidden_topic",
-                format!("role `{}` may not subscribe to `{refused}`", identity.role.as_str()),
+                format!(
+                    "role `{}` may not subscribe to `{refused}`",
+                    identity.role.as_str()
+                ),
                 ctx,
             );
         }
@@ -438,12 +571,19 @@ impl SessionActor {
                 ctx,
             );
         }
-        let new: Vec<Topic> = topics.iter().filter(|t| !self.subscriptions.contains(t)).cloned().collect();
+        let new: Vec<Topic> = topics
+            .iter()
+            .filter(|t| !self.subscriptions.contains(t))
+            .cloned()
+            .collect();
         if self.subscriptions.len() + new.len() > self.rt.settings.max_subscriptions {
             let frame = ServerFrame::error(
                 id,
                 "too_many_subscriptions",
-                format!("at most {} topics per connection", self.rt.settings.max_subscriptions),
+                format!(
+                    "at most {} topics per connection",
+                    self.rt.settings.max_subscriptions
+                ),
             );
             return self.violation(CloseReason::PolicyViolation, frame, ctx);
         }
@@ -462,11 +602,20 @@ impl SessionActor {
         self.subscriptions.add(new.iter().cloned());
         for topic in &new {
             if let Some(watch) = watch_topic(topic) {
-                self.rt.presence.do_send(presence::Watch { session: self.id, topic: watch, on: true });
+                self.rt.presence.do_send(presence::Watch {
+                    session: self.id,
+                    topic: watch,
+                    on: true,
+                });
             }
         }
         let Some(feed) = self.feed.clone() else {
-            return self.error(id, "unavailable", "the hospital stream is not available; retry", ctx);
+            return self.error(
+                id,
+                "unavailable",
+                "the hospital stream is not available; retry",
+                ctx,
+            );
         };
         let names = self.subscriptions.names();
         if self.streaming || !self.subscriptions.has_stream_topic() {
@@ -486,9 +635,14 @@ impl SessionActor {
                 ctx,
             );
         }
-        let Some(addr) = self.hospital_actor.clone() else { return };
+        let Some(addr) = self.hospital_actor.clone() else {
+            return;
+        };
         self.streaming = true;
-        let resume = addr.send(Resume { last_event_id, epoch });
+        let resume = addr.send(Resume {
+            last_event_id,
+            epoch,
+        });
         let span = tracing::info_span!("subscribe", session = self.id, hospital = %self.hospital, user = %identity.user, last_event_id);
         // Wait for the decision before handling further frames: the `subscribed` reply and
         // the start of the stream must precede anything else on the writer.
@@ -496,7 +650,12 @@ impl SessionActor {
             let _enter = span.enter();
             let Ok(decision) = result else {
                 act.streaming = false;
-                return act.error(id, "unavailable", "the hospital stream is not available; retry", ctx);
+                return act.error(
+                    id,
+                    "unavailable",
+                    "the hospital stream is not available; retry",
+                    ctx,
+                );
             };
             if last_event_id.is_some() {
                 let counter = if decision.recovered {
@@ -506,7 +665,12 @@ impl SessionActor {
                 };
                 Metrics::inc(counter);
             }
-            tracing::info!(recovered = decision.recovered, start = decision.start, reason = decision.reason, "subscribed");
+            tracing::info!(
+                recovered = decision.recovered,
+                start = decision.start,
+                reason = decision.reason,
+                "subscribed"
+            );
             act.frame(
                 ServerFrame::Subscribed {
                     id,
@@ -519,18 +683,31 @@ impl SessionActor {
                 ctx,
             );
             if let Some(filter) = act.filter() {
-                act.send(WriterCommand::Stream { feed, start: decision.start, filter }, ctx);
+                act.send(
+                    WriterCommand::Stream {
+                        feed,
+                        start: decision.start,
+                        filter,
+                    },
+                    ctx,
+                );
             }
         }));
     }
 
     fn unsubscribe(&mut self, id: Option<FrameId>, raw: Vec<String>, ctx: &mut Context<Self>) {
-        let Some(topics) = self.parse_topics(&id, &raw, ctx) else { return };
+        let Some(topics) = self.parse_topics(&id, &raw, ctx) else {
+            return;
+        };
         for topic in &topics {
             if self.subscriptions.contains(topic) {
                 Metrics::dec(&self.rt.metrics.subscriptions);
                 if let Some(watch) = watch_topic(topic) {
-                    self.rt.presence.do_send(presence::Watch { session: self.id, topic: watch, on: false });
+                    self.rt.presence.do_send(presence::Watch {
+                        session: self.id,
+                        topic: watch,
+                        on: false,
+                    });
                 }
             }
         }
@@ -538,7 +715,13 @@ impl SessionActor {
         if let Some(filter) = self.filter() {
             self.send(WriterCommand::Filter(filter), ctx);
         }
-        self.frame(ServerFrame::Unsubscribed { id, topics: topics.iter().map(Topic::to_string).collect() }, ctx);
+        self.frame(
+            ServerFrame::Unsubscribed {
+                id,
+                topics: topics.iter().map(Topic::to_string).collect(),
+            },
+            ctx,
+        );
     }
 }
 
@@ -570,7 +753,12 @@ impl Actor for SessionActor {
             None => {
                 ctx.run_later(settings.auth_timeout, |act, ctx| {
                     if act.identity.is_none() {
-                        act.error(None, "authentication_timeout", "no `auth` frame in time", ctx);
+                        act.error(
+                            None,
+                            "authentication_timeout",
+                            "no `auth` frame in time",
+                            ctx,
+                        );
                         act.close(CloseReason::AuthenticationFailed, ctx);
                     }
                 });
@@ -598,7 +786,9 @@ impl Actor for SessionActor {
             addr.do_send(Leave { session: self.id });
         }
         if self.identity.is_some() {
-            self.rt.presence.do_send(presence::Disconnect { session: self.id });
+            self.rt
+                .presence
+                .do_send(presence::Disconnect { session: self.id });
         }
         self.slot = None;
     }
@@ -612,11 +802,17 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for SessionActor {
             Ok(WsMessage::Ping(payload)) => self.send(WriterCommand::Pong(payload), ctx),
             Ok(WsMessage::Pong(_)) => {
                 if self.identity.is_some() {
-                    self.rt.presence.do_send(presence::Touch { session: self.id });
+                    self.rt
+                        .presence
+                        .do_send(presence::Touch { session: self.id });
                 }
             }
             Ok(WsMessage::Binary(_)) | Ok(WsMessage::Continuation(_)) => {
-                let frame = ServerFrame::error(None, "unsupported_frame", "only JSON text frames are accepted");
+                let frame = ServerFrame::error(
+                    None,
+                    "unsupported_frame",
+                    "only JSON text frames are accepted",
+                );
                 self.violation(CloseReason::PolicyViolation, frame, ctx);
             }
             Ok(WsMessage::Close(_)) => ctx.stop(),
@@ -660,8 +856,14 @@ mod tests {
     fn a_connection_is_dead_after_two_silent_intervals() {
         let t0 = Instant::now();
         let interval = Duration::from_secs(30);
-        assert_eq!(heartbeat(t0, t0 + Duration::from_secs(59), interval), Heartbeat::Ping);
-        assert_eq!(heartbeat(t0, t0 + Duration::from_secs(61), interval), Heartbeat::TimedOut);
+        assert_eq!(
+            heartbeat(t0, t0 + Duration::from_secs(59), interval),
+            Heartbeat::Ping
+        );
+        assert_eq!(
+            heartbeat(t0, t0 + Duration::from_secs(61), interval),
+            Heartbeat::TimedOut
+        );
     }
 
     #[test]
@@ -676,6 +878,9 @@ mod tests {
         for i in 0..3 {
             later.record(t0 + Duration::from_secs(i), 3);
         }
-        assert!(!later.record(t0 + Duration::from_secs(120), 3), "old violations are forgotten");
+        assert!(
+            !later.record(t0 + Duration::from_secs(120), 3),
+            "old violations are forgotten"
+        );
     }
 }

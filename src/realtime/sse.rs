@@ -32,7 +32,9 @@ use super::hospital::{ConnectionSlot, HospitalActor, Join, Kick, Leave, Resume, 
 use super::protocol::{CloseReason, LastEventId, ServerFrame};
 use super::topics::{role_may_subscribe, Subscriptions, Topic};
 use super::window::WindowEvent;
-use super::writer::{self, closing_frame, Closed, Filter, Sink, WriterCommand, WriterContext, COMMAND_QUEUE};
+use super::writer::{
+    self, closing_frame, Closed, Filter, Sink, WriterCommand, WriterContext, COMMAND_QUEUE,
+};
 use super::{next_session_id, Realtime, SessionId};
 use crate::auth::{Action, AuthError, Identity};
 use crate::http::commands::authorize;
@@ -105,7 +107,8 @@ async fn redeem(state: &AppState, ticket: &str) -> Result<Identity, ApiError> {
     .fetch_optional(&state.pool)
     .await
     .map_err(ApiError::database)?;
-    let invalid = || ApiError::Unauthorized(AuthError::Invalid("unknown, used or expired ticket".into()));
+    let invalid =
+        || ApiError::Unauthorized(AuthError::Invalid("unknown, used or expired ticket".into()));
     let (hospital, user, role, expires_at) = row.ok_or_else(invalid)?;
     if expires_at <= Utc::now() {
         return Err(ApiError::Unauthorized(AuthError::Expired));
@@ -150,7 +153,10 @@ impl Sink for SseSink {
     }
 
     async fn ping(&mut self) -> Result<(), Closed> {
-        self.tx.send(Bytes::from_static(b": ping\n\n")).await.map_err(|_| Closed)
+        self.tx
+            .send(Bytes::from_static(b": ping\n\n"))
+            .await
+            .map_err(|_| Closed)
     }
 
     async fn pong(&mut self, _: Bytes) -> Result<(), Closed> {
@@ -160,7 +166,10 @@ impl Sink for SseSink {
     async fn close(self, reason: Option<CloseReason>) {
         if let Some(reason) = reason {
             let frame = closing_frame(reason);
-            let _ = self.tx.send(Bytes::from(format!("data: {frame}\n\n"))).await;
+            let _ = self
+                .tx
+                .send(Bytes::from(format!("data: {frame}\n\n")))
+                .await;
         }
     }
 }
@@ -187,9 +196,13 @@ impl Actor for SseSession {
                 ctx.stop();
             }
         });
-        let left = (self.expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        let left = (self.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
         ctx.run_later(left, |act, _| {
-            let _ = act.writer.try_send(WriterCommand::Close(CloseReason::TokenExpired));
+            let _ = act
+                .writer
+                .try_send(WriterCommand::Close(CloseReason::TokenExpired));
         });
     }
 
@@ -242,18 +255,29 @@ pub async fn stream(
     };
     authorize(&identity, &hospital, Action::ReadEvents)?;
     let mut subscriptions = Subscriptions::default();
-    for name in query.topics.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let topic: Topic = name
-            .parse()
-            .map_err(|e: super::topics::UnknownTopic| ApiError::invalid_field("topics", e.to_string()))?;
+    for name in query
+        .topics
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let topic: Topic = name.parse().map_err(|e: super::topics::UnknownTopic| {
+            ApiError::invalid_field("topics", e.to_string())
+        })?;
         if !role_may_subscribe(identity.role, &topic) {
             return Err(ApiError::Forbidden {
                 code: "forbidden_topic",
-                detail: format!("role `{}` may not subscribe to `{topic}`", identity.role.as_str()),
+                detail: format!(
+                    "role `{}` may not subscribe to `{topic}`",
+                    identity.role.as_str()
+                ),
             });
         }
         if !topic_streams_over_sse(&topic) {
-            return Err(ApiError::invalid_field("topics", format!("`{topic}` is only available over WebSocket")));
+            return Err(ApiError::invalid_field(
+                "topics",
+                format!("`{topic}` is only available over WebSocket"),
+            ));
         }
         subscriptions.add([topic]);
     }
@@ -273,7 +297,9 @@ pub async fn stream(
         None => None,
         Some(raw) => Some(
             LastEventId::parse(raw)
-                .ok_or_else(|| ApiError::invalid_field("last_event_id", "must be a stream position"))?
+                .ok_or_else(|| {
+                    ApiError::invalid_field("last_event_id", "must be a stream position")
+                })?
                 .0,
         ),
     };
@@ -310,7 +336,8 @@ pub async fn stream(
             break;
         }
     }
-    let (addr, feed) = joined.ok_or_else(|| ApiError::Unavailable("hospital stream unavailable".into()))?;
+    let (addr, feed) =
+        joined.ok_or_else(|| ApiError::Unavailable("hospital stream unavailable".into()))?;
     let decision = addr
         .send(Resume {
             last_event_id,
@@ -319,7 +346,11 @@ pub async fn stream(
         .await
         .map_err(|_| ApiError::Unavailable("hospital stream unavailable".into()))?;
     if last_event_id.is_some() {
-        let counter = if decision.recovered { &rt.metrics.resumes_recovered } else { &rt.metrics.resumes_not_recovered };
+        let counter = if decision.recovered {
+            &rt.metrics.resumes_recovered
+        } else {
+            &rt.metrics.resumes_not_recovered
+        };
         Metrics::inc(counter);
     }
     tracing::info!(session = id, %hospital, user = %identity.user, recovered = decision.recovered, "sse subscribed");

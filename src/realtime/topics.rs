@@ -55,7 +55,9 @@ impl FromStr for Topic {
             "metrics" => Topic::Metrics,
             other => match other.split_once(':') {
                 Some(("case", id)) => Topic::Case(Uuid::parse_str(id).map_err(|_| unknown())?),
-                Some(("patient", id)) => Topic::Patient(PatientId::parse(id).map_err(|_| unknown())?),
+                Some(("patient", id)) => {
+                    Topic::Patient(PatientId::parse(id).map_err(|_| unknown())?)
+                }
                 _ => return Err(unknown()),
             },
         })
@@ -85,7 +87,9 @@ pub fn role_may_subscribe(role: Role, topic: &Topic) -> bool {
     match topic {
         Topic::Alerts | Topic::Notifications | Topic::Presence => true,
         Topic::Cases | Topic::Case(_) | Topic::Patient(_) => role != Operator,
-        Topic::Appointments | Topic::Metrics => matches!(role, Admin | Physician | Nurse | Operator),
+        Topic::Appointments | Topic::Metrics => {
+            matches!(role, Admin | Physician | Nurse | Operator)
+        }
     }
 }
 
@@ -117,7 +121,10 @@ pub struct Subscriptions(BTreeSet<Topic>);
 impl Subscriptions {
     /// Adds topics; returns how many were new.
     pub fn add(&mut self, topics: impl IntoIterator<Item = Topic>) -> usize {
-        topics.into_iter().filter(|t| self.0.insert(t.clone())).count()
+        topics
+            .into_iter()
+            .filter(|t| self.0.insert(t.clone()))
+            .count()
     }
 
     /// Removes topics.
@@ -149,7 +156,9 @@ impl Subscriptions {
 
     /// Whether any stream topic (one that selects events) is subscribed.
     pub fn has_stream_topic(&self) -> bool {
-        self.0.iter().any(|t| !matches!(t, Topic::Presence | Topic::Metrics))
+        self.0
+            .iter()
+            .any(|t| !matches!(t, Topic::Presence | Topic::Metrics))
     }
 
     /// The topics as strings, sorted.
@@ -165,15 +174,33 @@ mod tests {
     #[test]
     fn topics_round_trip_through_their_names() {
         let id = Uuid::new_v4();
-        for raw in ["alerts", "cases", "appointments", "notifications", "presence", "metrics", "patient:p-1"] {
+        for raw in [
+            "alerts",
+            "cases",
+            "appointments",
+            "notifications",
+            "presence",
+            "metrics",
+            "patient:p-1",
+        ] {
             assert_eq!(raw.parse::<Topic>().unwrap().to_string(), raw);
         }
-        assert_eq!(format!("case:{id}").parse::<Topic>().unwrap(), Topic::Case(id));
+        assert_eq!(
+            format!("case:{id}").parse::<Topic>().unwrap(),
+            Topic::Case(id)
+        );
     }
 
     #[test]
     fn unknown_or_malformed_topics_are_refused() {
-        for raw in ["", "alert", "case:not-a-uuid", "patient:", "patient:bad id", "x:y"] {
+        for raw in [
+            "",
+            "alert",
+            "case:not-a-uuid",
+            "patient:",
+            "patient:bad id",
+            "x:y",
+        ] {
             assert!(raw.parse::<Topic>().is_err(), "{raw}");
         }
     }
@@ -181,7 +208,10 @@ mod tests {
     #[test]
     fn operators_cannot_subscribe_to_clinical_topics() {
         assert!(!role_may_subscribe(Role::Operator, &Topic::Cases));
-        assert!(!role_may_subscribe(Role::Operator, &Topic::Patient(PatientId::parse("p").unwrap())));
+        assert!(!role_may_subscribe(
+            Role::Operator,
+            &Topic::Patient(PatientId::parse("p").unwrap())
+        ));
         assert!(role_may_subscribe(Role::Operator, &Topic::Appointments));
         assert!(!role_may_subscribe(Role::Asha, &Topic::Appointments));
         assert!(!role_may_subscribe(Role::Chw, &Topic::Metrics));
@@ -198,7 +228,14 @@ mod tests {
             recipient: None,
         };
         let topics = topics_of(&id.to_string(), &scope);
-        assert_eq!(topics, vec![Topic::Cases, Topic::Case(id), Topic::Patient(PatientId::parse("p-9").unwrap())]);
+        assert_eq!(
+            topics,
+            vec![
+                Topic::Cases,
+                Topic::Case(id),
+                Topic::Patient(PatientId::parse("p-9").unwrap())
+            ]
+        );
         let mut subs = Subscriptions::default();
         subs.add([Topic::Patient(PatientId::parse("p-9").unwrap())]);
         assert!(subs.matches(&topics));

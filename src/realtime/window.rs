@@ -162,7 +162,8 @@ impl Window {
 
     /// Whether every event after `after` (up to the window's end) is held.
     pub fn covers_after(&self, after: Position) -> bool {
-        self.first_position().is_some_and(|first| after + 1 >= first)
+        self.first_position()
+            .is_some_and(|first| after + 1 >= first)
     }
 
     /// Up to `max` events with a position greater than `after`, if the window covers them.
@@ -235,7 +236,10 @@ mod tests {
         assert!(!w.covers_after(1));
         let after_3: Vec<_> = w.after(3, 10).unwrap().iter().map(|e| e.position).collect();
         assert_eq!(after_3, vec![4, 5]);
-        assert!(w.after(1, 10).is_none(), "position 2 was evicted: the caller must use the store");
+        assert!(
+            w.after(1, 10).is_none(),
+            "position 2 was evicted: the caller must use the store"
+        );
         assert_eq!(w.after(5, 10).unwrap().len(), 0);
     }
 

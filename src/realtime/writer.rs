@@ -142,7 +142,11 @@ struct State {
 }
 
 /// Runs the writer until the connection closes.
-pub async fn run<S: Sink>(mut sink: S, mut commands: mpsc::Receiver<WriterCommand>, mut ctx: WriterContext) {
+pub async fn run<S: Sink>(
+    mut sink: S,
+    mut commands: mpsc::Receiver<WriterCommand>,
+    mut ctx: WriterContext,
+) {
     let mut state = State {
         feed: None,
         cursor: None,
@@ -177,7 +181,9 @@ pub async fn run<S: Sink>(mut sink: S, mut commands: mpsc::Receiver<WriterComman
             let current = *head.borrow_and_update();
             if cursor < current {
                 let feed = feed.clone();
-                if let Err(stop) = step(&mut sink, &mut state, &mut ctx, &feed, cursor, current).await {
+                if let Err(stop) =
+                    step(&mut sink, &mut state, &mut ctx, &feed, cursor, current).await
+                {
                     break stop;
                 }
                 continue;
@@ -234,7 +240,10 @@ fn pending_stop(ctx: &WriterContext) -> Option<Stop> {
 }
 
 /// Races a write against the kill and shutdown signals.
-async fn guarded<F: Future<Output = Result<(), Closed>>>(write: F, ctx: &mut WriterContext) -> Result<(), Stop> {
+async fn guarded<F: Future<Output = Result<(), Closed>>>(
+    write: F,
+    ctx: &mut WriterContext,
+) -> Result<(), Stop> {
     if let Some(stop) = pending_stop(ctx) {
         return Err(stop);
     }
@@ -245,10 +254,19 @@ async fn guarded<F: Future<Output = Result<(), Closed>>>(write: F, ctx: &mut Wri
     }
 }
 
-async fn apply<S: Sink>(sink: &mut S, state: &mut State, ctx: &WriterContext, command: WriterCommand) -> Result<(), Stop> {
+async fn apply<S: Sink>(
+    sink: &mut S,
+    state: &mut State,
+    ctx: &WriterContext,
+    command: WriterCommand,
+) -> Result<(), Stop> {
     match command {
         WriterCommand::Frame(frame) => sink.send(frame).await.map_err(|_| Stop::Closed)?,
-        WriterCommand::Stream { feed, start, filter } => {
+        WriterCommand::Stream {
+            feed,
+            start,
+            filter,
+        } => {
             let head = feed.head();
             state.feed = Some((feed.clone(), feed.watch_head()));
             state.cursor = Some(start);
@@ -276,16 +294,21 @@ async fn step<S: Sink>(
 ) -> Result<(), Stop> {
     let (batch, from_memory) = match feed.events_after(cursor, MEMORY_BATCH) {
         Some(batch) => (batch, true),
-        None => {
-            match read_after(&ctx.pool, &feed.hospital, cursor, DATABASE_BATCH).await {
-                Ok(events) => (events.into_iter().map(prepare).collect(), false),
-                Err(error) => {
-                    tracing::warn!(hospital = %feed.hospital, %error, "replay read failed; retrying");
-                    let pause = tokio::time::sleep(READ_RETRY);
-                    return guarded(async { pause.await; Ok(()) }, ctx).await;
-                }
+        None => match read_after(&ctx.pool, &feed.hospital, cursor, DATABASE_BATCH).await {
+            Ok(events) => (events.into_iter().map(prepare).collect(), false),
+            Err(error) => {
+                tracing::warn!(hospital = %feed.hospital, %error, "replay read failed; retrying");
+                let pause = tokio::time::sleep(READ_RETRY);
+                return guarded(
+                    async {
+                        pause.await;
+                        Ok(())
+                    },
+                    ctx,
+                )
+                .await;
             }
-        }
+        },
     };
     for event in batch {
         if event.position <= cursor {
@@ -296,11 +319,17 @@ async fn step<S: Sink>(
             guarded(sink.send_event(&event), ctx).await?;
             Metrics::inc(&ctx.metrics.events_delivered);
             if event.position <= state.replay_until {
-                let counter = if from_memory { &ctx.metrics.replayed_memory } else { &ctx.metrics.replayed_database };
+                let counter = if from_memory {
+                    &ctx.metrics.replayed_memory
+                } else {
+                    &ctx.metrics.replayed_database
+                };
                 Metrics::inc(counter);
             } else {
                 let age = chrono::Utc::now().signed_duration_since(event.recorded_at);
-                ctx.metrics.delivery_latency.observe_ms(age.num_milliseconds().max(0) as u64);
+                ctx.metrics
+                    .delivery_latency
+                    .observe_ms(age.num_milliseconds().max(0) as u64);
             }
         }
         state.cursor = Some(event.position);

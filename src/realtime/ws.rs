@@ -17,11 +17,11 @@ use super::protocol::CloseReason;
 use super::session::SessionActor;
 use super::window::WindowEvent;
 use super::writer::{self, closing_frame, Closed, Sink, WriterContext, COMMAND_QUEUE};
+use crate::auth::Action;
 use crate::http::commands::authorize;
 use crate::http::extract::{bearer_token, hospital_from_path};
 use crate::http::problem::ApiError;
 use crate::http::AppState;
-use crate::auth::Action;
 
 /// Frames above this size are a protocol error that closes the connection (1009); frames
 /// between the configured limit and this one get an error frame and the connection stays.
@@ -40,7 +40,10 @@ impl Sink for WsSink {
     }
 
     async fn send_event(&mut self, event: &WindowEvent) -> Result<(), Closed> {
-        self.session.text(event.frame.clone()).await.map_err(|_| Closed)
+        self.session
+            .text(event.frame.clone())
+            .await
+            .map_err(|_| Closed)
     }
 
     async fn ping(&mut self) -> Result<(), Closed> {
@@ -87,11 +90,12 @@ pub async fn connect(
         }
         None => None,
     };
-    let (response, session, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest {
-        code: "websocket_upgrade_required",
-        detail: format!("this endpoint speaks WebSocket: {e}"),
-        field: None,
-    })?;
+    let (response, session, stream) =
+        actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest {
+            code: "websocket_upgrade_required",
+            detail: format!("this endpoint speaks WebSocket: {e}"),
+            field: None,
+        })?;
     let stream = stream.max_frame_size(hard_frame_limit(rt.settings.max_frame_bytes));
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (kill, kill_receiver) = watch::channel(None);
