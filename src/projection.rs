@@ -7,7 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use projections::alert_board::AlertBoard;
+use projections::case_list::CaseList;
 use projections::engine::{self, ReadModel};
+use projections::notification_inbox::NotificationInbox;
+use projections::patient_view::PatientView;
+use projections::schedule::Schedule;
 use sqlx::PgPool;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -22,7 +26,13 @@ const RETRY: Duration = Duration::from_millis(500);
 
 /// Every read model the server maintains.
 pub fn models() -> Vec<Arc<dyn ReadModel>> {
-    vec![Arc::new(AlertBoard)]
+    vec![
+        Arc::new(AlertBoard),
+        Arc::new(CaseList),
+        Arc::new(PatientView),
+        Arc::new(Schedule),
+        Arc::new(NotificationInbox),
+    ]
 }
 
 /// The model called `name`.

@@ -1,7 +1,6 @@
 //! Building and running the server: connect the database, start the stream listener, bind
 //! the HTTP server. Tests build an [`Application`] on port 0 and read its port.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -27,6 +26,11 @@ use crate::telemetry::RequestSpan;
 
 /// How often expired idempotency keys are purged.
 const PURGE_INTERVAL: Duration = Duration::from_secs(15 * 60);
+
+/// Pending-connection queue of the listening socket. The OS default (128) overflows when
+/// thousands of clients reconnect at once (after a restart or a network blip), and each
+/// overflow costs a client a 1 s SYN retry; 4,096 absorbs such a storm.
+const LISTEN_BACKLOG: u32 = 4096;
 
 /// How long shutdown waits after telling connections to go, before stopping the server.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
@@ -81,9 +85,6 @@ impl Application {
     pub async fn build(settings: &ServeSettings) -> anyhow::Result<Self> {
         let keys = jwt_keys(settings)?;
         let database = store::connect(&settings.database).await?;
-        let listener = TcpListener::bind(settings.bind)
-            .with_context(|| format!("cannot bind {}", settings.bind))?;
-        let port = listener.local_addr()?.port();
         let metrics = std::sync::Arc::new(Metrics::default());
         let stream_listener = StreamListener::spawn(database.listen_config.clone());
         let realtime_settings = std::sync::Arc::new(settings.realtime.clone());
@@ -101,6 +102,7 @@ impl Application {
                 stream_listener.clone(),
                 realtime_settings.clone(),
                 metrics.clone(),
+                presence.clone(),
             ),
             presence,
             settings: realtime_settings,
@@ -134,10 +136,18 @@ impl Application {
                 .app_data(server_state.clone())
                 .configure(http::configure)
         })
-        .listen(listener)?;
+        .backlog(LISTEN_BACKLOG);
         if let Some(workers) = settings.workers {
             server = server.workers(workers);
         }
+        let server = server
+            .bind(settings.bind)
+            .with_context(|| format!("cannot bind {}", settings.bind))?;
+        let port = server
+            .addrs()
+            .first()
+            .map(|a| a.port())
+            .context("the server bound no address")?;
         let server = server.shutdown_timeout(10).disable_signals().run();
         let shutdown = Shutdown {
             signal: std::sync::Arc::new(shutdown_signal),

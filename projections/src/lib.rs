@@ -12,5 +12,9 @@
 //! ones keep serving, then swap them in one transaction.
 
 pub mod alert_board;
+pub mod case_list;
 pub mod engine;
 pub mod event;
+pub mod notification_inbox;
+pub mod patient_view;
+pub mod schedule;

@@ -103,6 +103,20 @@ pub enum CommandError<E: std::error::Error> {
     Store(String),
 }
 
+/// Whether an event-store error means "the database cannot be reached right now" (pool
+/// exhausted or closed, connection lost) — a 503 to retry, not a server fault. postgres-es
+/// reports these as unexpected errors wrapping the sqlx error.
+fn is_unavailable(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    match error.downcast_ref::<sqlx::Error>() {
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) => true,
+        Some(sqlx::Error::Database(db)) => {
+            // admin_shutdown, cannot_connect_now: PostgreSQL is restarting.
+            matches!(db.code().as_deref(), Some("57P01") | Some("57P03"))
+        }
+        _ => false,
+    }
+}
+
 /// Gives the bus the framework of one aggregate type.
 pub trait Routes<A: Aggregate> {
     /// The framework that runs `A`'s commands.
@@ -183,6 +197,9 @@ impl CommandBus {
                 }
                 Err(AggregateError::AggregateConflict) => return Err(CommandError::Conflict),
                 Err(AggregateError::DatabaseConnectionError(e)) => {
+                    return Err(CommandError::Unavailable(e.to_string()))
+                }
+                Err(AggregateError::UnexpectedError(e)) if is_unavailable(e.as_ref()) => {
                     return Err(CommandError::Unavailable(e.to_string()))
                 }
                 Err(other) => return Err(CommandError::Store(other.to_string())),

@@ -105,6 +105,12 @@ impl ApiError {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 ApiError::Unavailable("database unreachable".into())
             }
+            // admin_shutdown, cannot_connect_now: PostgreSQL is restarting.
+            sqlx::Error::Database(db)
+                if matches!(db.code().as_deref(), Some("57P01" | "57P03")) =>
+            {
+                ApiError::Unavailable("database restarting".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

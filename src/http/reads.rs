@@ -51,7 +51,22 @@ pub async fn snapshot(
         }
     }
     let mut tx = state.pool.begin().await.map_err(ApiError::database)?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    // The model's tables are locked (ACCESS SHARE) *before* the first query fixes the
+    // snapshot. A rebuild swaps its shadow tables in with DROP + RENAME, which is not
+    // MVCC-safe: a snapshot taken before the swap committed would read the swapped-in tables
+    // as of that older snapshot, without the events the swap's own transaction applied, while
+    // `as_of` (from the old checkpoints) claims them. With the lock taken first, the swap
+    // waits for this read, or this read waits for the swap and then sees it whole — the
+    // ordering PostgreSQL documents for LOCK TABLE in a REPEATABLE READ transaction. One
+    // round trip with the SET. Test: projections_engine.rs, `a_read_racing_the_rebuild_swap_*`.
+    let mut begin = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY".to_owned();
+    if let Some(read_model) = crate::projection::model(model) {
+        begin.push_str(&format!(
+            "; LOCK TABLE {} IN ACCESS SHARE MODE",
+            read_model.tables().join(", ")
+        ));
+    }
+    sqlx::raw_sql(&begin)
         .execute(&mut *tx)
         .await
         .map_err(ApiError::database)?;

@@ -23,9 +23,10 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
-use super::protocol::CloseReason;
+use super::presence::PresenceHub;
+use super::protocol::{CloseReason, ServerFrame};
 use super::window::{prepare, Window, WindowEvent};
-use super::{RealtimeSettings, SessionId};
+use super::{Push, RealtimeSettings, SessionId};
 use crate::metrics::Metrics;
 use crate::stream::listener::{StreamListener, Wakeup};
 use crate::stream::read::{head, read_after};
@@ -181,6 +182,16 @@ pub struct ResumeDecision {
     pub reason: Option<&'static str>,
 }
 
+/// A session starts (`Some`) or stops (`None`) receiving the `metrics` topic.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchMetrics {
+    /// The session.
+    pub session: SessionId,
+    /// Where to push metrics frames; `None` to stop.
+    pub recipient: Option<Recipient<Push>>,
+}
+
 /// Asks where to start streaming.
 #[derive(Message)]
 #[rtype(result = "ResumeDecision")]
@@ -247,9 +258,40 @@ pub struct HospitalActor {
     members: HashMap<SessionId, Member>,
     reading: bool,
     pending: bool,
+    presence: Addr<PresenceHub>,
+    /// Sessions subscribed to `metrics`; the snapshot is computed once per interval for all.
+    metrics_watchers: HashMap<SessionId, Recipient<Push>>,
+    metrics_timer: Option<SpawnHandle>,
 }
 
 impl HospitalActor {
+    /// Computes the hospital's metrics once and pushes them to every watcher.
+    fn push_metrics(&mut self, ctx: &mut Context<Self>) {
+        if self.metrics_watchers.is_empty() {
+            return;
+        }
+        let pool = self.pool.clone();
+        let presence = self.presence.clone();
+        let hospital = self.feed.hospital.clone();
+        let compute = async move {
+            crate::http::reads_metrics::hospital_metrics(&pool, &presence, &hospital).await
+        };
+        ctx.spawn(compute.into_actor(self).map(|result, act, _| match result {
+            Ok(snapshot) => {
+                let data = serde_json::to_value(&snapshot).unwrap_or_default();
+                let frame = ServerFrame::Metrics { data };
+                for recipient in act.metrics_watchers.values() {
+                    recipient.do_send(Push {
+                        frame: frame.clone(),
+                    });
+                }
+            }
+            Err(error) => {
+                tracing::warn!(hospital = %act.feed.hospital, %error, "metrics snapshot failed")
+            }
+        }));
+    }
+
     fn wake(&mut self, ctx: &mut Context<Self>) {
         if self.reading {
             self.pending = true;
@@ -464,10 +506,38 @@ impl Handler<Leave> for HospitalActor {
 
     fn handle(&mut self, msg: Leave, ctx: &mut Self::Context) {
         self.members.remove(&msg.session);
+        self.metrics_watchers.remove(&msg.session);
         if self.members.is_empty() {
             // Deregister first, so a session arriving now starts a fresh actor.
             self.directory.remove(&self.feed.hospital, self.generation);
             ctx.stop();
+        }
+    }
+}
+
+impl Handler<WatchMetrics> for HospitalActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchMetrics, ctx: &mut Self::Context) {
+        match msg.recipient {
+            Some(recipient) => {
+                self.metrics_watchers.insert(msg.session, recipient);
+                if self.metrics_timer.is_none() {
+                    let interval = self.settings.metrics_interval;
+                    self.metrics_timer =
+                        Some(ctx.run_interval(interval, |act, ctx| act.push_metrics(ctx)));
+                }
+                // A new watcher gets a snapshot at once, not after a full interval.
+                self.push_metrics(ctx);
+            }
+            None => {
+                self.metrics_watchers.remove(&msg.session);
+                if self.metrics_watchers.is_empty() {
+                    if let Some(timer) = self.metrics_timer.take() {
+                        ctx.cancel_future(timer);
+                    }
+                }
+            }
         }
     }
 }
@@ -506,6 +576,7 @@ pub struct Directory {
     listener: StreamListener,
     settings: Arc<RealtimeSettings>,
     metrics: Arc<Metrics>,
+    presence: Addr<PresenceHub>,
     hospitals: Mutex<HashMap<HospitalId, (u64, Addr<HospitalActor>)>>,
     next_generation: AtomicU64,
     connections: Mutex<HashMap<(HospitalId, UserId), u32>>,
@@ -518,12 +589,14 @@ impl Directory {
         listener: StreamListener,
         settings: Arc<RealtimeSettings>,
         metrics: Arc<Metrics>,
+        presence: Addr<PresenceHub>,
     ) -> Arc<Self> {
         Arc::new(Self {
             pool,
             listener,
             settings,
             metrics,
+            presence,
             hospitals: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
             connections: Mutex::new(HashMap::new()),
@@ -559,6 +632,9 @@ impl Directory {
             members: HashMap::new(),
             reading: false,
             pending: false,
+            presence: self.presence.clone(),
+            metrics_watchers: HashMap::new(),
+            metrics_timer: None,
         };
         let addr = actor.start();
         map.insert(hospital.clone(), (generation, addr.clone()));

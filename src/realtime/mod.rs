@@ -137,6 +137,10 @@ pub struct RealtimeSettings {
     #[arg(long, env = "VIGIL_STALL_TIMEOUT_MS", value_parser = millis, default_value = "30000")]
     pub stall_timeout: Duration,
 
+    /// How often `metrics` frames are pushed to subscribers.
+    #[arg(long, env = "VIGIL_METRICS_INTERVAL_MS", value_parser = millis, default_value = "10000")]
+    pub metrics_interval: Duration,
+
     /// SSE heartbeat comment interval.
     #[arg(long, env = "VIGIL_SSE_HEARTBEAT_MS", value_parser = millis, default_value = "15000")]
     pub sse_heartbeat: Duration,
@@ -163,6 +167,7 @@ impl Default for RealtimeSettings {
             max_lag_bytes: 4 * 1024 * 1024,
             stall_timeout: Duration::from_secs(30),
             sse_heartbeat: Duration::from_secs(15),
+            metrics_interval: Duration::from_secs(10),
         }
     }
 }

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::hospital::{
     ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, SessionProgress,
+    WatchMetrics,
 };
 use super::presence::{self, ViewTarget, WatchTopic};
 use super::protocol::{parse_client_frame, ClientFrame, CloseReason, FrameId, ServerFrame};
@@ -563,14 +564,6 @@ impl SessionActor {
                 ctx,
             );
         }
-        if topics.contains(&Topic::Metrics) {
-            return self.error(
-                id,
-                "topic_unavailable",
-                "`metrics` is served by the projections engine, not available on this server yet",
-                ctx,
-            );
-        }
         let new: Vec<Topic> = topics
             .iter()
             .filter(|t| !self.subscriptions.contains(t))
@@ -600,6 +593,14 @@ impl SessionActor {
             Metrics::inc(&self.rt.metrics.subscriptions);
         }
         self.subscriptions.add(new.iter().cloned());
+        if new.contains(&Topic::Metrics) {
+            if let Some(addr) = &self.hospital_actor {
+                addr.do_send(WatchMetrics {
+                    session: self.id,
+                    recipient: Some(ctx.address().recipient()),
+                });
+            }
+        }
         for topic in &new {
             if let Some(watch) = watch_topic(topic) {
                 self.rt.presence.do_send(presence::Watch {
@@ -702,6 +703,14 @@ impl SessionActor {
         for topic in &topics {
             if self.subscriptions.contains(topic) {
                 Metrics::dec(&self.rt.metrics.subscriptions);
+                if *topic == Topic::Metrics {
+                    if let Some(addr) = &self.hospital_actor {
+                        addr.do_send(WatchMetrics {
+                            session: self.id,
+                            recipient: None,
+                        });
+                    }
+                }
                 if let Some(watch) = watch_topic(topic) {
                     self.rt.presence.do_send(presence::Watch {
                         session: self.id,
