@@ -12,6 +12,7 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod metrics;
+pub mod policy;
 pub mod projection;
 pub mod rate_limit;
 pub mod realtime;

@@ -1,0 +1,697 @@
+//! Policies: assignment notifications, vitals alerts, auto-escalation — each effect exactly
+//! once, across retries, restarts and several nodes, and never again during a rebuild.
+//!
+//! Timers are real here (the deadline arithmetic is unit-tested with fixed times in
+//! `src/policy/escalation.rs`): hospitals get one- or two-second deadlines, and every wait
+//! polls with a bounded deadline. Asserting that something does *not* happen needs a window;
+//! those windows are at least one policy poll interval and say so.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use aggregates::alert::{Alert, AlertCommand};
+use aggregates::types::{HospitalId, Reason, Role, UserId};
+use chrono::Utc;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+use vigil::command::{CommandBus, CommandContext};
+use vigil::startup::{Application, Shutdown};
+
+use crate::helpers::{settings, spawn_app, TestApp};
+
+const H: &str = "h-policies";
+
+/// Longest wait for anything a policy should do.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Window for "nothing more happens": two policy polls and two scheduler ticks.
+const QUIET: Duration = Duration::from_millis(2_000);
+
+/// One stored event, read from the database (all of them, whoever may see them).
+#[derive(Debug, Clone)]
+struct Stored {
+    event_type: String,
+    aggregate_id: String,
+    data: Value,
+    metadata: Value,
+}
+
+async fn stored(pool: &PgPool) -> Vec<Stored> {
+    let rows: Vec<(String, String, Value, Value)> = sqlx::query_as(
+        "SELECT event_type, aggregate_id, payload, metadata FROM events \
+         WHERE hospital = $1 ORDER BY position",
+    )
+    .bind(H)
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(event_type, aggregate_id, payload, metadata)| Stored {
+            data: payload[&event_type].clone(),
+            aggregate_id: aggregate_id
+                .strip_prefix(&format!("{H}/"))
+                .unwrap_or(&aggregate_id)
+                .to_owned(),
+            event_type,
+            metadata,
+        })
+        .collect()
+}
+
+async fn of_type(pool: &PgPool, event_type: &str) -> Vec<Stored> {
+    stored(pool)
+        .await
+        .into_iter()
+        .filter(|e| e.event_type == event_type)
+        .collect()
+}
+
+/// Polls `probe` until it returns `Some`, for at most `timeout`.
+async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn head(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT position FROM stream_heads WHERE hospital = $1), 0)",
+    )
+    .bind(H)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+async fn checkpoint(pool: &PgPool, projector: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT coalesce((SELECT position FROM projection_checkpoints \
+         WHERE projector = $1 AND hospital = $2), 0)",
+    )
+    .bind(projector)
+    .bind(H)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until every policy has handled the stream up to its current head.
+async fn policies_caught_up(pool: &PgPool) {
+    let head = head(pool).await;
+    for policy in ["policy:assignment", "policy:vitals", "policy:escalation"] {
+        eventually(WAIT, policy, || async {
+            (checkpoint(pool, policy).await >= head).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Sets the hospital's deadline for `severity` (as an administrator would, in SQL).
+async fn set_deadline(pool: &PgPool, severity: &str, seconds: i32) {
+    sqlx::query(
+        "INSERT INTO escalation_deadlines (hospital, severity, seconds) VALUES ($1, $2, $3) \
+         ON CONFLICT (hospital, severity) DO UPDATE SET seconds = EXCLUDED.seconds",
+    )
+    .bind(H)
+    .bind(severity)
+    .bind(seconds)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Another server on the same database: a second node, or a restarted one.
+async fn start_node(url: &str) -> Shutdown {
+    let app = Application::build(&settings(url))
+        .await
+        .expect("build node");
+    let shutdown = app.shutdown_handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    shutdown
+}
+
+fn created_id(outcome: &Value) -> String {
+    outcome["aggregate_id"].as_str().unwrap().to_owned()
+}
+
+async fn raise(app: &TestApp, token: &str, severity: &str) -> String {
+    created_id(&app.raise_alert(H, token, severity).await)
+}
+
+/// The escalations of `alert`, as (level, by, command id, causation id).
+async fn escalations(pool: &PgPool, alert: &str) -> Vec<(u64, String, String, String)> {
+    of_type(pool, "AlertEscalated")
+        .await
+        .into_iter()
+        .filter(|e| e.aggregate_id == alert)
+        .map(|e| {
+            (
+                e.data["level"].as_u64().unwrap(),
+                e.data["by"].as_str().unwrap().to_owned(),
+                e.metadata["command_id"].as_str().unwrap().to_owned(),
+                e.metadata["causation_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The command id of the event of `alert` of `event_type` at `level` (None for raise).
+async fn command_of(pool: &PgPool, alert: &str, event_type: &str) -> String {
+    stored(pool)
+        .await
+        .into_iter()
+        .find(|e| e.aggregate_id == alert && e.event_type == event_type)
+        .map(|e| e.metadata["command_id"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn assigning_a_case_notifies_the_assignee_exactly_once_even_when_the_policy_is_retried() {
+    // Arrange
+    let app = spawn_app().await;
+    let doctor = app.token(H, "dr-rao", Role::Physician);
+    let asha = app.token(H, "asha-1", Role::Asha);
+    let chw = app.token(H, "chw-ravi", Role::Chw);
+    let asha2 = app.token(H, "asha-2", Role::Asha);
+
+    // Act: open a case for asha-1, then hand it to chw-ravi; asha-2 takes a case herself.
+    let opened = app
+        .post(
+            &format!("/api/hospitals/{H}/cases"),
+            &doctor,
+            json!({"patient": "p-7", "title": "Fever 3 days", "assignee": "asha-1"}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::CREATED);
+    let case_id = created_id(&opened.json().await.unwrap());
+    let assigned = app
+        .post(
+            &format!("/api/hospitals/{H}/cases/{case_id}/assign"),
+            &doctor,
+            json!({"assignee": "chw-ravi"}),
+        )
+        .await;
+    assert_eq!(assigned.status(), StatusCode::OK);
+    let own = app
+        .post(
+            &format!("/api/hospitals/{H}/cases"),
+            &asha2,
+            json!({"patient": "p-8", "title": "Follow-up", "assignee": "asha-2"}),
+        )
+        .await;
+    assert_eq!(own.status(), StatusCode::CREATED);
+
+    // Assert: each assignee sees exactly one notification, caused by their assignment.
+    let notifications_of = |token: String| {
+        let app = &app;
+        async move {
+            let page = app.events(H, &token, 0).await;
+            let events = page["events"].as_array().unwrap().clone();
+            let cause = |t: &str| {
+                events
+                    .iter()
+                    .find(|e| e["type"] == t)
+                    .map(|e| e["metadata"]["command_id"].clone())
+            };
+            let (opened, assigned) = (cause("CaseOpened"), cause("CaseAssigned"));
+            let sent: Vec<Value> = events
+                .into_iter()
+                .filter(|e| e["type"] == "NotificationSent")
+                .collect();
+            (sent, opened, assigned)
+        }
+    };
+    let check = |sent: &[Value], recipient: &str, causation: &Value| {
+        assert_eq!(sent.len(), 1, "one notification for {recipient}: {sent:?}");
+        let n = &sent[0];
+        assert_eq!(n["data"]["recipient"], recipient);
+        assert_eq!(n["data"]["by"], "system");
+        assert_eq!(n["data"]["content"]["kind"], "task_assigned");
+        assert_eq!(n["data"]["content"]["title"], "Case assigned: Fever 3 days");
+        assert_eq!(n["data"]["content"]["case_id"], case_id.as_str());
+        assert_eq!(n["metadata"]["user"], "system");
+        assert_eq!(&n["metadata"]["causation_id"], causation);
+    };
+    let (sent, opened_cmd, _) = eventually(WAIT, "asha-1's notification", || async {
+        let found = notifications_of(asha.clone()).await;
+        (!found.0.is_empty()).then_some(found)
+    })
+    .await;
+    check(&sent, "asha-1", &opened_cmd.unwrap());
+    let (sent, _, assigned_cmd) = eventually(WAIT, "chw-ravi's notification", || async {
+        let found = notifications_of(chw.clone()).await;
+        (!found.0.is_empty()).then_some(found)
+    })
+    .await;
+    check(&sent, "chw-ravi", &assigned_cmd.unwrap());
+    policies_caught_up(&app.pool).await;
+    assert!(
+        notifications_of(asha2.clone()).await.0.is_empty(),
+        "assigning oneself notifies nobody"
+    );
+    let first_ids: Vec<String> = of_type(&app.pool, "NotificationSent")
+        .await
+        .into_iter()
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(first_ids.len(), 2);
+
+    // Act: the policy's batch is "retried" from the start of the stream.
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = 0 WHERE projector = 'policy:assignment'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    policies_caught_up(&app.pool).await;
+
+    // Assert: still the same two notifications, no more.
+    let ids: Vec<String> = of_type(&app.pool, "NotificationSent")
+        .await
+        .into_iter()
+        .map(|e| e.aggregate_id)
+        .collect();
+    assert_eq!(ids, first_ids);
+    assert_eq!(notifications_of(asha.clone()).await.0.len(), 1);
+}
+
+#[actix_web::test]
+async fn an_out_of_range_reading_raises_one_alert_per_patient_and_sign_while_it_is_open() {
+    // Arrange
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let record = |body: Value| {
+        let (app, nurse) = (&app, nurse.clone());
+        async move {
+            let r = app
+                .post(
+                    &format!("/api/hospitals/{H}/patients/p-1/vitals"),
+                    &nurse,
+                    body,
+                )
+                .await;
+            assert_eq!(r.status(), StatusCode::CREATED);
+        }
+    };
+    let raised = || async { of_type(&app.pool, "AlertRaised").await };
+
+    // Act: a hypoxaemic reading.
+    record(json!({"spo2": 82, "heart_rate": 80})).await;
+
+    // Assert: one critical alert for that patient and sign, raised by the system, caused by
+    // the reading.
+    let first = eventually(WAIT, "the SpO2 alert", || async {
+        raised().await.into_iter().next()
+    })
+    .await;
+    assert_eq!(first.data["by"], "system");
+    assert_eq!(first.data["severity"], "critical");
+    assert_eq!(first.data["patient"], "p-1");
+    assert_eq!(first.data["message"], "SpO2 82% (low) for patient p-1");
+    let reading = of_type(&app.pool, "VitalsRecorded").await.remove(0);
+    assert_eq!(
+        first.metadata["causation_id"],
+        reading.metadata["command_id"]
+    );
+
+    // Act: SpO2 still low while the alert is open; the heart rate is now high too.
+    record(json!({"spo2": 85, "heart_rate": 150})).await;
+    policies_caught_up(&app.pool).await;
+
+    // Assert: no second SpO2 alert; one heart-rate alert.
+    let alerts = raised().await;
+    let messages: Vec<&str> = alerts
+        .iter()
+        .map(|e| e.data["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        vec![
+            "SpO2 82% (low) for patient p-1",
+            "Heart rate 150 bpm (high) for patient p-1"
+        ]
+    );
+
+    // Act: the SpO2 alert is resolved, then SpO2 is low again.
+    let resolved = app
+        .post(
+            &format!("/api/hospitals/{H}/alerts/{}/resolve", first.aggregate_id),
+            &nurse,
+            json!({"note": "oxygen increased"}),
+        )
+        .await;
+    assert_eq!(resolved.status(), StatusCode::OK);
+    record(json!({"spo2": 80})).await;
+
+    // Assert: a new SpO2 alert.
+    let third = eventually(WAIT, "a new SpO2 alert", || async {
+        raised().await.into_iter().nth(2)
+    })
+    .await;
+    assert_eq!(third.data["message"], "SpO2 80% (low) for patient p-1");
+    assert_ne!(third.aggregate_id, first.aggregate_id);
+    policies_caught_up(&app.pool).await;
+    assert_eq!(raised().await.len(), 3);
+
+    // Act: with every SpO2 alert resolved (so only positions can tell that the second
+    // reading came while one was open), the policy reads the whole stream again.
+    let resolved = app
+        .post(
+            &format!("/api/hospitals/{H}/alerts/{}/resolve", third.aggregate_id),
+            &nurse,
+            json!({"note": "recovered"}),
+        )
+        .await;
+    assert_eq!(resolved.status(), StatusCode::OK);
+    policies_caught_up(&app.pool).await;
+    sqlx::query("UPDATE projection_checkpoints SET position = 0 WHERE projector = 'policy:vitals'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    policies_caught_up(&app.pool).await;
+
+    // Assert: it decides as the first time: no new alert, and no re-raised one.
+    assert_eq!(raised().await.len(), 3);
+}
+
+/// Alerts left unacknowledged in the multi-node test: enough that the nodes' schedulers
+/// keep finding the same due rows at the same time.
+const IGNORED_ALERTS: usize = 12;
+
+#[actix_web::test]
+async fn unacknowledged_alerts_are_escalated_once_per_level_by_competing_nodes() {
+    // Invariant: however many nodes run the scheduler, each (alert, level) is escalated by
+    // exactly one command, and an acknowledged alert never.
+    // Arrange: three nodes on one database; critical alerts are due after one second.
+    let app = spawn_app().await;
+    let others = [start_node(&app.db.url).await, start_node(&app.db.url).await];
+    set_deadline(&app.pool, "critical", 1).await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+
+    // Act: most alerts are left alone; one is acknowledged at once.
+    let mut ignored = Vec::new();
+    for _ in 0..IGNORED_ALERTS {
+        ignored.push(raise(&app, &nurse, "critical").await);
+    }
+    let owned = raise(&app, &nurse, "critical").await;
+    let ack = app
+        .post_empty(
+            &format!("/api/hospitals/{H}/alerts/{owned}/acknowledge"),
+            &nurse,
+        )
+        .await;
+    assert_eq!(ack.status(), StatusCode::OK);
+    // The stream-driven policies compete too.
+    let doctor = app.token(H, "dr-rao", Role::Physician);
+    let opened = app
+        .post(
+            &format!("/api/hospitals/{H}/cases"),
+            &doctor,
+            json!({"patient": "p-7", "title": "Fever", "assignee": "asha-1"}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::CREATED);
+    let recorded = app
+        .post(
+            &format!("/api/hospitals/{H}/patients/p-1/vitals"),
+            &nurse,
+            json!({"heart_rate": 150}),
+        )
+        .await;
+    assert_eq!(recorded.status(), StatusCode::CREATED);
+
+    // Assert: every ignored alert climbs every level up to the last, once each, by
+    // `system`, each escalation caused by the event that armed it (the raise, then the
+    // previous escalation).
+    eventually(
+        Duration::from_secs(40),
+        "every deadline to be used up",
+        || async {
+            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_deadlines")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+            (left == 0).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(QUIET).await;
+    for alert in &ignored {
+        let climbed = escalations(&app.pool, alert).await;
+        let levels: Vec<u64> = climbed.iter().map(|e| e.0).collect();
+        assert_eq!(levels, vec![1, 2, 3, 4, 5], "each level exactly once");
+        assert!(climbed.iter().all(|e| e.1 == "system"));
+        let mut cause = command_of(&app.pool, alert, "AlertRaised").await;
+        for (_, _, command, causation) in &climbed {
+            assert_eq!(causation, &cause);
+            cause = command.clone();
+        }
+    }
+    assert!(
+        escalations(&app.pool, &owned).await.is_empty(),
+        "an acknowledged alert is not escalated"
+    );
+    assert_eq!(of_type(&app.pool, "NotificationSent").await.len(), 1);
+    let by_system = of_type(&app.pool, "AlertRaised")
+        .await
+        .into_iter()
+        .filter(|e| e.data["by"] == "system")
+        .count();
+    assert_eq!(by_system, 1, "one heart-rate alert");
+    for node in others {
+        node.trigger().await;
+    }
+}
+
+#[actix_web::test]
+async fn a_pending_deadline_fires_once_after_the_server_restarts() {
+    // Arrange
+    let app = spawn_app().await;
+    set_deadline(&app.pool, "critical", 2).await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let alert = raise(&app, &nurse, "critical").await;
+
+    // Act: the only server stops before the deadline; a new one starts on the database.
+    app.shutdown.trigger().await;
+    assert!(escalations(&app.pool, &alert).await.is_empty());
+    let restarted = start_node(&app.db.url).await;
+
+    // Assert: level 1 fires once, and the deadline moves on to level 2.
+    eventually(WAIT, "the escalation after the restart", || async {
+        (!escalations(&app.pool, &alert).await.is_empty()).then_some(())
+    })
+    .await;
+    eventually(WAIT, "the level-2 deadline", || async {
+        let level: Option<i16> =
+            sqlx::query_scalar("SELECT level FROM alert_deadlines WHERE alert_id = $1")
+                .bind(&alert)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        (level >= Some(2)).then_some(())
+    })
+    .await;
+    let levels: Vec<u64> = escalations(&app.pool, &alert)
+        .await
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(levels.iter().filter(|l| **l == 1).count(), 1, "{levels:?}");
+    restarted.trigger().await;
+}
+
+#[actix_web::test]
+async fn a_deadline_claimed_by_a_node_that_died_is_finished_under_the_same_command_id() {
+    // Arrange: deadlines far away, so only what the test stages is due.
+    let app = spawn_app().await;
+    set_deadline(&app.pool, "critical", 3600).await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let first = raise(&app, &nurse, "critical").await;
+    let second = raise(&app, &nurse, "critical").await;
+    policies_caught_up(&app.pool).await;
+    let bus = CommandBus::new(app.pool.clone());
+
+    // Act 1: a node stamped `first`'s level-1 command and died before executing it.
+    let stamped = Uuid::new_v4();
+    sqlx::query(
+        "UPDATE alert_deadlines SET due_at = clock_timestamp(), command_id = $2, \
+         fired_at = clock_timestamp() - interval '1 minute' WHERE alert_id = $1",
+    )
+    .bind(&first)
+    .bind(stamped)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    // Assert 1: another scheduler runs it under the stamped id, once.
+    let done = eventually(WAIT, "the re-run escalation", || async {
+        escalations(&app.pool, &first).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(done.2, stamped.to_string());
+
+    // Act 2: a node executed `second`'s level-1 command and died before recording it. The
+    // escalation policy is held back (its checkpoint locked, as by a slow node) so the row
+    // is still the fired level-1 deadline when the next scheduler finds it.
+    let mut held = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT position FROM projection_checkpoints \
+         WHERE projector = 'policy:escalation' AND hospital = $1 FOR UPDATE",
+    )
+    .bind(H)
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    let executed = Uuid::new_v4();
+    let ctx = CommandContext {
+        hospital: HospitalId::parse(H).unwrap(),
+        user: UserId::parse("system").unwrap(),
+        role: Role::Admin,
+        command_id: executed,
+        correlation_id: executed,
+        causation_id: executed,
+    };
+    bus.execute::<Alert>(&ctx, &second, || AlertCommand::Escalate {
+        reason: Reason::parse("deadline").unwrap(),
+        by: UserId::parse("system").unwrap(),
+        at: Utc::now(),
+    })
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE alert_deadlines SET due_at = clock_timestamp(), command_id = $2, \
+         fired_at = clock_timestamp() - interval '1 minute' WHERE alert_id = $1",
+    )
+    .bind(&second)
+    .bind(executed)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    // Assert 2: the scheduler finds the committed escalation by its id and does not escalate
+    // again; once the policy runs, the deadline moves on to level 2.
+    eventually(WAIT, "the stale row to be reconciled", || async {
+        let due: Option<Option<chrono::DateTime<Utc>>> =
+            sqlx::query_scalar("SELECT due_at FROM alert_deadlines WHERE alert_id = $1")
+                .bind(&second)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        (due == Some(None)).then_some(())
+    })
+    .await;
+    held.rollback().await.unwrap();
+    eventually(WAIT, "the level-2 deadline", || async {
+        let level: Option<i16> =
+            sqlx::query_scalar("SELECT level FROM alert_deadlines WHERE alert_id = $1")
+                .bind(&second)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        (level == Some(2)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(QUIET).await;
+    let levels: Vec<u64> = escalations(&app.pool, &second)
+        .await
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert_eq!(levels, vec![1]);
+    assert_eq!(escalations(&app.pool, &first).await.len(), 1);
+}
+
+#[actix_web::test]
+async fn a_rebuild_of_the_alert_board_does_not_run_policies_again() {
+    // Arrange: one effect of each policy has happened.
+    let app = spawn_app().await;
+    set_deadline(&app.pool, "critical", 1).await;
+    let doctor = app.token(H, "dr-rao", Role::Physician);
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let opened = app
+        .post(
+            &format!("/api/hospitals/{H}/cases"),
+            &doctor,
+            json!({"patient": "p-7", "title": "Fever", "assignee": "asha-1"}),
+        )
+        .await;
+    assert_eq!(opened.status(), StatusCode::CREATED);
+    let vitals = app
+        .post(
+            &format!("/api/hospitals/{H}/patients/p-1/vitals"),
+            &nurse,
+            json!({"spo2": 82}),
+        )
+        .await;
+    assert_eq!(vitals.status(), StatusCode::CREATED);
+    eventually(
+        WAIT,
+        "a notification, an alert and an escalation",
+        || async {
+            let ok = !of_type(&app.pool, "NotificationSent").await.is_empty()
+                && !of_type(&app.pool, "AlertEscalated").await.is_empty();
+            ok.then_some(())
+        },
+    )
+    .await;
+    // Nothing may be due during the rebuild: acknowledge the alert, stopping escalations.
+    let alert = of_type(&app.pool, "AlertRaised")
+        .await
+        .remove(0)
+        .aggregate_id;
+    let ack = app
+        .post_empty(
+            &format!("/api/hospitals/{H}/alerts/{alert}/acknowledge"),
+            &nurse,
+        )
+        .await;
+    assert_eq!(ack.status(), StatusCode::OK);
+    policies_caught_up(&app.pool).await;
+    let count = |t: &'static str| {
+        let pool = app.pool.clone();
+        async move { of_type(&pool, t).await.len() }
+    };
+    let before = (
+        count("NotificationSent").await,
+        count("AlertRaised").await,
+        count("AlertEscalated").await,
+        head(&app.pool).await,
+    );
+
+    // Act
+    let model = vigil::projection::model("alert_board").expect("the alert board");
+    projections::engine::rebuild(
+        &app.pool,
+        model.as_ref(),
+        true,
+        &AtomicBool::new(false),
+        |_, _| {},
+    )
+    .await
+    .expect("rebuild");
+    tokio::time::sleep(QUIET).await;
+    policies_caught_up(&app.pool).await;
+
+    // Assert: no policy effect ran again; the stream did not grow at all.
+    let after = (
+        count("NotificationSent").await,
+        count("AlertRaised").await,
+        count("AlertEscalated").await,
+        head(&app.pool).await,
+    );
+    assert_eq!(after, before);
+}
