@@ -172,6 +172,11 @@ impl Sink for SseSink {
                 .await;
         }
     }
+
+    async fn gone(&self) {
+        // The response body (the receiver) is dropped when the client disconnects.
+        self.tx.closed().await
+    }
 }
 
 /// The actor behind one SSE connection: joins the hospital, heartbeats, closes at token

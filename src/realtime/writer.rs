@@ -100,6 +100,11 @@ pub trait Sink {
     fn pong(&mut self, payload: Bytes) -> impl Future<Output = Result<(), Closed>>;
     /// Sends the `closing` frame (if a reason) and closes.
     fn close(self, reason: Option<CloseReason>) -> impl Future<Output = ()>;
+    /// Resolves when the peer is known to be gone without a write having to fail (SSE: the
+    /// response body was dropped). A WebSocket learns it from its incoming stream instead.
+    fn gone(&self) -> impl Future<Output = ()> {
+        std::future::pending()
+    }
 }
 
 /// Everything a writer reads besides its commands.
@@ -169,7 +174,8 @@ pub async fn run<S: Sink>(
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
-                    stopped = Some(Stop::Closed);
+                    // A close reason set just before the session stopped still wins.
+                    stopped = Some(pending_stop(&ctx).unwrap_or(Stop::Closed));
                     break;
                 }
             }
@@ -203,6 +209,7 @@ pub async fn run<S: Sink>(
             };
             tokio::select! {
                 command = commands.recv() => Some(command),
+                _ = sink.gone() => Some(None),
                 _ = head_moved => None,
                 _ = ctx.kill.changed() => None,
                 _ = ctx.shutdown.changed() => None,
@@ -214,7 +221,7 @@ pub async fn run<S: Sink>(
                     break stop;
                 }
             }
-            Some(None) => break Stop::Closed,
+            Some(None) => break pending_stop(&ctx).unwrap_or(Stop::Closed),
             None => {}
         }
     };
