@@ -756,6 +756,7 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         Metrics::inc(&self.rt.metrics.ws_connections);
+        tracing::info!(session = self.id, hospital = %self.hospital, authenticated = self.identity.is_some(), "websocket connected");
         let settings = self.rt.settings.clone();
         match self.identity.take() {
             Some(identity) => self.authenticated(identity, None, ctx),
@@ -788,6 +789,7 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         Metrics::dec(&self.rt.metrics.ws_connections);
+        tracing::info!(session = self.id, hospital = %self.hospital, "websocket closed");
         for _ in 0..self.subscriptions.len() {
             Metrics::dec(&self.rt.metrics.subscriptions);
         }
