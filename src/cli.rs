@@ -57,9 +57,12 @@ pub enum Command {
 pub enum ProjectionsCommand {
     /// Print every read model's version, state, and per-hospital checkpoint, head and lag.
     Status(DatabaseSettings),
-    /// Rebuild a read model online (the server may keep running): project every hospital's
-    /// stream into shadow tables, then swap them in. Ctrl-C stops it; running it again
-    /// resumes. Rebuilds are per model and cover all hospitals: there is no `--hospital`.
+    /// Rebuild a read model online, with a progress bar.
+    ///
+    /// Projects every hospital's stream into shadow tables while the server keeps serving
+    /// (and may keep running), then swaps them in. Ctrl-C stops after the current batch;
+    /// running it again resumes. Rebuilds are per model and cover all hospitals: there is no
+    /// `--hospital`.
     Rebuild(RebuildArgs),
 }
 

@@ -85,6 +85,24 @@ pub trait ReadModel: Send + Sync {
         tables: &'a Tables,
         event: &'a Envelope,
     ) -> ApplyFuture<'a>;
+    /// Applies a batch of one hospital's events, in position order, inside the projector's
+    /// transaction; the engine always calls this one. The default applies them one by one.
+    /// A model overrides it to write a batch in a few set-based statements instead of a round
+    /// trip per event (what bounds rebuild speed), provided the tables end up exactly as
+    /// applying the events one by one would leave them.
+    fn apply_all<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        tables: &'a Tables,
+        events: &'a [Envelope],
+    ) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            for event in events {
+                self.apply(&mut *tx, tables, event).await?;
+            }
+            Ok(())
+        })
+    }
 }
 
 /// Checkpoint key of a model's live projection or of its rebuild.
@@ -133,9 +151,7 @@ pub async fn apply_batch(
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(None);
     };
-    for event in &events {
-        model.apply(&mut tx, tables, event).await?;
-    }
+    model.apply_all(&mut tx, tables, &events).await?;
     sqlx::query(
         "UPDATE projection_checkpoints SET position = $3, updated_at = clock_timestamp(), \
          event_time = $4 WHERE projector = $1 AND hospital = $2",
@@ -425,9 +441,7 @@ pub async fn rebuild(
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };
-            for event in &events {
-                model.apply(&mut tx, &shadow, event).await?;
-            }
+            model.apply_all(&mut tx, &shadow, &events).await?;
             done += events.len() as i64;
             at = last;
         }

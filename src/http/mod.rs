@@ -3,6 +3,7 @@
 //! One module per resource holds its request bodies and handlers; [`commands`] is the
 //! shared path every command takes (authorize, rate-limit, idempotency, execute).
 
+pub mod admin;
 pub mod alerts;
 pub mod appointments;
 pub mod cases;
@@ -15,6 +16,12 @@ pub mod notifications;
 pub mod openapi;
 pub mod problem;
 pub mod reads;
+pub mod reads_access;
+pub mod reads_cases;
+pub mod reads_metrics;
+pub mod reads_notifications;
+pub mod reads_patients;
+pub mod reads_schedule;
 pub mod responses;
 pub mod vitals;
 
@@ -44,6 +51,8 @@ pub struct AppState {
     pub realtime: std::sync::Arc<crate::realtime::Realtime>,
     /// Counters exposed at `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// Read-model rebuilds started on this node (see [`admin`]).
+    pub rebuilds: admin::Rebuilds,
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -90,6 +99,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/api/openapi.json", web::get().to(openapi::serve))
     .route("/metrics", web::get().to(metrics))
     .service(
+        web::resource("/api/admin/projections")
+            .route(web::get().to(admin::status))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/api/admin/projections/{name}/rebuild")
+            .route(web::post().to(admin::start_rebuild))
+            .route(web::delete().to(admin::cancel_rebuild))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
         web::scope("/api/hospitals/{hospital}")
             .service(
                 post("/alerts")
@@ -99,13 +119,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(post("/alerts/{id}/acknowledge").route(web::post().to(alerts::acknowledge)))
             .service(post("/alerts/{id}/escalate").route(web::post().to(alerts::escalate)))
             .service(post("/alerts/{id}/resolve").route(web::post().to(alerts::resolve)))
-            .service(post("/cases").route(web::post().to(cases::open)))
+            .service(
+                post("/cases")
+                    .route(web::post().to(cases::open))
+                    .route(web::get().to(reads_cases::list)),
+            )
+            .service(
+                web::resource("/cases/{id}")
+                    .route(web::get().to(reads_cases::detail))
+                    .default_service(web::to(method_not_allowed)),
+            )
             .service(post("/cases/{id}/assign").route(web::post().to(cases::assign)))
             .service(post("/cases/{id}/status").route(web::post().to(cases::change_status)))
             .service(post("/cases/{id}/messages").route(web::post().to(cases::post_message)))
             .service(post("/cases/{id}/read").route(web::post().to(cases::mark_read)))
             .service(post("/patients/{patient}/vitals").route(web::post().to(vitals::record)))
-            .service(post("/appointments").route(web::post().to(appointments::schedule)))
+            .service(
+                web::resource("/patients/{patient}")
+                    .route(web::get().to(reads_patients::view))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                post("/appointments")
+                    .route(web::post().to(appointments::schedule))
+                    .route(web::get().to(reads_schedule::list)),
+            )
             .service(
                 post("/appointments/{id}/reschedule")
                     .route(web::post().to(appointments::reschedule)),
@@ -114,9 +152,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 post("/appointments/{id}/check-in").route(web::post().to(appointments::check_in)),
             )
             .service(post("/appointments/{id}/cancel").route(web::post().to(appointments::cancel)))
-            .service(post("/notifications").route(web::post().to(notifications::send)))
+            .service(
+                post("/notifications")
+                    .route(web::post().to(notifications::send))
+                    .route(web::get().to(reads_notifications::inbox)),
+            )
             .service(
                 post("/notifications/{id}/read").route(web::post().to(notifications::mark_read)),
+            )
+            .service(
+                web::resource("/metrics")
+                    .route(web::get().to(reads_metrics::metrics))
+                    .default_service(web::to(method_not_allowed)),
             )
             .service(
                 web::resource("/events")

@@ -5,7 +5,10 @@ use actix_web::HttpResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{alerts, appointments, cases, events, health, notifications, problem, reads, vitals};
+use super::{
+    admin, alerts, appointments, cases, events, health, notifications, problem, reads, vitals,
+};
+use super::{reads_cases, reads_metrics, reads_notifications, reads_patients, reads_schedule};
 use crate::command::{CommandOutcome, CommittedEvent};
 
 /// Declares the bearer-JWT security scheme the endpoints refer to.
@@ -41,12 +44,19 @@ impl Modify for BearerAuth {
         notifications::send, notifications::mark_read,
         events::list,
         reads::alert_board,
+        reads_cases::list, reads_cases::detail, reads_patients::view, reads_schedule::list,
+        reads_notifications::inbox, reads_metrics::metrics,
         crate::realtime::sse::stream, crate::realtime::sse::issue_ticket,
         health::healthz, health::readyz,
+        admin::status, admin::start_rebuild, admin::cancel_rebuild,
     ),
     components(schemas(
         problem::Problem, CommandOutcome, CommittedEvent, events::EventsPage, events::WireEvent,
         crate::realtime::sse::Ticket, reads::AlertBoardPage,
+        reads_cases::CaseListPage, reads_cases::CaseDetail, reads_patients::PatientPage,
+        reads_schedule::SchedulePage, reads_notifications::InboxPage,
+        reads_metrics::MetricsSnapshot, reads_metrics::RoleCounts,
+        admin::ProjectionsStatus, admin::ProjectorView, admin::RebuildView, admin::RebuildRequest,
     )),
     modifiers(&BearerAuth),
 )]

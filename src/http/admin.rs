@@ -1,0 +1,526 @@
+//! Operating the read models: `GET /api/admin/projections` (every projector's version, state,
+//! lag and rebuild progress), and starting or cancelling an online rebuild
+//! (`POST`/`DELETE /api/admin/projections/{name}/rebuild`).
+//!
+//! Admin only. An admin token is for one hospital, so every per-hospital figure in a response
+//! is the caller's hospital's; a rebuild itself is per model (it re-projects every hospital's
+//! stream), because the shadow tables it swaps in hold all of them.
+//!
+//! A rebuild runs in a background task of the node that accepted the request. Two guards keep
+//! it to one per model at a time: the node's [`Rebuilds`] registry (which also remembers how
+//! the last one ended, for the status), and a PostgreSQL advisory lock ([`RebuildLock`]) that
+//! the other nodes and `vigil projections rebuild` take too. Cancelling sets the task's
+//! cancel flag: the shadow tables and their `#rebuild` checkpoints stay, so the next rebuild
+//! resumes where this one stopped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use projections::engine::{self, ProjectionError, ReadModel, RebuildReport};
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection, PgConnection, PgPool};
+use utoipa::ToSchema;
+
+use super::commands::authorize;
+use super::extract::{Authenticated, JsonBody};
+use super::problem::{ApiError, Problem};
+use super::AppState;
+use crate::auth::{Action, Identity};
+use crate::projection;
+
+/// The advisory-lock namespace (first key) of rebuild locks; the second key is the hash of the
+/// model's name. Any fixed value works: it only has to differ from other users of advisory
+/// locks in the database (there are none today).
+const REBUILD_LOCK_NAMESPACE: &str = "vigil.projections.rebuild";
+
+/// A rebuild's exclusive right to its model's shadow tables, across every node and the CLI: a
+/// session-level PostgreSQL advisory lock held on a connection of its own (not a pooled one,
+/// which would carry the lock back into the pool). Released by [`RebuildLock::release`], or
+/// by PostgreSQL when the connection dies with its process.
+pub struct RebuildLock {
+    conn: PgConnection,
+}
+
+impl RebuildLock {
+    /// Takes the lock of `model` if no other rebuild holds it.
+    pub async fn try_acquire(pool: &PgPool, model: &str) -> Result<Option<Self>, sqlx::Error> {
+        let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+        let acquired: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1), hashtext($2))")
+                .bind(REBUILD_LOCK_NAMESPACE)
+                .bind(model)
+                .fetch_one(&mut conn)
+                .await?;
+        if acquired {
+            Ok(Some(Self { conn }))
+        } else {
+            conn.close().await?;
+            Ok(None)
+        }
+    }
+
+    /// Releases the lock (closing the session releases it).
+    pub async fn release(self) {
+        if let Err(error) = self.conn.close().await {
+            // The server drops the session's locks with the connection anyway.
+            tracing::warn!(%error, "closing the rebuild lock's connection failed");
+        }
+    }
+}
+
+/// How a rebuild started on this node ended.
+#[derive(Clone, Debug)]
+enum Outcome {
+    Completed(RebuildReport),
+    Cancelled,
+    Failed(String),
+}
+
+/// One rebuild started on this node: its cancel flag, its progress, and how it ended.
+struct Task {
+    /// Read by the engine after every batch.
+    cancel: AtomicBool,
+    /// Model-wide events projected into the shadow tables (all hospitals), from the engine's
+    /// progress callback.
+    done: AtomicI64,
+    /// `done` when the first batch reported, and when: the base of the events/s figure
+    /// (a resumed rebuild starts from its earlier progress, not from 0).
+    first: Mutex<Option<(i64, Instant)>>,
+    started_at: DateTime<Utc>,
+    /// `None` while running.
+    outcome: Mutex<Option<(Outcome, DateTime<Utc>)>>,
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every value guarded
+/// here is replaced whole, so it is never observed half-written.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Task {
+    fn new() -> Self {
+        Self {
+            cancel: AtomicBool::new(false),
+            done: AtomicI64::new(0),
+            first: Mutex::new(None),
+            started_at: Utc::now(),
+            outcome: Mutex::new(None),
+        }
+    }
+
+    fn running(&self) -> bool {
+        locked(&self.outcome).is_none()
+    }
+
+    fn progress(&self, done: i64) {
+        self.done.store(done, Ordering::Relaxed);
+        locked(&self.first).get_or_insert((done, Instant::now()));
+    }
+
+    fn events_per_second(&self) -> Option<f64> {
+        let (base, since) = (*locked(&self.first))?;
+        let seconds = since.elapsed().as_secs_f64();
+        (seconds > 0.0).then(|| (self.done.load(Ordering::Relaxed) - base) as f64 / seconds)
+    }
+}
+
+/// A task and how it had ended (`None`: running) when the status was read.
+type Snapshot = (Arc<Task>, Option<(Outcome, DateTime<Utc>)>);
+
+/// The rebuilds started on this node, one entry per model: the running one, or else the last
+/// one (so the status can say how it ended). Shared by every worker of the node.
+#[derive(Default)]
+pub struct Rebuilds {
+    tasks: Mutex<HashMap<&'static str, Arc<Task>>>,
+}
+
+impl Rebuilds {
+    /// Registers a new running rebuild of `model`, unless one is running here already.
+    fn start(&self, model: &'static str) -> Option<Arc<Task>> {
+        let mut tasks = locked(&self.tasks);
+        if tasks.get(model).is_some_and(|t| t.running()) {
+            return None;
+        }
+        let task = Arc::new(Task::new());
+        tasks.insert(model, task.clone());
+        Some(task)
+    }
+
+    /// Forgets a registration whose rebuild never started (the advisory lock was taken).
+    fn abandon(&self, model: &'static str, task: &Arc<Task>) {
+        let mut tasks = locked(&self.tasks);
+        if tasks.get(model).is_some_and(|t| Arc::ptr_eq(t, task)) {
+            tasks.remove(model);
+        }
+    }
+
+    fn get(&self, model: &str) -> Option<Arc<Task>> {
+        locked(&self.tasks).get(model).cloned()
+    }
+}
+
+/// Body of `POST /api/admin/projections/{name}/rebuild` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RebuildRequest {
+    /// Drop the shadow tables of an interrupted rebuild and start from position 0, instead of
+    /// resuming it. Default `false`.
+    #[serde(default)]
+    pub restart: bool,
+}
+
+/// A rebuild of a read model, as the caller's hospital sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RebuildView {
+    /// `running` (here), `completed`, `cancelled` or `failed` (the last one started on this
+    /// node), or `pending`: shadow checkpoints exist but no rebuild runs on this node (it runs
+    /// on another node, or was interrupted and resumes with the next rebuild).
+    pub status: &'static str,
+    /// This hospital's events projected into the shadow tables, while shadow checkpoints exist.
+    pub done: Option<i64>,
+    /// This hospital's stream head, while shadow checkpoints exist.
+    pub total: Option<i64>,
+    /// Throughput of the rebuild running on this node (all hospitals), in events per second.
+    pub events_per_second: Option<f64>,
+    /// When the rebuild on this node started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the rebuild on this node ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One projector's status for the caller's hospital.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectorView {
+    /// The read model (`alert_board`).
+    pub name: &'static str,
+    /// The code version this node runs.
+    pub version: i32,
+    /// `caught_up` or `catching_up` (this hospital), `rebuilding` (shadow checkpoints exist)
+    /// or `stale_version` (the tables were built by another version; a rebuild is due).
+    pub state: &'static str,
+    /// Last stream position of this hospital the model has applied.
+    pub checkpoint: i64,
+    /// This hospital's stream head.
+    pub head: i64,
+    /// Events not yet applied.
+    pub lag_events: i64,
+    /// Age of the oldest event not yet applied, in seconds (0 when caught up).
+    pub lag_seconds: f64,
+    /// The rebuild in progress, or the last one this node ran.
+    pub rebuild: Option<RebuildView>,
+}
+
+/// `GET /api/admin/projections`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectionsStatus {
+    /// The caller's hospital: every per-hospital figure is this hospital's.
+    pub hospital: String,
+    /// Every read model.
+    pub projectors: Vec<ProjectorView>,
+}
+
+/// Errors of the admin endpoints.
+#[allow(dead_code)] // Only read by the OpenAPI generator.
+#[derive(utoipa::IntoResponses)]
+pub enum AdminErrors {
+    /// Invalid body or path.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(#[to_schema] Problem),
+    /// Missing, invalid or expired token.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(#[to_schema] Problem),
+    /// Not an admin.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(#[to_schema] Problem),
+    /// Unknown read model.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(#[to_schema] Problem),
+    /// A rebuild of this model is already running (start), or none runs on this node (cancel).
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(#[to_schema] Problem),
+    /// Database unreachable.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(#[to_schema] Problem),
+}
+
+/// The admin's identity, or 403.
+fn admin(auth: &Authenticated) -> Result<&Identity, ApiError> {
+    let identity = &auth.0;
+    authorize(identity, &identity.hospital, Action::Administer)?;
+    Ok(identity)
+}
+
+/// The model called `name`, or 404.
+fn known_model(name: &str) -> Result<Arc<dyn ReadModel>, ApiError> {
+    projection::model(name).ok_or_else(|| ApiError::NotFound {
+        code: "unknown_projection",
+        detail: format!(
+            "no read model is called `{name}`; known: {}",
+            projection::models()
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+/// Every projector's status for `hospital`, with this node's rebuilds.
+async fn projectors(
+    state: &AppState,
+    hospital: &str,
+    only: Option<&str>,
+) -> Result<Vec<ProjectorView>, ApiError> {
+    let models: Vec<Arc<dyn ReadModel>> = projection::models()
+        .into_iter()
+        .filter(|m| only.is_none_or(|name| m.name() == name))
+        .collect();
+    let refs: Vec<&dyn ReadModel> = models.iter().map(|m| m.as_ref()).collect();
+    // This node's rebuilds are read before the database: a rebuild that ended before the
+    // status query has its end visible in it (read after, a rebuild ending in between would
+    // look finished with its shadow checkpoints still there).
+    let tasks: HashMap<&'static str, Snapshot> = refs
+        .iter()
+        .filter_map(|m| {
+            let task = state.rebuilds.get(m.name())?;
+            let ended = locked(&task.outcome).clone();
+            Some((m.name(), (task, ended)))
+        })
+        .collect();
+    let statuses = engine::status(&state.pool, &refs)
+        .await
+        .map_err(ApiError::database)?;
+    let mut out = Vec::with_capacity(statuses.len());
+    for status in statuses {
+        let own = status.hospitals.iter().find(|h| h.hospital == hospital);
+        let (checkpoint, head, lag_events, lag_seconds) = own
+            .map(|h| (h.checkpoint, h.head, h.lag_events, h.lag_seconds))
+            .unwrap_or((0, 0, 0, 0.0));
+        // `rebuilding` and `stale_version` are facts about the model's tables (all
+        // hospitals); being caught up is this hospital's.
+        let state_name = match status.state {
+            "rebuilding" | "stale_version" => status.state,
+            _ if lag_events > 0 => "catching_up",
+            _ => "caught_up",
+        };
+        let shadow = match status.rebuild {
+            Some(_) => Some(
+                engine::checkpoint(&state.pool, &format!("{}#rebuild", status.name), hospital)
+                    .await
+                    .map_err(ApiError::database)?,
+            ),
+            None => None,
+        };
+        let (task, ended) = match tasks.get(status.name) {
+            Some((task, ended)) => (Some(task), ended.clone()),
+            None => (None, None),
+        };
+        let rebuild = match (task, shadow) {
+            (None, None) => None,
+            (task, shadow) => {
+                let (status_name, finished_at, error) = match (task, ended.clone()) {
+                    (Some(_), None) => ("running", None, None),
+                    (_, Some((Outcome::Completed(_), at))) if shadow.is_none() => {
+                        ("completed", Some(at), None)
+                    }
+                    (_, Some((Outcome::Cancelled, at))) => ("cancelled", Some(at), None),
+                    (_, Some((Outcome::Failed(e), at))) => ("failed", Some(at), Some(e)),
+                    // Shadow checkpoints with no rebuild running here: another node's, or
+                    // an interrupted one (a crash, an automatic rebuild that failed).
+                    _ => ("pending", None, None),
+                };
+                let events_per_second = task.and_then(|t| match &ended {
+                    Some((Outcome::Completed(report), _)) => Some(report.events_per_second),
+                    _ => t.events_per_second(),
+                });
+                Some(RebuildView {
+                    status: status_name,
+                    done: shadow,
+                    total: shadow.map(|_| head),
+                    events_per_second,
+                    started_at: task.map(|t| t.started_at),
+                    finished_at,
+                    error,
+                })
+            }
+        };
+        out.push(ProjectorView {
+            name: status.name,
+            version: status.version,
+            state: state_name,
+            checkpoint,
+            head,
+            lag_events,
+            lag_seconds,
+            rebuild,
+        });
+    }
+    Ok(out)
+}
+
+/// Every read model's version, state, lag (this hospital's) and rebuild progress.
+#[utoipa::path(get, path = "/api/admin/projections", tag = "operations",
+    responses((status = 200, description = "Projector status", body = ProjectionsStatus), AdminErrors),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all)]
+pub async fn status(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let identity = admin(&auth)?;
+    let hospital = identity.hospital.to_string();
+    let projectors = projectors(&state, &hospital, None).await?;
+    Ok(HttpResponse::Ok().json(ProjectionsStatus {
+        hospital,
+        projectors,
+    }))
+}
+
+/// Whether the request carries a body to parse (`POST` with no body means the defaults).
+fn has_body(req: &HttpRequest) -> bool {
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match length {
+        Some(n) => n > 0,
+        None => {
+            req.headers().contains_key(header::TRANSFER_ENCODING)
+                || req.headers().contains_key(header::CONTENT_TYPE)
+        }
+    }
+}
+
+/// Starts an online rebuild of a read model (all hospitals) in the background; poll
+/// `GET /api/admin/projections` for its progress.
+#[utoipa::path(post, path = "/api/admin/projections/{name}/rebuild", tag = "operations",
+    params(("name" = String, Path, description = "Read model, e.g. alert_board")),
+    request_body(content = Option<RebuildRequest>, description = "Optional; `{\"restart\": true}` starts over instead of resuming"),
+    responses((status = 202, description = "Rebuild started", body = ProjectorView), AdminErrors),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(model = %path.as_str()))]
+pub async fn start_rebuild(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    auth: Authenticated,
+    path: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let identity = admin(&auth)?;
+    let model = known_model(&path)?;
+    let request = if has_body(&req) {
+        JsonBody::<RebuildRequest>::from_request(&req, &mut payload.into_inner())
+            .await?
+            .value
+    } else {
+        RebuildRequest::default()
+    };
+    let name = model.name();
+    let busy = || ApiError::Conflict {
+        code: "rebuild_in_progress",
+        detail: format!("a rebuild of `{name}` is already running"),
+    };
+    let task = state.rebuilds.start(name).ok_or_else(busy)?;
+    let lock = match RebuildLock::try_acquire(&state.pool, name).await {
+        Ok(Some(lock)) => lock,
+        Ok(None) => {
+            state.rebuilds.abandon(name, &task);
+            return Err(busy());
+        }
+        Err(error) => {
+            state.rebuilds.abandon(name, &task);
+            return Err(ApiError::database(error));
+        }
+    };
+    tracing::info!(
+        model = name,
+        restart = request.restart,
+        by = %identity.user,
+        hospital = %identity.hospital,
+        "rebuild requested"
+    );
+    let pool = state.pool.clone();
+    let running = task.clone();
+    // On this worker's runtime: the rebuild stops with the node, and the next rebuild
+    // resumes from its checkpoints.
+    actix_web::rt::spawn(async move {
+        let result = engine::rebuild(
+            &pool,
+            model.as_ref(),
+            request.restart,
+            &running.cancel,
+            |done, _| running.progress(done),
+        )
+        .await;
+        lock.release().await;
+        let outcome = match result {
+            Ok(report) => {
+                tracing::info!(
+                    model = model.name(),
+                    events = report.events,
+                    events_per_second = report.events_per_second,
+                    "rebuild completed"
+                );
+                Outcome::Completed(report)
+            }
+            Err(ProjectionError::Cancelled) => {
+                tracing::info!(model = model.name(), "rebuild cancelled; resumable");
+                Outcome::Cancelled
+            }
+            Err(error) => {
+                tracing::error!(model = model.name(), %error, "rebuild failed");
+                Outcome::Failed(error.to_string())
+            }
+        };
+        *locked(&running.outcome) = Some((outcome, Utc::now()));
+    });
+    let view = projectors(&state, identity.hospital.as_str(), Some(name))
+        .await?
+        .into_iter()
+        .next();
+    Ok(HttpResponse::Accepted().json(view))
+}
+
+/// Cancels the rebuild of a read model running on this node. Its shadow tables and
+/// checkpoints stay: the next rebuild resumes from them.
+#[utoipa::path(delete, path = "/api/admin/projections/{name}/rebuild", tag = "operations",
+    params(("name" = String, Path, description = "Read model, e.g. alert_board")),
+    responses((status = 202, description = "Cancellation requested; the rebuild stops after its current batch", body = ProjectorView), AdminErrors),
+    security(("bearer" = [])))]
+#[tracing::instrument(skip_all, fields(model = %path.as_str()))]
+pub async fn cancel_rebuild(
+    state: web::Data<AppState>,
+    auth: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let identity = admin(&auth)?;
+    let model = known_model(&path)?;
+    let name = model.name();
+    match state.rebuilds.get(name) {
+        Some(task) if task.running() => {
+            task.cancel.store(true, Ordering::Relaxed);
+            tracing::info!(model = name, by = %identity.user, "rebuild cancellation requested");
+        }
+        _ => {
+            return Err(ApiError::Conflict {
+                code: "rebuild_not_running",
+                detail: format!("no rebuild of `{name}` is running on this node"),
+            })
+        }
+    }
+    let view = projectors(&state, identity.hospital.as_str(), Some(name))
+        .await?
+        .into_iter()
+        .next();
+    Ok(HttpResponse::Accepted().json(view))
+}
