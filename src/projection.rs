@@ -53,11 +53,28 @@ pub fn spawn(pool: PgPool, listener: &StreamListener) {
                         version = model.version(),
                         "read model version changed; rebuilding"
                     );
-                    let cancel = AtomicBool::new(false);
-                    if let Err(error) =
-                        engine::rebuild(&pool, model.as_ref(), false, &cancel, |_, _| {}).await
-                    {
-                        tracing::error!(model = model.name(), %error, "automatic rebuild failed");
+                    // The same lock as admin and CLI rebuilds: with several nodes starting
+                    // at once, one rebuilds and the others keep projecting.
+                    match crate::http::admin::RebuildLock::try_acquire(&pool, model.name()).await {
+                        Ok(Some(lock)) => {
+                            let cancel = AtomicBool::new(false);
+                            if let Err(error) =
+                                engine::rebuild(&pool, model.as_ref(), false, &cancel, |_, _| {})
+                                    .await
+                            {
+                                tracing::error!(model = model.name(), %error, "automatic rebuild failed");
+                            }
+                            lock.release().await;
+                        }
+                        Ok(None) => {
+                            tracing::info!(
+                                model = model.name(),
+                                "another process is rebuilding this model"
+                            );
+                        }
+                        Err(error) => {
+                            tracing::error!(model = model.name(), %error, "cannot take the rebuild lock");
+                        }
                     }
                 }
                 Ok(false) => {}

@@ -400,20 +400,29 @@ pub async fn rebuild(
     let start_done = done;
     // Phase 1: bulk, outside any lock.
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ProjectionError::Cancelled);
+        }
         let pending = lagging(pool, &checkpoint).await?;
         if pending.is_empty() {
             break;
         }
+        let mut advanced = false;
         for (hospital, _, _) in pending {
             while let Some((_, n)) =
                 apply_batch(pool, model, &shadow, &checkpoint, &hospital, REBUILD_BATCH).await?
             {
+                advanced = true;
                 if cancel.load(Ordering::Relaxed) {
                     return Err(ProjectionError::Cancelled);
                 }
                 done += n as i64;
                 progress(done, total().await?);
             }
+        }
+        if !advanced {
+            // Another process holds these checkpoints (a concurrent rebuild): don't spin.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
     // Phase 2: swap. Locking the live checkpoints pauses the live projector on every node;
