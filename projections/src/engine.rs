@@ -400,9 +400,6 @@ pub async fn rebuild(
     let start_done = done;
     // Phase 1: bulk, outside any lock.
     loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(ProjectionError::Cancelled);
-        }
         let pending = lagging(pool, &checkpoint).await?;
         if pending.is_empty() {
             break;
@@ -421,6 +418,9 @@ pub async fn rebuild(
             }
         }
         if !advanced {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(ProjectionError::Cancelled);
+            }
             // Another process holds these checkpoints (a concurrent rebuild): don't spin.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
