@@ -97,6 +97,11 @@ pub fn prepare(event: StreamEvent) -> Arc<WindowEvent> {
 #[derive(Debug)]
 pub struct Window {
     events: VecDeque<Arc<WindowEvent>>,
+    /// Running total of frame bytes ever pushed, after each held event (aligned with
+    /// `events`), so a session's backlog in bytes is one subtraction — the lag check runs for
+    /// every session after every append, and must not walk the window.
+    ends: VecDeque<u64>,
+    pushed: u64,
     bytes: usize,
     max_events: usize,
     max_age: Duration,
@@ -107,6 +112,8 @@ impl Window {
     pub fn new(max_events: usize, max_age: Duration) -> Self {
         Self {
             events: VecDeque::new(),
+            ends: VecDeque::new(),
+            pushed: 0,
             bytes: 0,
             max_events: max_events.max(1),
             max_age,
@@ -120,10 +127,13 @@ impl Window {
         if let Some(last) = self.last_position() {
             if event.position != last + 1 {
                 self.events.clear();
+                self.ends.clear();
                 self.bytes = 0;
             }
         }
         self.bytes += event.frame.len();
+        self.pushed += event.frame.len() as u64;
+        self.ends.push_back(self.pushed);
         self.events.push_back(event);
         while self.events.len() > self.max_events {
             self.pop_front();
@@ -132,6 +142,7 @@ impl Window {
 
     fn pop_front(&mut self) {
         if let Some(old) = self.events.pop_front() {
+            self.ends.pop_front();
             self.bytes -= old.frame.len();
         }
     }
@@ -172,16 +183,22 @@ impl Window {
         if after + 1 < first {
             return None;
         }
-        let start = usize::try_from(after + 1 - first).ok()?;
-        Some(self.events.iter().skip(start).take(max).cloned().collect())
+        let start = usize::try_from(after + 1 - first)
+            .ok()?
+            .min(self.events.len());
+        Some(self.events.range(start..).take(max).cloned().collect())
     }
 
     /// Bytes of frames between `after` and the end (a lagging session's backlog).
     pub fn bytes_after(&self, after: Position) -> usize {
         match self.first_position() {
             Some(first) if after + 1 > first => {
-                let skip = usize::try_from(after + 1 - first).unwrap_or(usize::MAX);
-                self.events.iter().skip(skip).map(|e| e.frame.len()).sum()
+                // `ends[i]` is the running total after the event at `first + i`.
+                let index = usize::try_from(after - first).unwrap_or(usize::MAX);
+                match self.ends.get(index) {
+                    Some(end) => (self.pushed - end) as usize,
+                    None => 0,
+                }
             }
             Some(_) => self.bytes,
             None => 0,
@@ -264,6 +281,22 @@ mod tests {
         w.push(event(5, 0));
         assert_eq!(w.first_position(), Some(5));
         assert_eq!(w.len(), 1);
+    }
+
+    #[test]
+    fn backlog_bytes_stay_exact_after_eviction_and_reset() {
+        let mut w = Window::new(3, Duration::from_secs(60));
+        for p in 1..=9 {
+            w.push(event(p, 0));
+        }
+        let one = w.after(6, 1).unwrap()[0].frame.len();
+        assert_eq!(w.bytes_after(7), 2 * one);
+        assert_eq!(w.bytes_after(8), one);
+        assert_eq!(w.bytes_after(9), 0);
+        assert_eq!(w.bytes_after(2), w.bytes());
+        w.push(event(20, 0));
+        assert_eq!(w.bytes_after(20), 0);
+        assert_eq!(w.bytes_after(19), w.bytes());
     }
 
     #[test]
