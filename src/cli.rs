@@ -9,7 +9,7 @@ use aggregates::types::{HospitalId, Role, UserId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use projections::engine::{self, ProjectionError, ReadModel};
+use projections::engine::{self, ProjectionError, ReadModel, Scope};
 
 use crate::config::{DatabaseSettings, JwtSettings, LogFormat, ServeSettings};
 use crate::http::admin::RebuildLock;
@@ -59,10 +59,9 @@ pub enum ProjectionsCommand {
     Status(DatabaseSettings),
     /// Rebuild a read model online, with a progress bar.
     ///
-    /// Projects every hospital's stream into shadow tables while the server keeps serving
-    /// (and may keep running), then swaps them in. Ctrl-C stops after the current batch;
-    /// running it again resumes. Rebuilds are per model and cover all hospitals: there is no
-    /// `--hospital`.
+    /// Projects every hospital's stream (or, with `--hospital`, one hospital's) into shadow
+    /// tables while the server keeps serving (and may keep running), then swaps them in.
+    /// Ctrl-C stops after the current batch; running it again with the same scope resumes.
     Rebuild(RebuildArgs),
 }
 
@@ -75,6 +74,9 @@ pub struct RebuildArgs {
     /// resuming.
     #[arg(long)]
     pub restart: bool,
+    /// Rebuild only this hospital's rows; the other hospitals' rows are not touched.
+    #[arg(long)]
+    pub hospital: Option<HospitalId>,
 
     #[command(flatten)]
     pub database: DatabaseSettings,
@@ -241,10 +243,15 @@ async fn projection_status(pool: &sqlx::PgPool) -> anyhow::Result<()> {
             )?;
         }
         if let Some(progress) = &status.rebuild {
+            let scope = progress
+                .hospital
+                .as_ref()
+                .map(|h| format!(" --hospital {h}"))
+                .unwrap_or_default();
             writeln!(
                 out,
                 "{:<20} rebuild in progress or interrupted: {} of {} events in the shadow tables \
-                 (`vigil projections rebuild {}` resumes it)",
+                 (`vigil projections rebuild {}{scope}` resumes it)",
                 status.name, progress.done, progress.total, status.name
             )?;
         }
@@ -287,7 +294,11 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
         )
         .context("progress bar template")?,
     );
-    bar.set_message(format!("rebuilding {}", model.name()));
+    let scope = match &args.hospital {
+        Some(hospital) => Scope::Hospital(hospital.as_str().to_owned()),
+        None => Scope::All,
+    };
+    bar.set_message(format!("rebuilding {} ({scope})", model.name()));
     bar.enable_steady_tick(Duration::from_millis(200));
     let cancel = Arc::new(AtomicBool::new(false));
     let on_ctrl_c = {
@@ -303,9 +314,10 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
     // The engine reports model-wide totals after each batch; the first report may include an
     // interrupted rebuild's progress, shown as done but kept out of the speed estimate.
     let mut first = true;
-    let result = engine::rebuild(
+    let result = engine::rebuild_scoped(
         pool,
         model.as_ref(),
+        &scope,
         args.restart,
         &cancel,
         |done, total| {
@@ -334,9 +346,13 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
         }
         Err(ProjectionError::Cancelled) => {
             bar.abandon_with_message("cancelled");
+            let again = match &args.hospital {
+                Some(hospital) => format!("{} --hospital {hospital}", model.name()),
+                None => model.name().to_owned(),
+            };
             anyhow::bail!(
                 "rebuild of `{name}` cancelled; its shadow tables are kept: run \
-                 `vigil projections rebuild {name}` to resume, or add --restart to start over",
+                 `vigil projections rebuild {again}` to resume, or add --restart to start over",
                 name = model.name()
             )
         }

@@ -57,8 +57,10 @@ pub struct DatabaseSettings {
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = "./var")]
     pub data_dir: PathBuf,
 
-    /// Largest number of pooled database connections per node.
-    #[arg(long, env = "VIGIL_DB_POOL_SIZE", default_value_t = 16)]
+    /// Largest number of pooled database connections per node. The projectors may hold up
+    /// to 5 models × 3 hospitals at once, the policies 3; the rest serve commands and reads.
+    /// Mind PostgreSQL's `max_connections` (100 by default) times the number of nodes.
+    #[arg(long, env = "VIGIL_DB_POOL_SIZE", default_value_t = 32)]
     pub db_pool_size: u32,
 }
 

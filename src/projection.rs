@@ -58,8 +58,14 @@ pub fn spawn(pool: PgPool, listener: &StreamListener) {
                     match crate::http::admin::RebuildLock::try_acquire(&pool, model.name()).await {
                         Ok(Some(lock)) => {
                             let cancel = AtomicBool::new(false);
+                            // An interrupted rebuild of all hospitals is resumed; one of a
+                            // single hospital is dropped, every hospital needs the new code.
+                            let restart = matches!(
+                                engine::pending_rebuild(&pool, model.as_ref()).await,
+                                Ok(Some(engine::Scope::Hospital(_)))
+                            );
                             if let Err(error) =
-                                engine::rebuild(&pool, model.as_ref(), false, &cancel, |_, _| {})
+                                engine::rebuild(&pool, model.as_ref(), restart, &cancel, |_, _| {})
                                     .await
                             {
                                 tracing::error!(model = model.name(), %error, "automatic rebuild failed");

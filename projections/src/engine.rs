@@ -32,6 +32,10 @@ pub enum ProjectionError {
     Cancelled,
     #[error("unknown read model `{0}`")]
     UnknownModel(String),
+    /// An interrupted rebuild of another scope holds the shadow tables: resume it with its
+    /// own scope, or restart (which drops its progress).
+    #[error("an interrupted rebuild of {pending} holds the shadow tables: resume it, or restart")]
+    OtherScope { pending: String },
 }
 
 /// A future borrowed for the duration of one apply.
@@ -126,6 +130,14 @@ pub async fn apply_batch(
     batch: i64,
 ) -> Result<Option<(i64, usize)>, ProjectionError> {
     let mut tx = pool.begin().await?;
+    // Asynchronous commit: a read model is derived data, and its rows and checkpoint commit
+    // together, so a PostgreSQL crash can only lose whole batches — rows and checkpoint at
+    // once — which are re-applied from the older checkpoint. Nothing is double-applied or
+    // skipped, and the projector no longer waits for a WAL flush per batch (what bounded its
+    // lag). The events themselves are committed synchronously by the command path.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
          VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
@@ -191,19 +203,36 @@ pub async fn lagging(
         .collect()
 }
 
+/// Hospitals a live projector catches up at the same time. Each holds a pooled connection
+/// while its batch runs, so this times the number of models is the most connections the
+/// projectors take from the pool at once.
+pub const CATCH_UP_CONCURRENCY: usize = 3;
+
 /// Brings a model's live tables up to date for every hospital; returns events applied.
+///
+/// Lagging hospitals are caught up [`CATCH_UP_CONCURRENCY`] at a time, each in its own
+/// transactions: under load most hospitals lag by a few events at every wake-up, and doing
+/// them one after the other put every commit's round trips end to end (the lag of the last
+/// hospital was the sum of all of them).
 pub async fn catch_up(pool: &PgPool, model: &dyn ReadModel) -> Result<usize, ProjectionError> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
     let tables = Tables::live(model);
     let checkpoint = checkpoint_name(model, false);
-    let mut applied = 0;
-    for (hospital, _, _) in lagging(pool, &checkpoint).await? {
-        while let Some((_, n)) =
-            apply_batch(pool, model, &tables, &checkpoint, &hospital, LIVE_BATCH).await?
-        {
-            applied += n;
-        }
-    }
-    Ok(applied)
+    let lagging = lagging(pool, &checkpoint).await?;
+    let (tables, checkpoint) = (&tables, checkpoint.as_str());
+    stream::iter(lagging)
+        .map(|(hospital, _, _)| async move {
+            let mut applied = 0;
+            while let Some((_, n)) =
+                apply_batch(pool, model, tables, checkpoint, &hospital, LIVE_BATCH).await?
+            {
+                applied += n;
+            }
+            Ok::<_, ProjectionError>(applied)
+        })
+        .buffer_unordered(CATCH_UP_CONCURRENCY)
+        .try_fold(0, |total, n| async move { Ok(total + n) })
+        .await
 }
 
 /// A model's checkpoint for a hospital (0 if it has projected nothing).
@@ -246,6 +275,8 @@ pub struct ProjectorStatus {
 pub struct RebuildProgress {
     pub done: i64,
     pub total: i64,
+    /// The one hospital being rebuilt, or `None` when the rebuild covers every hospital.
+    pub hospital: Option<String>,
 }
 
 /// Status of every model.
@@ -287,11 +318,18 @@ pub async fn status(
                 },
             });
         }
-        let rebuild: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT coalesce(sum(c.position), 0)::bigint, (SELECT coalesce(sum(position), 0)::bigint FROM stream_heads) \
-             FROM projection_checkpoints c WHERE c.projector = $1 HAVING count(*) > 0",
+        // Progress over the hospitals in the rebuild's scope (all, or the one it rebuilds).
+        let rebuild: Option<(i64, i64, Option<String>)> = sqlx::query_as(
+            "SELECT coalesce(sum(c.position), 0)::bigint, \
+                    (SELECT coalesce(sum(h.position), 0)::bigint FROM stream_heads h \
+                     WHERE s.hospital IS NULL OR h.hospital = s.hospital), \
+                    s.hospital \
+             FROM projection_checkpoints c \
+             LEFT JOIN projection_rebuilds s ON s.projector = $2 \
+             WHERE c.projector = $1 GROUP BY s.hospital",
         )
         .bind(checkpoint_name(*model, true))
+        .bind(model.name())
         .fetch_optional(pool)
         .await?;
         let state = if rebuild.is_some() {
@@ -307,7 +345,11 @@ pub async fn status(
             name: model.name(),
             version: model.version(),
             state,
-            rebuild: rebuild.map(|(done, total)| RebuildProgress { done, total }),
+            rebuild: rebuild.map(|(done, total, hospital)| RebuildProgress {
+                done,
+                total,
+                hospital,
+            }),
             hospitals,
         });
     }
@@ -334,17 +376,87 @@ pub struct RebuildReport {
     pub events_per_second: f64,
 }
 
-/// Rebuilds `model` online: projects the whole log into shadow tables while the live tables
-/// keep serving (and the live projector keeps advancing them), then swaps the shadow tables
-/// in within one transaction that first catches them up to the live checkpoints. Readers see
-/// the old model or the new one, never a half-built one.
-///
-/// A rebuild interrupted (crash, `cancel`) resumes from its own checkpoints when run again,
-/// unless `restart` drops its shadow tables first. `progress(done, total)` is called after
-/// every batch. Policies never run here: rebuilds only write read-model tables.
+/// What a rebuild re-projects.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "scope", content = "hospital", rename_all = "snake_case")]
+pub enum Scope {
+    /// Every hospital: the shadow tables replace the live ones.
+    All,
+    /// One hospital: its rows in the live tables are replaced by the shadow's, the other
+    /// hospitals' rows and checkpoints are not touched. For repairing one tenant (a bug
+    /// that hit one hospital's data) without re-projecting everybody's log.
+    Hospital(String),
+}
+
+impl Scope {
+    fn hospital(&self) -> Option<&str> {
+        match self {
+            Scope::All => None,
+            Scope::Hospital(h) => Some(h),
+        }
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scope::All => f.write_str("every hospital"),
+            Scope::Hospital(h) => write!(f, "hospital {h}"),
+        }
+    }
+}
+
+/// Rebuilds `model` for every hospital: [`rebuild_scoped`] with [`Scope::All`].
 pub async fn rebuild(
     pool: &PgPool,
     model: &dyn ReadModel,
+    restart: bool,
+    cancel: &AtomicBool,
+    progress: impl FnMut(i64, i64),
+) -> Result<RebuildReport, ProjectionError> {
+    rebuild_scoped(pool, model, &Scope::All, restart, cancel, progress).await
+}
+
+/// The scope of `model`'s interrupted rebuild, if its shadow tables exist.
+pub async fn pending_rebuild(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+) -> Result<Option<Scope>, sqlx::Error> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT count(*) > 0 FROM projection_checkpoints WHERE projector = $1")
+            .bind(checkpoint_name(model, true))
+            .fetch_one(pool)
+            .await?;
+    if !exists {
+        return Ok(None);
+    }
+    let hospital: Option<Option<String>> =
+        sqlx::query_scalar("SELECT hospital FROM projection_rebuilds WHERE projector = $1")
+            .bind(model.name())
+            .fetch_optional(pool)
+            .await?;
+    // Shadow checkpoints without a scope row were written before scopes existed: all.
+    Ok(Some(match hospital.flatten() {
+        Some(h) => Scope::Hospital(h),
+        None => Scope::All,
+    }))
+}
+
+/// Rebuilds `model` online: projects the log (of every hospital, or of one) into shadow
+/// tables while the live tables keep serving (and the live projector keeps advancing them),
+/// then swaps the shadow in within one transaction that first catches it up to the live
+/// checkpoints. Readers see the old model or the new one, never a half-built one: for
+/// [`Scope::All`] the tables are renamed into place; for [`Scope::Hospital`] that hospital's
+/// rows are replaced by the shadow's in the same transaction.
+///
+/// A rebuild interrupted (crash, `cancel`) resumes from its own checkpoints when run again
+/// with the same scope, unless `restart` drops its shadow tables first; another scope is
+/// refused ([`ProjectionError::OtherScope`]) until then. `progress(done, total)` is called
+/// after every batch. Policies never run here: rebuilds only write read-model tables.
+pub async fn rebuild_scoped(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    scope: &Scope,
     restart: bool,
     cancel: &AtomicBool,
     mut progress: impl FnMut(i64, i64),
@@ -352,12 +464,16 @@ pub async fn rebuild(
     let started = Instant::now();
     let shadow = Tables::shadow(model);
     let checkpoint = checkpoint_name(model, true);
-    let exists: bool =
-        sqlx::query_scalar("SELECT count(*) > 0 FROM projection_checkpoints WHERE projector = $1")
-            .bind(&checkpoint)
-            .fetch_one(pool)
-            .await?;
-    if restart || !exists {
+    let pending = pending_rebuild(pool, model).await?;
+    if let (Some(pending), false) = (&pending, restart) {
+        if pending != scope {
+            return Err(ProjectionError::OtherScope {
+                pending: pending.to_string(),
+            });
+        }
+    }
+    let only = scope.hospital();
+    if restart || pending.is_none() {
         let mut tx = pool.begin().await?;
         for table in model.tables() {
             let name = shadow.get(table);
@@ -372,21 +488,38 @@ pub async fn rebuild(
             .bind(&checkpoint)
             .execute(&mut *tx)
             .await?;
-        // Seed a checkpoint per hospital so status reports the rebuild from the start.
+        sqlx::query(
+            "INSERT INTO projection_rebuilds (projector, hospital) VALUES ($1, $2) \
+             ON CONFLICT (projector) DO UPDATE SET hospital = EXCLUDED.hospital, \
+             started_at = clock_timestamp()",
+        )
+        .bind(model.name())
+        .bind(only)
+        .execute(&mut *tx)
+        .await?;
+        // Seed a checkpoint per hospital in scope so status reports the rebuild from the
+        // start (a hospital without events yet gets one too: the swap needs a row to lock).
         sqlx::query(
             "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
-             SELECT $1, hospital, 0, $2 FROM stream_heads",
+             SELECT $1, hospital, 0, $2 FROM stream_heads WHERE $3::text IS NULL OR hospital = $3 \
+             UNION SELECT $1, $3, 0, $2 WHERE $3::text IS NOT NULL \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&checkpoint)
         .bind(model.version())
+        .bind(only)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
     }
     let total = || async {
-        sqlx::query_scalar::<_, i64>("SELECT coalesce(sum(position), 0)::bigint FROM stream_heads")
-            .fetch_one(pool)
-            .await
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(sum(position), 0)::bigint FROM stream_heads \
+             WHERE $1::text IS NULL OR hospital = $1",
+        )
+        .bind(only)
+        .fetch_one(pool)
+        .await
     };
     let done_now = || async {
         sqlx::query_scalar::<_, i64>(
@@ -400,7 +533,11 @@ pub async fn rebuild(
     let start_done = done;
     // Phase 1: bulk, outside any lock.
     loop {
-        let pending = lagging(pool, &checkpoint).await?;
+        let pending: Vec<_> = lagging(pool, &checkpoint)
+            .await?
+            .into_iter()
+            .filter(|(hospital, _, _)| only.is_none_or(|h| h == hospital))
+            .collect();
         if pending.is_empty() {
             break;
         }
@@ -425,19 +562,40 @@ pub async fn rebuild(
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    // Phase 2: swap. Locking the live checkpoints pauses the live projector on every node;
-    // the shadow is then caught up to the last committed event and renamed into place, and
-    // the live checkpoint is set to where the shadow stands — the live projector continues
-    // from there on the new tables. Writers are never blocked.
+    // Phase 2: swap. Locking the live checkpoints in scope pauses the live projector there
+    // on every node; the shadow is then caught up to the last committed event and put in
+    // place, and the live checkpoint is set to where the shadow stands — the live projector
+    // continues from there on the new rows. Writers are never blocked.
     let mut tx = pool.begin().await?;
-    sqlx::query("SELECT hospital FROM projection_checkpoints WHERE projector = $1 FOR UPDATE")
+    if let Some(hospital) = only {
+        // The live row may not exist yet (nothing projected): create it so it can be locked.
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+             VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+        )
         .bind(model.name())
-        .fetch_all(&mut *tx)
+        .bind(hospital)
+        .bind(model.version())
+        .execute(&mut *tx)
         .await?;
-    let hospitals: Vec<(String,)> = sqlx::query_as("SELECT hospital FROM stream_heads")
-        .fetch_all(&mut *tx)
-        .await?;
-    for (hospital,) in hospitals {
+    }
+    sqlx::query(
+        "SELECT hospital FROM projection_checkpoints WHERE projector = $1 \
+         AND ($2::text IS NULL OR hospital = $2) FOR UPDATE",
+    )
+    .bind(model.name())
+    .bind(only)
+    .fetch_all(&mut *tx)
+    .await?;
+    let hospitals: Vec<String> = match only {
+        Some(hospital) => vec![hospital.to_owned()],
+        None => {
+            sqlx::query_scalar("SELECT hospital FROM stream_heads")
+                .fetch_all(&mut *tx)
+                .await?
+        }
+    };
+    for hospital in hospitals {
         let mut at: i64 = sqlx::query_scalar(
             "SELECT coalesce((SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2), 0)",
         )
@@ -467,15 +625,47 @@ pub async fn rebuild(
     }
     for table in model.tables() {
         let name = shadow.get(table);
-        sqlx::query(&format!("DROP TABLE {table}"))
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(&format!("ALTER TABLE {name} RENAME TO {table}"))
-            .execute(&mut *tx)
-            .await?;
+        match only {
+            None => {
+                sqlx::query(&format!("DROP TABLE {table}"))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&format!("ALTER TABLE {name} RENAME TO {table}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Some(hospital) => {
+                // Generated columns cannot be inserted: copy the stored ones only.
+                let columns: String = sqlx::query_scalar(
+                    "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) \
+                     FROM pg_attribute WHERE attrelid = $1::regclass AND attnum > 0 \
+                     AND NOT attisdropped AND attgenerated = ''",
+                )
+                .bind(*table)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query(&format!("DELETE FROM {table} WHERE hospital = $1"))
+                    .bind(hospital)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&format!(
+                    "INSERT INTO {table} ({columns}) SELECT {columns} FROM {name} WHERE hospital = $1"
+                ))
+                .bind(hospital)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(&format!("DROP TABLE {name}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projector = $1")
         .bind(&checkpoint)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM projection_rebuilds WHERE projector = $1")
+        .bind(model.name())
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;

@@ -3,8 +3,9 @@
 //! (`POST`/`DELETE /api/admin/projections/{name}/rebuild`).
 //!
 //! Admin only. An admin token is for one hospital, so every per-hospital figure in a response
-//! is the caller's hospital's; a rebuild itself is per model (it re-projects every hospital's
-//! stream), because the shadow tables it swaps in hold all of them.
+//! is the caller's hospital's. A rebuild re-projects every hospital's stream (the shadow
+//! tables it swaps in hold all of them), or with `"scope": "hospital"` only the caller's
+//! hospital's rows, which it replaces in one transaction.
 //!
 //! A rebuild runs in a background task of the node that accepted the request. Two guards keep
 //! it to one per model at a time: the node's [`Rebuilds`] registry (which also remembers how
@@ -21,7 +22,7 @@ use std::time::Instant;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use projections::engine::{self, ProjectionError, ReadModel, RebuildReport};
+use projections::engine::{self, ProjectionError, ReadModel, RebuildReport, Scope};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool};
 use utoipa::ToSchema;
@@ -174,6 +175,21 @@ pub struct RebuildRequest {
     /// resuming it. Default `false`.
     #[serde(default)]
     pub restart: bool,
+    /// `all` (default): every hospital's rows are rebuilt. `hospital`: only the caller's
+    /// hospital's rows are rebuilt and replaced; the other hospitals' rows are not touched.
+    #[serde(default)]
+    pub scope: RebuildScope,
+}
+
+/// What `POST /api/admin/projections/{name}/rebuild` rebuilds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RebuildScope {
+    /// Every hospital.
+    #[default]
+    All,
+    /// The caller's hospital only.
+    Hospital,
 }
 
 /// A rebuild of a read model, as the caller's hospital sees it.
@@ -183,6 +199,8 @@ pub struct RebuildView {
     /// node), or `pending`: shadow checkpoints exist but no rebuild runs on this node (it runs
     /// on another node, or was interrupted and resumes with the next rebuild).
     pub status: &'static str,
+    /// `all` or `hospital` (only this hospital's rows), while shadow checkpoints exist.
+    pub scope: Option<&'static str>,
     /// This hospital's events projected into the shadow tables, while shadow checkpoints exist.
     pub done: Option<i64>,
     /// This hospital's stream head, while shadow checkpoints exist.
@@ -307,12 +325,26 @@ async fn projectors(
             .unwrap_or((0, 0, 0, 0.0));
         // `rebuilding` and `stale_version` are facts about the model's tables (all
         // hospitals); being caught up is this hospital's.
+        // A rebuild scoped to another hospital is none of this hospital's business (nor is
+        // that hospital's name): it is shown as no rebuild at all.
+        let elsewhere = status
+            .rebuild
+            .as_ref()
+            .and_then(|r| r.hospital.as_deref())
+            .is_some_and(|h| h != hospital);
         let state_name = match status.state {
-            "rebuilding" | "stale_version" => status.state,
+            "rebuilding" if !elsewhere => status.state,
+            "stale_version" => status.state,
             _ if lag_events > 0 => "catching_up",
             _ => "caught_up",
         };
-        let shadow = match status.rebuild {
+        let scope = match &status.rebuild {
+            Some(_) if elsewhere => None,
+            Some(r) if r.hospital.is_some() => Some("hospital"),
+            Some(_) => Some("all"),
+            None => None,
+        };
+        let shadow = match scope {
             Some(_) => Some(
                 engine::checkpoint(&state.pool, &format!("{}#rebuild", status.name), hospital)
                     .await
@@ -321,6 +353,7 @@ async fn projectors(
             None => None,
         };
         let (task, ended) = match tasks.get(status.name) {
+            Some(_) if elsewhere => (None, None),
             Some((task, ended)) => (Some(task), ended.clone()),
             None => (None, None),
         };
@@ -344,6 +377,7 @@ async fn projectors(
                 });
                 Some(RebuildView {
                     status: status_name,
+                    scope,
                     done: shadow,
                     total: shadow.map(|_| head),
                     events_per_second,
@@ -401,11 +435,12 @@ fn has_body(req: &HttpRequest) -> bool {
     }
 }
 
-/// Starts an online rebuild of a read model (all hospitals) in the background; poll
+/// Starts an online rebuild of a read model (all hospitals, or with `"scope": "hospital"` the
+/// caller's) in the background; poll
 /// `GET /api/admin/projections` for its progress.
 #[utoipa::path(post, path = "/api/admin/projections/{name}/rebuild", tag = "operations",
     params(("name" = String, Path, description = "Read model, e.g. alert_board")),
-    request_body(content = Option<RebuildRequest>, description = "Optional; `{\"restart\": true}` starts over instead of resuming"),
+    request_body(content = Option<RebuildRequest>, description = "Optional; `{\"restart\": true}` starts over instead of resuming, `{\"scope\": \"hospital\"}` rebuilds only the caller's hospital"),
     responses((status = 202, description = "Rebuild started", body = ProjectorView), AdminErrors),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(model = %path.as_str()))]
@@ -426,6 +461,10 @@ pub async fn start_rebuild(
         RebuildRequest::default()
     };
     let name = model.name();
+    let scope = match request.scope {
+        RebuildScope::All => Scope::All,
+        RebuildScope::Hospital => Scope::Hospital(identity.hospital.as_str().to_owned()),
+    };
     let busy = || ApiError::Conflict {
         code: "rebuild_in_progress",
         detail: format!("a rebuild of `{name}` is already running"),
@@ -442,8 +481,37 @@ pub async fn start_rebuild(
             return Err(ApiError::database(error));
         }
     };
+    // An interrupted rebuild of another scope: refuse now rather than fail in the background.
+    if !request.restart {
+        match engine::pending_rebuild(&state.pool, model.as_ref()).await {
+            Ok(Some(pending)) if pending != scope => {
+                lock.release().await;
+                state.rebuilds.abandon(name, &task);
+                // Never another hospital's name.
+                let whose = match &pending {
+                    Scope::All => "every hospital",
+                    Scope::Hospital(h) if h == identity.hospital.as_str() => "this hospital",
+                    Scope::Hospital(_) => "another hospital",
+                };
+                return Err(ApiError::Conflict {
+                    code: "rebuild_scope_conflict",
+                    detail: format!(
+                        "an interrupted rebuild of `{name}` for {whose} holds the shadow tables: \
+                         resume it with its scope, or pass \"restart\": true to drop it"
+                    ),
+                });
+            }
+            Ok(_) => {}
+            Err(error) => {
+                lock.release().await;
+                state.rebuilds.abandon(name, &task);
+                return Err(ApiError::database(error));
+            }
+        }
+    }
     tracing::info!(
         model = name,
+        %scope,
         restart = request.restart,
         by = %identity.user,
         hospital = %identity.hospital,
@@ -454,9 +522,10 @@ pub async fn start_rebuild(
     // On this worker's runtime: the rebuild stops with the node, and the next rebuild
     // resumes from its checkpoints.
     actix_web::rt::spawn(async move {
-        let result = engine::rebuild(
+        let result = engine::rebuild_scoped(
             &pool,
             model.as_ref(),
+            &scope,
             request.restart,
             &running.cancel,
             |done, _| running.progress(done),

@@ -1,7 +1,7 @@
 //! Alert commands: raise, acknowledge, escalate, resolve.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use aggregates::alert::{Alert, AlertCommand, Severity};
+use aggregates::alert::{Alert, AlertCommand, EscalationGuard, Severity};
 use aggregates::types::{AlertMessage, Department, Note, PatientId, Reason};
 use chrono::Utc;
 use serde::Deserialize;
@@ -42,6 +42,13 @@ pub struct EscalateAlert {
     /// Why (1..1000 characters).
     #[schema(value_type = String, example = "no response from ward")]
     pub reason: Reason,
+    /// The escalation level the caller saw (0 = never escalated). When given, the
+    /// escalation applies only if the alert is still at that level, and is refused with 409
+    /// `alert_escalation_level_changed` otherwise: two people pressing "escalate" on the
+    /// same screen page the next tier once, not twice.
+    #[serde(default)]
+    #[schema(example = 1)]
+    pub expected_level: Option<u8>,
 }
 
 /// Body of `POST /alerts/{id}/resolve`.
@@ -122,9 +129,14 @@ pub async fn escalate(
     let id = uuid_id(&id)?;
     let at = Utc::now();
     let reason = body.value.reason;
+    let guard = match body.value.expected_level {
+        Some(level) => EscalationGuard::FromLevel(level),
+        None => EscalationGuard::Always,
+    };
     dispatch::<Alert>(&state, call, Target::Existing(id), |ctx| {
         AlertCommand::Escalate {
             reason: reason.clone(),
+            guard,
             by: ctx.user.clone(),
             at,
         }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod idempotency;
 pub mod notifications;
 pub mod openapi;
+pub mod policies;
 pub mod problem;
 pub mod reads;
 pub mod reads_access;
@@ -156,6 +157,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 post("/notifications")
                     .route(web::post().to(notifications::send))
                     .route(web::get().to(reads_notifications::inbox)),
+            )
+            .service(
+                web::resource("/policies/escalation")
+                    .route(web::get().to(policies::get_escalation))
+                    .route(web::put().to(policies::put_escalation))
+                    .default_service(web::to(method_not_allowed)),
             )
             .service(
                 post("/notifications/{id}/read").route(web::post().to(notifications::mark_read)),

@@ -6,7 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, alerts, appointments, cases, events, health, notifications, problem, reads, vitals,
+    admin, alerts, appointments, cases, events, health, notifications, policies, problem, reads,
+    vitals,
 };
 use super::{reads_cases, reads_metrics, reads_notifications, reads_patients, reads_schedule};
 use crate::command::{CommandOutcome, CommittedEvent};
@@ -49,6 +50,7 @@ impl Modify for BearerAuth {
         crate::realtime::sse::stream, crate::realtime::sse::issue_ticket,
         health::healthz, health::readyz,
         admin::status, admin::start_rebuild, admin::cancel_rebuild,
+        policies::get_escalation, policies::put_escalation,
     ),
     components(schemas(
         problem::Problem, CommandOutcome, CommittedEvent, events::EventsPage, events::WireEvent,
@@ -56,7 +58,8 @@ impl Modify for BearerAuth {
         reads_cases::CaseListPage, reads_cases::CaseDetail, reads_patients::PatientPage,
         reads_schedule::SchedulePage, reads_notifications::InboxPage,
         reads_metrics::MetricsSnapshot, reads_metrics::RoleCounts,
-        admin::ProjectionsStatus, admin::ProjectorView, admin::RebuildView, admin::RebuildRequest,
+        admin::ProjectionsStatus, admin::ProjectorView, admin::RebuildView, admin::RebuildRequest, admin::RebuildScope,
+        policies::EscalationPolicy, policies::DeadlineSeconds,
     )),
     modifiers(&BearerAuth),
 )]

@@ -18,9 +18,9 @@
 //!
 //! How long an alert may stay unacknowledged is per hospital and per severity, in table
 //! `escalation_deadlines` (hospital, severity, seconds); a severity without a row uses
-//! [`Deadlines::default`]. Set them with [`set_deadline`] or SQL, e.g.
-//! `INSERT INTO escalation_deadlines VALUES ('h1', 'critical', 90) ON CONFLICT (hospital,
-//! severity) DO UPDATE SET seconds = 90`. A change applies to deadlines armed after it.
+//! [`Deadlines::default`]. An admin sets them with `PUT /api/hospitals/{h}/policies/escalation`
+//! (`http::policies`, which calls [`set_deadline`]). A change applies to deadlines armed
+//! after it.
 //! The arithmetic ([`Deadlines::due_at`], [`next_level`]) is pure, given the event's time, and
 //! tested without a clock.
 
@@ -29,7 +29,7 @@ use std::time::Duration;
 use aggregates::alert::{AlertEvent, Severity, MAX_ESCALATION_LEVEL};
 use chrono::{DateTime, TimeDelta, Utc};
 use projections::event::{DomainEvent, Envelope};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::{PgConnection, Row};
 
 use super::{Cause, HandleFuture, Policy};
 
@@ -140,7 +140,7 @@ impl Deadlines {
 
 /// Sets `hospital`'s deadline for `severity` (whole seconds, at least one).
 pub async fn set_deadline(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     hospital: &str,
     severity: Severity,
     deadline: Duration,
@@ -153,7 +153,7 @@ pub async fn set_deadline(
     .bind(hospital)
     .bind(severity_name(severity))
     .bind(seconds)
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }

@@ -29,15 +29,19 @@
 //! not, it is re-run under the same id. The level check against the alert's events stops a
 //! row armed twice for one level from escalating twice.
 //!
-//! Known limit: `Escalate` is not conditional on the alert's level, so if a user escalates
-//! or acknowledges the alert in the instant between the check and the command's commit,
-//! both happen (the bus re-runs the command on the resulting version conflict). An
-//! `expected_level` on the command would close that window.
+//! Racing a person: the check above reads the alert, and a user may acknowledge or escalate
+//! it in the instant before the escalation commits. The command therefore carries
+//! [`EscalationGuard::Unacknowledged`] with the level it was decided at: the aggregate
+//! re-checks both on the state it commits against (the bus re-runs the command on a version
+//! conflict), so the system never escalates an alert someone just took or escalated — the
+//! row is then dropped (acknowledged) or left for the projector to re-arm (escalated).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::alert::{Alert, AlertCommand, AlertError, AlertEvent, AlertStatus};
+use aggregates::alert::{
+    Alert, AlertCommand, AlertError, AlertEvent, AlertStatus, EscalationGuard,
+};
 use aggregates::types::Reason;
 use chrono::Utc;
 use cqrs_es::Aggregate;
@@ -199,9 +203,12 @@ pub async fn fire(pool: &PgPool, bus: &CommandBus, claim: &Claim) -> Result<bool
                 );
                 let reason = reason(&claim.severity, level);
                 let at = Utc::now();
+                // `decide` escalates only one level up from a level 0..=MAX-1.
+                let from_level = u8::try_from(level - 1).unwrap_or(u8::MAX);
                 let result = bus
                     .execute::<Alert>(&ctx, &claim.alert_id, || AlertCommand::Escalate {
                         reason: reason.clone(),
+                        guard: EscalationGuard::Unacknowledged { from_level },
                         by: system_user(),
                         at,
                     })
@@ -210,6 +217,11 @@ pub async fn fire(pool: &PgPool, bus: &CommandBus, claim: &Claim) -> Result<bool
                     Ok(_) => {
                         escalated = true;
                         tracing::info!(alert = %claim.alert_id, level, command_id = %claim.command_id, "alert escalated automatically");
+                        Outcome::Done
+                    }
+                    // Someone escalated it meanwhile: their escalation re-arms the row.
+                    Err(CommandError::Rejected(AlertError::EscalationLevelChanged)) => {
+                        tracing::info!(alert = %claim.alert_id, level, "escalated by someone else meanwhile");
                         Outcome::Done
                     }
                     Err(CommandError::Rejected(

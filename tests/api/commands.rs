@@ -93,6 +93,58 @@ async fn an_alert_is_escalated_then_resolved_and_then_refuses_everything() {
     );
 }
 
+/// Two nurses looking at level 0 both press "escalate" with `expected_level: 0`: the
+/// next tier is paged once; the second gets a conflict and nothing is stored for it.
+#[actix_web::test]
+async fn an_escalation_from_a_level_the_alert_has_left_is_a_conflict() {
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let id = app.raise_alert(H, &nurse, "high").await["aggregate_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/hospitals/{H}/alerts/{id}/escalate");
+    let first = app
+        .post(
+            &path,
+            &nurse,
+            json!({"reason": "no response", "expected_level": 0}),
+        )
+        .await;
+    assert_eq!(first.status(), StatusCode::OK);
+    let outcome: Value = first.json().await.unwrap();
+    assert_eq!(outcome["events"][0]["type"], "AlertEscalated", "{outcome}");
+    assert_eq!(outcome["version"], 2, "{outcome}");
+
+    let before = app.event_count().await;
+    let second = app
+        .post(
+            &path,
+            &nurse,
+            json!({"reason": "no response", "expected_level": 0}),
+        )
+        .await;
+    assert_problem(
+        second,
+        StatusCode::CONFLICT,
+        "alert_escalation_level_changed",
+    )
+    .await;
+    assert_eq!(app.event_count().await, before);
+    let bad = app
+        .post(&path, &nurse, json!({"reason": "x", "expected_level": -1}))
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let from_one = app
+        .post(
+            &path,
+            &nurse,
+            json!({"reason": "still nothing", "expected_level": 1}),
+        )
+        .await;
+    assert_eq!(from_one.status(), StatusCode::OK);
+}
+
 #[actix_web::test]
 async fn a_second_acknowledge_is_a_conflict() {
     let app = spawn_app().await;

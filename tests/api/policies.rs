@@ -9,7 +9,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use aggregates::alert::{Alert, AlertCommand};
+use aggregates::alert::{Alert, AlertCommand, EscalationGuard};
 use aggregates::types::{HospitalId, Reason, Role, UserId};
 use chrono::Utc;
 use reqwest::StatusCode;
@@ -567,6 +567,7 @@ async fn a_deadline_claimed_by_a_node_that_died_is_finished_under_the_same_comma
     };
     bus.execute::<Alert>(&ctx, &second, || AlertCommand::Escalate {
         reason: Reason::parse("deadline").unwrap(),
+        guard: EscalationGuard::Unacknowledged { from_level: 0 },
         by: UserId::parse("system").unwrap(),
         at: Utc::now(),
     })
@@ -694,4 +695,109 @@ async fn a_rebuild_of_the_alert_board_does_not_run_policies_again() {
         head(&app.pool).await,
     );
     assert_eq!(after, before);
+}
+
+/// `PUT` of the escalation policy with `token`.
+async fn put_policy(app: &TestApp, hospital: &str, token: &str, body: Value) -> reqwest::Response {
+    app.client
+        .put(app.url(&format!("/api/hospitals/{hospital}/policies/escalation")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Invariants of the escalation policy endpoint: defaults until set; only the hospital's
+/// admins read or change it; every severity is required and each deadline is in range
+/// (a bad body changes nothing); an alert raised afterwards is armed with the new deadline.
+#[actix_web::test]
+async fn an_admin_sets_the_escalation_deadlines_and_new_alerts_are_armed_with_them() {
+    let app = spawn_app().await;
+    let admin = app.token(H, "admin-ada", Role::Admin);
+    let path = format!("/api/hospitals/{H}/policies/escalation");
+    let defaults: Value = app.get(&path, &admin).await.json().await.unwrap();
+    assert_eq!(
+        defaults,
+        json!({"critical": 120, "high": 600, "medium": 1800, "low": 3600})
+    );
+
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let elsewhere = app.token("city-general", "admin-bob", Role::Admin);
+    let wanted = json!({"critical": 90, "high": 300, "medium": 1200, "low": 7200});
+    for token in [&nurse, &elsewhere] {
+        let refused = put_policy(&app, H, token, wanted.clone()).await;
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(app.get(&path, token).await.status(), StatusCode::FORBIDDEN);
+    }
+    for (bad, field) in [
+        (
+            json!({"critical": 5, "high": 300, "medium": 1200, "low": 7200}),
+            "critical",
+        ),
+        (
+            json!({"critical": 90, "high": 700000, "medium": 1200, "low": 7200}),
+            "high",
+        ),
+        (
+            json!({"critical": 90, "high": -1, "medium": 1200, "low": 7200}),
+            "high",
+        ),
+        (json!({"critical": 90, "high": 300, "medium": 1200}), ""),
+        (
+            json!({"critical": 90, "high": 300, "medium": 1200, "low": 7200, "x": 1}),
+            "",
+        ),
+    ] {
+        let response = put_policy(&app, H, &admin, bad.clone()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let problem: Value = response.json().await.unwrap();
+        if !field.is_empty() {
+            assert_eq!(problem["field"], field, "{bad}: {problem}");
+        }
+    }
+    assert_eq!(
+        app.get(&path, &admin).await.json::<Value>().await.unwrap(),
+        defaults,
+        "a refused body changed nothing"
+    );
+
+    let set = put_policy(&app, H, &admin, wanted.clone()).await;
+    assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(set.json::<Value>().await.unwrap(), wanted);
+    assert_eq!(
+        app.get(&path, &admin).await.json::<Value>().await.unwrap(),
+        wanted
+    );
+    // Another hospital keeps its defaults.
+    let theirs: Value = app
+        .get(
+            "/api/hospitals/city-general/policies/escalation",
+            &elsewhere,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(theirs, defaults);
+
+    let alert = raise(&app, &nurse, "critical").await;
+    let armed: f64 = eventually(WAIT, "the deadline row", || async {
+        sqlx::query_scalar::<_, f64>(
+            "SELECT extract(epoch FROM d.due_at - e.recorded_at)::float8 \
+             FROM alert_deadlines d JOIN events e \
+               ON e.aggregate_id = d.hospital || '/' || d.alert_id AND e.sequence = 1 \
+             WHERE d.alert_id = $1",
+        )
+        .bind(&alert)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    })
+    .await;
+    // Due 90 s after the raise (the event's `at` and `recorded_at` differ by the commit).
+    assert!(
+        (89.0..=91.0).contains(&armed),
+        "armed {armed} s after raising"
+    );
 }

@@ -1292,6 +1292,61 @@ async fn a_running_rebuild_refuses_a_second_and_can_be_cancelled_then_resumed() 
     node.shutdown.trigger().await;
 }
 
+/// Invariants of a rebuild scoped to one hospital over HTTP: `"scope": "hospital"` rebuilds
+/// the caller's hospital; another hospital's admin never sees it (nor its hospital's name),
+/// and a rebuild of another scope is refused while it is interrupted.
+#[actix_web::test]
+async fn a_hospital_scoped_rebuild_is_invisible_to_other_hospitals() {
+    let app = spawn_app().await;
+    for hospital in [H, OTHER] {
+        let token = nurse(&app, hospital);
+        raise(&app, hospital, &token, "critical", "icu").await;
+    }
+    caught_up(&app.pool, "alert_board").await;
+    let live = board_rows(&app.pool).await;
+    // An interrupted rebuild of OTHER only.
+    let cancelled = AtomicBool::new(true);
+    let interrupted = engine::rebuild_scoped(
+        &app.pool,
+        &AlertBoard,
+        &engine::Scope::Hospital(OTHER.into()),
+        false,
+        &cancelled,
+        |_, _| {},
+    )
+    .await;
+    assert!(matches!(interrupted, Err(ProjectionError::Cancelled)));
+
+    let ours = admin(&app, H);
+    let seen = projector(&app, &app.address, &ours, "alert_board").await;
+    assert_eq!(seen["state"], "caught_up", "{seen}");
+    assert!(seen["rebuild"].is_null(), "{seen}");
+    let path = "/api/admin/projections/alert_board/rebuild";
+    let refused = app.post_empty(path, &ours).await;
+    let problem = assert_problem(refused, StatusCode::CONFLICT, "rebuild_scope_conflict").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("another hospital") && !detail.contains(OTHER),
+        "{detail}"
+    );
+
+    let theirs = admin(&app, OTHER);
+    let seen = projector(&app, &app.address, &theirs, "alert_board").await;
+    assert_eq!(seen["state"], "rebuilding", "{seen}");
+    assert_eq!(seen["rebuild"]["scope"], "hospital", "{seen}");
+    let started = app.post(path, &theirs, json!({"scope": "hospital"})).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let done = wait_status(&app, &app.address, &theirs, "alert_board", |p| {
+        p["rebuild"]["status"] != "running"
+    })
+    .await;
+    assert_eq!(done["rebuild"]["status"], "completed", "{done}");
+    assert_eq!(done["state"], "caught_up");
+    assert_eq!(board_rows(&app.pool).await, live);
+    let bad = app.post(path, &theirs, json!({"scope": "planet"})).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+}
+
 /// `vigil projections status` and `vigil projections rebuild` against DATABASE_URL.
 #[actix_web::test]
 async fn the_cli_shows_the_status_and_rebuilds_a_model() {
@@ -1316,6 +1371,13 @@ async fn the_cli_shows_the_status_and_rebuilds_a_model() {
     );
 
     let (ok, _, stderr) = vigil_cli(&app.db.url, &["projections", "rebuild", "alert_board"]).await;
+    assert!(ok, "{stderr}");
+    assert_eq!(board_rows(&app.pool).await, live);
+    let (ok, _, stderr) = vigil_cli(
+        &app.db.url,
+        &["projections", "rebuild", "alert_board", "--hospital", H],
+    )
+    .await;
     assert!(ok, "{stderr}");
     assert_eq!(board_rows(&app.pool).await, live);
     let (ok, _, stderr) = vigil_cli(&app.db.url, &["projections", "rebuild", "nope"]).await;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use aggregates::types::Role;
 use projections::case_list::CaseList;
-use projections::engine::{rebuild, ReadModel};
+use projections::engine::{rebuild, rebuild_scoped, ReadModel, Scope};
 use projections::notification_inbox::NotificationInbox;
 use projections::patient_view::PatientView;
 use projections::schedule::Schedule;
@@ -870,6 +870,210 @@ async fn a_rebuild_reproduces_every_read_model_exactly() {
         }
         assert_eq!(after, before, "{path}");
     }
+}
+
+/// Records in every read model of hospital `h`: a case with a message, a read receipt and
+/// an assignment (which notifies), a reading, an appointment and a notification. Returns the
+/// last command's position.
+async fn populate_every_model(app: &TestApp, h: &str) -> i64 {
+    let dr = app.token(h, "dr-a", Role::Physician);
+    let case = id(&open_case(app, h, &dr, "Cough", Some("asha-1")).await);
+    post_message(app, h, &case, &dr, "Please visit today").await;
+    mark_read(app, h, &case, &dr, 1).await;
+    command(
+        app,
+        &format!("/api/hospitals/{h}/patients/p-1/vitals"),
+        &dr,
+        json!({"heart_rate": 70}),
+    )
+    .await;
+    command(
+        app,
+        &format!("/api/hospitals/{h}/appointments"),
+        &dr,
+        json!({"patient": "p-1", "clinician": "dr-a", "start": "2031-05-06T08:00:00Z", "end": "2031-05-06T08:30:00Z"}),
+    )
+    .await;
+    position(
+        &command(
+            app,
+            &format!("/api/hospitals/{h}/notifications"),
+            &dr,
+            json!({"recipient": "dr-a", "content": {"kind": "task_assigned", "title": "Sign"}}),
+        )
+        .await,
+    )
+}
+
+/// Every row of `model`'s live tables that belongs to `hospital`, every column, in a stable
+/// order.
+async fn rows_of(app: &TestApp, model: &dyn ReadModel, hospital: &str) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for table in model.tables() {
+        let mut these: Vec<Value> = sqlx::query_scalar(&format!(
+            "SELECT to_jsonb(t) FROM {table} t WHERE hospital = $1 ORDER BY to_jsonb(t)::text"
+        ))
+        .bind(hospital)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        rows.append(&mut these);
+    }
+    rows
+}
+
+/// Waits until every model has applied every hospital's whole stream and no policy is still
+/// adding events (the heads stay put for a moment).
+async fn settled(app: &TestApp) {
+    let deadline = Instant::now() + DEADLINE;
+    let mut quiet = 0;
+    let mut last = -1;
+    while quiet < 5 {
+        let (behind, heads): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM stream_heads h CROSS JOIN                      unnest(ARRAY['case_list','patient_view','schedule','notification_inbox']) m                      LEFT JOIN projection_checkpoints c ON c.projector = m AND c.hospital = h.hospital                      WHERE coalesce(c.position, 0) < h.position),                     (SELECT coalesce(sum(position), 0)::bigint FROM stream_heads)",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        quiet = if behind == 0 && heads == last {
+            quiet + 1
+        } else {
+            0
+        };
+        last = heads;
+        assert!(Instant::now() < deadline, "the projectors never settled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Invariants of `rebuild --hospital`: the hospital's rows come back exactly as its events
+/// make them (here after they were lost), another hospital's rows and checkpoints are not
+/// touched (its damage stays: the rebuild did not cover it), and no shadow table, shadow
+/// checkpoint or scope row is left behind. Covers every model, including the generated
+/// `unread` column of the notification inbox.
+#[actix_web::test]
+async fn a_rebuild_of_one_hospital_restores_its_rows_and_touches_no_other() {
+    let app = spawn_app().await;
+    populate_every_model(&app, "h1").await;
+    populate_every_model(&app, "h2").await;
+    settled(&app).await;
+    let models: [&dyn ReadModel; 4] = [&CaseList, &PatientView, &Schedule, &NotificationInbox];
+    let mut h1_before = Vec::new();
+    for model in models {
+        let rows = rows_of(&app, model, "h1").await;
+        assert!(!rows.is_empty(), "{} has rows for h1", model.name());
+        h1_before.push(rows);
+    }
+    let h2_checkpoints: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projector, position FROM projection_checkpoints WHERE hospital = 'h2' ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    // Damage both hospitals' rows, as a projection bug would.
+    for model in models {
+        for table in model.tables() {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
+    }
+
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    for model in models {
+        rebuild_scoped(
+            &app.pool,
+            model,
+            &Scope::Hospital("h1".into()),
+            false,
+            &cancel,
+            |_, _| {},
+        )
+        .await
+        .unwrap_or_else(|e| panic!("rebuilding {} for h1: {e}", model.name()));
+    }
+
+    for (model, before) in models.iter().zip(h1_before) {
+        assert_eq!(
+            rows_of(&app, *model, "h1").await,
+            before,
+            "{}",
+            model.name()
+        );
+        assert!(
+            rows_of(&app, *model, "h2").await.is_empty(),
+            "{} rebuilt h2 too",
+            model.name()
+        );
+    }
+    let h2_after: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projector, position FROM projection_checkpoints WHERE hospital = 'h2' ORDER BY 1",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(h2_after, h2_checkpoints);
+    let leftovers: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM projection_checkpoints WHERE projector LIKE '%#rebuild'), \
+                (SELECT count(*) FROM projection_rebuilds), \
+                (SELECT count(*) FROM pg_tables WHERE tablename LIKE '%\\_rebuild')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(leftovers, (0, 0, 0));
+}
+
+/// Invariants: an interrupted rebuild resumes only with its own scope — a rebuild of another
+/// scope is refused (it would otherwise finish the wrong one) until `restart` drops it — and
+/// the status names the scope.
+#[actix_web::test]
+async fn an_interrupted_rebuild_resumes_only_with_its_own_scope() {
+    let app = spawn_app().await;
+    populate_every_model(&app, "h1").await;
+    populate_every_model(&app, "h2").await;
+    settled(&app).await;
+    let cancelled = std::sync::atomic::AtomicBool::new(true);
+    let h1 = Scope::Hospital("h1".into());
+    let interrupted = rebuild_scoped(&app.pool, &Schedule, &h1, false, &cancelled, |_, _| {}).await;
+    assert!(matches!(
+        interrupted,
+        Err(projections::engine::ProjectionError::Cancelled)
+    ));
+    let status = projections::engine::status(&app.pool, &[&Schedule])
+        .await
+        .unwrap();
+    let progress = status[0].rebuild.clone().expect("a rebuild in progress");
+    assert_eq!(progress.hospital.as_deref(), Some("h1"));
+    assert_eq!(
+        progress.done, progress.total,
+        "h1's one event is in the shadow"
+    );
+
+    let go = std::sync::atomic::AtomicBool::new(false);
+    let other = rebuild(&app.pool, &Schedule, false, &go, |_, _| {}).await;
+    assert!(
+        matches!(
+            other,
+            Err(projections::engine::ProjectionError::OtherScope { .. })
+        ),
+        "{other:?}"
+    );
+    rebuild_scoped(&app.pool, &Schedule, &h1, false, &go, |_, _| {})
+        .await
+        .expect("resumed with its own scope");
+    // And a full rebuild after a restart of a scoped one.
+    rebuild_scoped(&app.pool, &Schedule, &h1, false, &cancelled, |_, _| {})
+        .await
+        .expect_err("cancelled again");
+    rebuild(&app.pool, &Schedule, true, &go, |_, _| {})
+        .await
+        .expect("restart drops the scoped rebuild");
+    assert!(projections::engine::pending_rebuild(&app.pool, &Schedule)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[actix_web::test]

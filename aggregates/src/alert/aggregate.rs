@@ -4,7 +4,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use super::{AlertCommand, AlertError, AlertEvent};
+use super::{AlertCommand, AlertError, AlertEvent, EscalationGuard};
 use crate::types::PatientId;
 
 /// The highest escalation level. A typical escalation chain has at most five tiers (for
@@ -86,8 +86,31 @@ impl Alert {
                     at,
                 })
             }
-            AlertCommand::Escalate { reason, by, at } => {
-                self.open_status()?;
+            AlertCommand::Escalate {
+                reason,
+                guard,
+                by,
+                at,
+            } => {
+                let status = self.open_status()?;
+                match guard {
+                    EscalationGuard::Always => {}
+                    EscalationGuard::FromLevel(level) if level != self.escalation_level => {
+                        return Err(AlertError::EscalationLevelChanged);
+                    }
+                    EscalationGuard::FromLevel(_) => {}
+                    EscalationGuard::Unacknowledged { .. }
+                        if status == AlertStatus::Acknowledged =>
+                    {
+                        return Err(AlertError::AlreadyAcknowledged);
+                    }
+                    EscalationGuard::Unacknowledged { from_level }
+                        if from_level != self.escalation_level =>
+                    {
+                        return Err(AlertError::EscalationLevelChanged);
+                    }
+                    EscalationGuard::Unacknowledged { .. } => {}
+                }
                 if self.escalation_level >= MAX_ESCALATION_LEVEL {
                     return Err(AlertError::MaxEscalationReached);
                 }

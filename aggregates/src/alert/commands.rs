@@ -35,6 +35,8 @@ pub enum AlertCommand {
     Escalate {
         /// Why the next tier is needed.
         reason: Reason,
+        /// When it applies, checked against the alert as it is when the command runs.
+        guard: EscalationGuard,
         /// Who escalates.
         by: UserId,
         /// When.
@@ -48,5 +50,23 @@ pub enum AlertCommand {
         by: UserId,
         /// When.
         at: DateTime<Utc>,
+    },
+}
+
+/// When an escalation applies. Whoever decides to escalate decided it from the alert as
+/// they saw it; the guard makes the command fail rather than act on an alert that moved on
+/// in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EscalationGuard {
+    /// At whatever level the alert is: a person paging the next tier.
+    Always,
+    /// Only while the alert is still at this level: two people who both saw level N and
+    /// pressed "escalate" make one escalation, not two.
+    FromLevel(u8),
+    /// Only while the alert is at this level and nobody has acknowledged it: an escalation
+    /// by deadline, which a concurrent acknowledgement or escalation must cancel.
+    Unacknowledged {
+        /// The level the deadline was armed at.
+        from_level: u8,
     },
 }

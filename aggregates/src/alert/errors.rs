@@ -22,6 +22,10 @@ pub enum AlertError {
     /// Escalating beyond the last tier.
     #[error("the alert is already at the highest escalation level ({MAX_ESCALATION_LEVEL})")]
     MaxEscalationReached,
+    /// A guarded escalation of an alert whose level is no longer the one the escalation was
+    /// decided at: someone else escalated it meanwhile.
+    #[error("the alert's escalation level changed since this escalation was decided")]
+    EscalationLevelChanged,
 }
 
 impl Rejection for AlertError {
@@ -32,6 +36,7 @@ impl Rejection for AlertError {
             AlertError::AlreadyAcknowledged => "alert_already_acknowledged",
             AlertError::AlreadyResolved => "alert_already_resolved",
             AlertError::MaxEscalationReached => "alert_max_escalation_reached",
+            AlertError::EscalationLevelChanged => "alert_escalation_level_changed",
         }
     }
 
@@ -41,7 +46,8 @@ impl Rejection for AlertError {
             AlertError::AlreadyRaised
             | AlertError::AlreadyAcknowledged
             | AlertError::AlreadyResolved
-            | AlertError::MaxEscalationReached => RejectionKind::Conflict,
+            | AlertError::MaxEscalationReached
+            | AlertError::EscalationLevelChanged => RejectionKind::Conflict,
         }
     }
 }

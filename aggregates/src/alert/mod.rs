@@ -18,7 +18,10 @@
 //!
 //! Escalation levels count from 0 (raised, not escalated); each `AlertEscalated` carries the new
 //! level, and an alert already at [`MAX_ESCALATION_LEVEL`] is refused with
-//! `MaxEscalationReached`. `Raise` on an existing alert is always `AlreadyRaised`, even once
+//! `MaxEscalationReached`. An escalation may carry an [`EscalationGuard`]: with `FromLevel(n)`
+//! it is refused with `EscalationLevelChanged` unless the alert is at level `n`, and with
+//! `Unacknowledged { from_level: n }` also with `AlreadyAcknowledged` once someone owns it.
+//! `Raise` on an existing alert is always `AlreadyRaised`, even once
 //! resolved: an alert id names one alert for ever, and a recurrence is a new alert.
 
 mod aggregate;
@@ -30,7 +33,7 @@ mod severity;
 mod tests;
 
 pub use aggregate::{Alert, AlertStatus, MAX_ESCALATION_LEVEL};
-pub use commands::AlertCommand;
+pub use commands::{AlertCommand, EscalationGuard};
 pub use errors::AlertError;
 pub use events::AlertEvent;
 pub use severity::Severity;

@@ -68,8 +68,13 @@ fn acknowledge() -> AlertCommand {
 }
 
 fn escalate() -> AlertCommand {
+    escalate_if(EscalationGuard::Always)
+}
+
+fn escalate_if(guard: EscalationGuard) -> AlertCommand {
     AlertCommand::Escalate {
         reason: text("needs a physician"),
+        guard,
         by: user("nurse-2"),
         at: at(40),
     }
@@ -257,6 +262,79 @@ async fn escalating_a_resolved_alert_is_rejected() {
 }
 
 #[tokio::test]
+async fn an_escalation_from_the_level_the_alert_is_at_applies() {
+    given(vec![raised(), escalated(1)])
+        .when_async(escalate_if(EscalationGuard::FromLevel(1)))
+        .await
+        .then_expect_events(vec![AlertEvent::AlertEscalated {
+            patient: Some(patient("mrn-1")),
+            level: 2,
+            reason: text("needs a physician"),
+            by: user("nurse-2"),
+            at: at(40),
+        }]);
+}
+
+#[tokio::test]
+async fn an_escalation_decided_at_a_level_the_alert_has_left_is_refused() {
+    // Two nurses saw level 1 and pressed "escalate": the second finds level 2.
+    given(vec![raised(), escalated(1), escalated(2)])
+        .when_async(escalate_if(EscalationGuard::FromLevel(1)))
+        .await
+        .then_expect_error(AlertError::EscalationLevelChanged);
+}
+
+#[tokio::test]
+async fn a_deadline_escalation_of_an_unowned_alert_at_its_level_applies() {
+    given(vec![raised()])
+        .when_async(escalate_if(EscalationGuard::Unacknowledged {
+            from_level: 0,
+        }))
+        .await
+        .then_expect_events(vec![AlertEvent::AlertEscalated {
+            patient: Some(patient("mrn-1")),
+            level: 1,
+            reason: text("needs a physician"),
+            by: user("nurse-2"),
+            at: at(40),
+        }]);
+}
+
+#[tokio::test]
+async fn a_deadline_escalation_is_cancelled_by_an_acknowledgement() {
+    given(vec![raised(), acknowledged()])
+        .when_async(escalate_if(EscalationGuard::Unacknowledged {
+            from_level: 0,
+        }))
+        .await
+        .then_expect_error(AlertError::AlreadyAcknowledged);
+}
+
+#[tokio::test]
+async fn a_deadline_escalation_is_cancelled_by_an_escalation_meanwhile() {
+    given(vec![raised(), escalated(1)])
+        .when_async(escalate_if(EscalationGuard::Unacknowledged {
+            from_level: 0,
+        }))
+        .await
+        .then_expect_error(AlertError::EscalationLevelChanged);
+}
+
+#[tokio::test]
+async fn an_unguarded_escalation_applies_at_any_level_and_to_an_owned_alert() {
+    given(vec![raised(), escalated(1), escalated(2), acknowledged()])
+        .when_async(escalate())
+        .await
+        .then_expect_events(vec![AlertEvent::AlertEscalated {
+            patient: Some(patient("mrn-1")),
+            level: 3,
+            reason: text("needs a physician"),
+            by: user("nurse-2"),
+            at: at(40),
+        }]);
+}
+
+#[tokio::test]
 async fn resolving_a_raised_alert_records_the_note() {
     given(vec![raised()])
         .when_async(resolve())
@@ -358,6 +436,11 @@ fn every_error_has_a_stable_code_and_kind() {
         (
             AlertError::MaxEscalationReached,
             "alert_max_escalation_reached",
+            RejectionKind::Conflict,
+        ),
+        (
+            AlertError::EscalationLevelChanged,
+            "alert_escalation_level_changed",
             RejectionKind::Conflict,
         ),
     ];
