@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Row};
 
@@ -17,6 +18,9 @@ pub const LIVE_BATCH: i64 = 500;
 
 /// Events applied per transaction during a rebuild: large batches amortize commits.
 pub const REBUILD_BATCH: i64 = 5_000;
+
+/// Hospitals a rebuild projects at the same time (one batch each in flight).
+pub const REBUILD_CONCURRENCY: usize = 2;
 
 /// Suffix of a model's shadow tables during a rebuild.
 pub const SHADOW_SUFFIX: &str = "_rebuild";
@@ -215,7 +219,6 @@ pub const CATCH_UP_CONCURRENCY: usize = 3;
 /// them one after the other put every commit's round trips end to end (the lag of the last
 /// hospital was the sum of all of them).
 pub async fn catch_up(pool: &PgPool, model: &dyn ReadModel) -> Result<usize, ProjectionError> {
-    use futures_util::stream::{self, StreamExt, TryStreamExt};
     let tables = Tables::live(model);
     let checkpoint = checkpoint_name(model, false);
     let lagging = lagging(pool, &checkpoint).await?;
@@ -542,12 +545,19 @@ pub async fn rebuild_scoped(
             break;
         }
         let mut advanced = false;
-        for (hospital, _, _) in pending {
-            while let Some((_, n)) =
-                apply_batch(pool, model, &shadow, &checkpoint, &hospital, REBUILD_BATCH).await?
-            {
+        // One batch per lagging hospital per pass, a few hospitals at once: a batch is
+        // mostly PostgreSQL work, so two in flight keep both of a small machine's cores busy.
+        let (shadow, checkpoint) = (&shadow, checkpoint.as_str());
+        let mut batches = stream::iter(pending)
+            .map(|(hospital, _, _)| async move {
+                apply_batch(pool, model, shadow, checkpoint, &hospital, REBUILD_BATCH).await
+            })
+            .buffer_unordered(REBUILD_CONCURRENCY);
+        while let Some(result) = batches.next().await {
+            if let Some((_, n)) = result? {
                 advanced = true;
                 if cancel.load(Ordering::Relaxed) {
+                    // Dropping the stream rolls back the batches still in flight.
                     return Err(ProjectionError::Cancelled);
                 }
                 done += n as i64;
