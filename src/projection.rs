@@ -13,9 +13,8 @@ use projections::notification_inbox::NotificationInbox;
 use projections::patient_view::PatientView;
 use projections::schedule::Schedule;
 use sqlx::PgPool;
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::stream::listener::StreamListener;
+use crate::stream::listener::{next_scope, StreamListener, WakeScope};
 
 /// A projector wakes at least this often even without notifications (a safety net; the
 /// NOTIFY path is the fast one).
@@ -88,19 +87,23 @@ pub fn spawn(pool: PgPool, listener: &StreamListener) {
                     tracing::warn!(model = model.name(), %error, "cannot check read model version")
                 }
             }
+            // Every hospital at start; then those the wake-ups name.
+            let mut scope = WakeScope::All;
             loop {
-                match engine::catch_up(&pool, model.as_ref()).await {
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(model = model.name(), %error, "projection failed; retrying");
-                        tokio::time::sleep(RETRY).await;
-                        continue;
+                let result = match scope {
+                    WakeScope::Hospitals(hospitals) => {
+                        engine::catch_up_hospitals(&pool, model.as_ref(), hospitals).await
                     }
+                    WakeScope::All => engine::catch_up(&pool, model.as_ref()).await,
+                    WakeScope::Closed => return,
+                };
+                if let Err(error) = result {
+                    tracing::warn!(model = model.name(), %error, "projection failed; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    scope = WakeScope::All;
+                    continue;
                 }
-                match tokio::time::timeout(POLL_INTERVAL, wakeups.recv()).await {
-                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
-                    Ok(Err(RecvError::Closed)) => return,
-                }
+                scope = next_scope(&mut wakeups, POLL_INTERVAL).await;
             }
         });
     }

@@ -125,6 +125,10 @@ fn checkpoint_name(model: &dyn ReadModel, rebuild: bool) -> String {
 /// Applies one batch of `hospital`'s events to `tables`, in one transaction with the
 /// checkpoint. Returns the new checkpoint, or `None` if another node holds this checkpoint
 /// right now (it will advance it) or nothing was pending.
+///
+/// Round trips are the cost here (a live projector runs one batch per hospital per commit
+/// under light load): the row lock and the transaction's commit mode are one statement, and
+/// the checkpoint row is only created when locking found none.
 pub async fn apply_batch(
     pool: &PgPool,
     model: &dyn ReadModel,
@@ -139,30 +143,37 @@ pub async fn apply_batch(
     // once — which are re-applied from the older checkpoint. Nothing is double-applied or
     // skipped, and the projector no longer waits for a WAL flush per batch (what bounded its
     // lag). The events themselves are committed synchronously by the command path.
-    sqlx::query("SET LOCAL synchronous_commit = off")
+    let lock = "SELECT position, set_config('synchronous_commit', 'off', true) \
+                FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
+                FOR UPDATE SKIP LOCKED";
+    let mut row: Option<(i64, String)> = sqlx::query_as(lock)
+        .bind(checkpoint)
+        .bind(hospital)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if row.is_none() {
+        // No row yet, or another node holds it: create it if missing, then try again.
+        let created = sqlx::query(
+            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+             VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(checkpoint)
+        .bind(hospital)
+        .bind(model.version())
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
-         VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(checkpoint)
-    .bind(hospital)
-    .bind(model.version())
-    .execute(&mut *tx)
-    .await?;
-    let row = sqlx::query(
-        "SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(checkpoint)
-    .bind(hospital)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
+        if created.rows_affected() == 0 {
+            return Ok(None);
+        }
+        row = sqlx::query_as(lock)
+            .bind(checkpoint)
+            .bind(hospital)
+            .fetch_optional(&mut *tx)
+            .await?;
+    }
+    let Some((position, _)) = row else {
         return Ok(None);
     };
-    let position: i64 = row.try_get("position")?;
     let events = read_batch(&mut tx, hospital, position, batch).await?;
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(None);
@@ -213,23 +224,37 @@ pub async fn lagging(
 pub const CATCH_UP_CONCURRENCY: usize = 3;
 
 /// Brings a model's live tables up to date for every hospital; returns events applied.
-///
-/// Lagging hospitals are caught up [`CATCH_UP_CONCURRENCY`] at a time, each in its own
-/// transactions: under load most hospitals lag by a few events at every wake-up, and doing
-/// them one after the other put every commit's round trips end to end (the lag of the last
-/// hospital was the sum of all of them).
 pub async fn catch_up(pool: &PgPool, model: &dyn ReadModel) -> Result<usize, ProjectionError> {
+    let lagging = lagging(pool, &checkpoint_name(model, false)).await?;
+    catch_up_hospitals(pool, model, lagging.into_iter().map(|(h, _, _)| h)).await
+}
+
+/// Brings a model's live tables up to date for `hospitals` (those a wake-up named); returns
+/// events applied.
+///
+/// Hospitals are caught up [`CATCH_UP_CONCURRENCY`] at a time, each in its own transactions:
+/// under load most hospitals lag by a few events at every wake-up, and doing them one after
+/// the other put every commit's round trips end to end (the lag of the last hospital was the
+/// sum of all of them). A hospital stops at its first batch that is not full: what was
+/// committed since comes with its own wake-up, so no transaction is spent finding nothing.
+pub async fn catch_up_hospitals(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    hospitals: impl IntoIterator<Item = String>,
+) -> Result<usize, ProjectionError> {
     let tables = Tables::live(model);
     let checkpoint = checkpoint_name(model, false);
-    let lagging = lagging(pool, &checkpoint).await?;
     let (tables, checkpoint) = (&tables, checkpoint.as_str());
-    stream::iter(lagging)
-        .map(|(hospital, _, _)| async move {
+    stream::iter(hospitals)
+        .map(|hospital| async move {
             let mut applied = 0;
             while let Some((_, n)) =
                 apply_batch(pool, model, tables, checkpoint, &hospital, LIVE_BATCH).await?
             {
                 applied += n;
+                if (n as i64) < LIVE_BATCH {
+                    break;
+                }
             }
             Ok::<_, ProjectionError>(applied)
         })

@@ -71,12 +71,11 @@ use futures_util::future::BoxFuture;
 use projections::engine::{lagging, ProjectionError};
 use projections::event::{read_batch, Envelope};
 use sqlx::{PgConnection, PgPool, Row};
-use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::command::{CommandBus, CommandContext, CommandError};
-use crate::stream::listener::StreamListener;
+use crate::stream::listener::{next_scope, StreamListener, WakeScope};
 
 /// Events a policy handles per transaction. Smaller than a read model's batch because the
 /// batch's commands run while its checkpoint is locked: a small batch keeps that lock short
@@ -276,23 +275,34 @@ pub async fn run_batch(
 ) -> Result<Option<(i64, usize)>, PolicyError> {
     let checkpoint = checkpoint_name(policy.name());
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
-         VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
-    )
-    .bind(&checkpoint)
-    .bind(hospital)
-    .bind(CHECKPOINT_VERSION)
-    .execute(&mut *tx)
-    .await?;
-    let position: Option<i64> = sqlx::query_scalar(
+    let lock =
         "SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
-         FOR UPDATE SKIP LOCKED",
-    )
-    .bind(&checkpoint)
-    .bind(hospital)
-    .fetch_optional(&mut *tx)
-    .await?;
+                FOR UPDATE SKIP LOCKED";
+    let mut position: Option<i64> = sqlx::query_scalar(lock)
+        .bind(&checkpoint)
+        .bind(hospital)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if position.is_none() {
+        // No row yet, or another node holds it: create it if missing, then try again.
+        let created = sqlx::query(
+            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+             VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(&checkpoint)
+        .bind(hospital)
+        .bind(CHECKPOINT_VERSION)
+        .execute(&mut *tx)
+        .await?;
+        if created.rows_affected() == 0 {
+            return Ok(None);
+        }
+        position = sqlx::query_scalar(lock)
+            .bind(&checkpoint)
+            .bind(hospital)
+            .fetch_optional(&mut *tx)
+            .await?;
+    }
     let Some(position) = position else {
         return Ok(None);
     };
@@ -329,10 +339,26 @@ pub async fn catch_up(
     policy: &dyn Policy,
 ) -> Result<usize, PolicyError> {
     let checkpoint = checkpoint_name(policy.name());
+    let lagging = lagging(pool, &checkpoint).await?;
+    catch_up_hospitals(pool, bus, policy, lagging.into_iter().map(|(h, _, _)| h)).await
+}
+
+/// Brings `policy` up to date for `hospitals` (those a wake-up named); returns the events
+/// handled. A hospital stops at its first batch that is not full: later commits come with
+/// their own wake-up.
+pub async fn catch_up_hospitals(
+    pool: &PgPool,
+    bus: &CommandBus,
+    policy: &dyn Policy,
+    hospitals: impl IntoIterator<Item = String>,
+) -> Result<usize, PolicyError> {
     let mut handled = 0;
-    for (hospital, _, _) in lagging(pool, &checkpoint).await? {
+    for hospital in hospitals {
         while let Some((_, n)) = run_batch(pool, bus, policy, &hospital, POLICY_BATCH).await? {
             handled += n;
+            if (n as i64) < POLICY_BATCH {
+                break;
+            }
         }
     }
     Ok(handled)
@@ -421,30 +447,38 @@ pub fn spawn(pool: PgPool, listener: &StreamListener, shutdown: watch::Receiver<
     tokio::spawn(async move {
         let (pool, bus) = (runner_pool, runner_bus);
         let policies = policies();
+        // Every hospital at start and after a failure; then those the wake-ups name.
+        let mut scope = WakeScope::All;
         loop {
             if pool.is_closed() {
                 return;
             }
             let mut failed = false;
             for policy in &policies {
-                if let Err(error) = catch_up(&pool, &bus, policy.as_ref()).await {
+                let result = match &scope {
+                    WakeScope::Hospitals(hospitals) => {
+                        let hospitals = hospitals.iter().cloned();
+                        catch_up_hospitals(&pool, &bus, policy.as_ref(), hospitals).await
+                    }
+                    WakeScope::All => catch_up(&pool, &bus, policy.as_ref()).await,
+                    WakeScope::Closed => return,
+                };
+                if let Err(error) = result {
                     tracing::warn!(policy = policy.name(), %error, "policy failed; retrying");
                     failed = true;
                 }
             }
             if failed {
+                scope = WakeScope::All;
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY) => continue,
                     _ = shutting_down(&mut stop) => return,
                 }
             }
-            tokio::select! {
-                woken = tokio::time::timeout(POLL_INTERVAL, wakeups.recv()) => match woken {
-                    Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
-                    Ok(Err(RecvError::Closed)) => return,
-                },
+            scope = tokio::select! {
+                scope = next_scope(&mut wakeups, POLL_INTERVAL) => scope,
                 _ = shutting_down(&mut stop) => return,
-            }
+            };
         }
     });
     scheduler::spawn(pool, bus, shutdown);

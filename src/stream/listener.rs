@@ -11,6 +11,7 @@
 //! It uses a dedicated `tokio-postgres` connection: LISTEN holds a session, which a pooled
 //! connection cannot.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aggregates::types::HospitalId;
@@ -66,6 +67,45 @@ impl StreamListener {
     /// commit between the read and the subscription goes unnoticed.
     pub fn subscribe(&self) -> broadcast::Receiver<Wakeup> {
         self.sender.subscribe()
+    }
+}
+
+/// What a consumer of every hospital's stream (a projector, the policies) must look at after
+/// a wake-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WakeScope {
+    /// Only these hospitals committed (every notification since the last look named one).
+    Hospitals(BTreeSet<String>),
+    /// Anything may have changed: a resync, missed notifications, or the safety poll.
+    All,
+    /// The listener is gone: stop.
+    Closed,
+}
+
+/// Waits up to `poll` for the next wake-up and takes every one already queued behind it,
+/// so a consumer checks only the hospitals that committed instead of asking the database
+/// which hospitals lag on every wake-up (under load that query, once per consumer per
+/// commit, was a large share of PostgreSQL's work). Anything that may hide a commit —
+/// [`Wakeup::Resync`], a lagged receiver, the timeout — yields [`WakeScope::All`].
+pub async fn next_scope(wakeups: &mut broadcast::Receiver<Wakeup>, poll: Duration) -> WakeScope {
+    use broadcast::error::{RecvError, TryRecvError};
+    let mut hospitals = BTreeSet::new();
+    match tokio::time::timeout(poll, wakeups.recv()).await {
+        Ok(Ok(Wakeup::Committed { hospital, .. })) => {
+            hospitals.insert(hospital.as_str().to_owned());
+        }
+        Ok(Ok(Wakeup::Resync)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => return WakeScope::All,
+        Ok(Err(RecvError::Closed)) => return WakeScope::Closed,
+    }
+    loop {
+        match wakeups.try_recv() {
+            Ok(Wakeup::Committed { hospital, .. }) => {
+                hospitals.insert(hospital.as_str().to_owned());
+            }
+            Ok(Wakeup::Resync) | Err(TryRecvError::Lagged(_)) => return WakeScope::All,
+            Err(TryRecvError::Empty) => return WakeScope::Hospitals(hospitals),
+            Err(TryRecvError::Closed) => return WakeScope::Closed,
+        }
     }
 }
 
@@ -151,6 +191,61 @@ mod tests {
                 hospital: HospitalId::parse("st-marys").unwrap(),
                 position: 42
             })
+        );
+    }
+
+    fn committed(hospital: &str) -> Wakeup {
+        Wakeup::Committed {
+            hospital: HospitalId::parse(hospital).unwrap(),
+            position: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_covers_every_hospital_already_notified() {
+        let (tx, mut rx) = broadcast::channel(16);
+        for h in ["b", "a", "b"] {
+            tx.send(committed(h)).unwrap();
+        }
+        let scope = next_scope(&mut rx, Duration::from_secs(5)).await;
+        let expected = ["a", "b"].map(String::from).into_iter().collect();
+        assert_eq!(scope, WakeScope::Hospitals(expected));
+    }
+
+    #[tokio::test]
+    async fn a_resync_anywhere_in_the_queue_means_everything() {
+        let (tx, mut rx) = broadcast::channel(16);
+        tx.send(committed("a")).unwrap();
+        tx.send(Wakeup::Resync).unwrap();
+        assert_eq!(
+            next_scope(&mut rx, Duration::from_secs(5)).await,
+            WakeScope::All
+        );
+    }
+
+    #[tokio::test]
+    async fn missed_notifications_mean_everything() {
+        let (tx, mut rx) = broadcast::channel(2);
+        for h in ["a", "b", "c", "d"] {
+            tx.send(committed(h)).unwrap();
+        }
+        assert_eq!(
+            next_scope(&mut rx, Duration::from_secs(5)).await,
+            WakeScope::All
+        );
+    }
+
+    #[tokio::test]
+    async fn the_safety_poll_means_everything_and_a_closed_listener_stops() {
+        let (tx, mut rx) = broadcast::channel::<Wakeup>(2);
+        assert_eq!(
+            next_scope(&mut rx, Duration::from_millis(10)).await,
+            WakeScope::All
+        );
+        drop(tx);
+        assert_eq!(
+            next_scope(&mut rx, Duration::from_secs(5)).await,
+            WakeScope::Closed
         );
     }
 
