@@ -12,7 +12,8 @@
 //!    exactly what the command path stores;
 //! 2. **lag**: the steady-state delay from an event's commit to the alert board's checkpoint
 //!    covering it, with commands arriving through [`CommandBus`] at a fixed rate (default
-//!    500/s for 20 s) while one projector task runs `catch_up`, woken by the stream listener
+//!    500/s for 20 s) while one projector task runs the server's loop
+//!    ([`vigil::projection::follow`]: the hospitals each wake-up names), woken by the stream listener
 //!    as in the server. Both ends are database timestamps (`clock_timestamp()`), taken just
 //!    before each transaction commits: the event's `recorded_at` and, through a bench-only
 //!    trigger, the checkpoint update that covers it;
@@ -51,7 +52,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 use vigil::command::{CommandBus, CommandContext};
 use vigil::store::embedded::EmbeddedPostgres;
@@ -542,24 +542,16 @@ async fn lag_phase(pg: &EmbeddedPostgres, pool: &PgPool, plan: &Plan) -> anyhow:
     // The projector: the server's loop for one model (`vigil::projection::spawn` runs it for
     // every model; the others would first replay the whole bulk log here).
     let listener = StreamListener::spawn(pg.tokio_postgres_config(DATABASE));
+    // As many connections as the projector uses at once (the server's pool is shared).
     let projector_pool = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(engine::CATCH_UP_CONCURRENCY as u32)
         .connect(&pg.url(DATABASE))
         .await?;
-    let mut wakeups = listener.subscribe();
-    let projector = tokio::spawn(async move {
-        loop {
-            if let Err(error) = engine::catch_up(&projector_pool, &AlertBoard).await {
-                tracing::warn!(%error, "projection failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            match tokio::time::timeout(vigil::projection::POLL_INTERVAL, wakeups.recv()).await {
-                Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {}
-                Ok(Err(RecvError::Closed)) => return,
-            }
-        }
-    });
+    let projector = tokio::spawn(vigil::projection::follow(
+        projector_pool,
+        Arc::new(AlertBoard),
+        listener.subscribe(),
+    ));
     // Let the listener connect before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;
 

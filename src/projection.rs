@@ -14,7 +14,9 @@ use projections::patient_view::PatientView;
 use projections::schedule::Schedule;
 use sqlx::PgPool;
 
-use crate::stream::listener::{next_scope, StreamListener, WakeScope};
+use tokio::sync::broadcast::Receiver;
+
+use crate::stream::listener::{next_scope, StreamListener, WakeScope, Wakeup};
 
 /// A projector wakes at least this often even without notifications (a safety net; the
 /// NOTIFY path is the fast one).
@@ -43,7 +45,7 @@ pub fn model(name: &str) -> Option<Arc<dyn ReadModel>> {
 pub fn spawn(pool: PgPool, listener: &StreamListener) {
     for model in models() {
         let pool = pool.clone();
-        let mut wakeups = listener.subscribe();
+        let wakeups = listener.subscribe();
         tokio::spawn(async move {
             match engine::version_changed(&pool, model.as_ref()).await {
                 Ok(true) => {
@@ -87,25 +89,32 @@ pub fn spawn(pool: PgPool, listener: &StreamListener) {
                     tracing::warn!(model = model.name(), %error, "cannot check read model version")
                 }
             }
-            // Every hospital at start; then those the wake-ups name.
-            let mut scope = WakeScope::All;
-            loop {
-                let result = match scope {
-                    WakeScope::Hospitals(hospitals) => {
-                        engine::catch_up_hospitals(&pool, model.as_ref(), hospitals).await
-                    }
-                    WakeScope::All => engine::catch_up(&pool, model.as_ref()).await,
-                    WakeScope::Closed => return,
-                };
-                if let Err(error) = result {
-                    tracing::warn!(model = model.name(), %error, "projection failed; retrying");
-                    tokio::time::sleep(RETRY).await;
-                    scope = WakeScope::All;
-                    continue;
-                }
-                scope = next_scope(&mut wakeups, POLL_INTERVAL).await;
-            }
+            follow(pool, model, wakeups).await;
         });
+    }
+}
+
+/// The live projector of one model: catches up every hospital, then those each wake-up
+/// names (every hospital again after a resync, missed notifications, an error or the safety
+/// poll), until the listener closes. What `spawn` runs per model after the version check,
+/// and what the projections benchmark measures.
+pub async fn follow(pool: PgPool, model: Arc<dyn ReadModel>, mut wakeups: Receiver<Wakeup>) {
+    let mut scope = WakeScope::All;
+    loop {
+        let result = match scope {
+            WakeScope::Hospitals(hospitals) => {
+                engine::catch_up_hospitals(&pool, model.as_ref(), hospitals).await
+            }
+            WakeScope::All => engine::catch_up(&pool, model.as_ref()).await,
+            WakeScope::Closed => return,
+        };
+        if let Err(error) = result {
+            tracing::warn!(model = model.name(), %error, "projection failed; retrying");
+            tokio::time::sleep(RETRY).await;
+            scope = WakeScope::All;
+            continue;
+        }
+        scope = next_scope(&mut wakeups, POLL_INTERVAL).await;
     }
 }
 
