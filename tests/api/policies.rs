@@ -800,4 +800,24 @@ async fn an_admin_sets_the_escalation_deadlines_and_new_alerts_are_armed_with_th
         (89.0..=91.0).contains(&armed),
         "armed {armed} s after raising"
     );
+
+    let doc: Value = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let documented = &doc["paths"]["/api/hospitals/{hospital}/policies/escalation"];
+    assert!(documented["get"].is_object() && documented["put"]["responses"]["400"].is_object());
+    let delete = app
+        .client
+        .delete(app.url(&path))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
