@@ -263,6 +263,152 @@ pub async fn catch_up_hospitals(
         .await
 }
 
+/// Applies one batch of `hospital`'s events to the live tables of several models in one
+/// transaction, advancing each model's checkpoint in it. Returns the number of events read
+/// (`None` when every model's checkpoint was locked elsewhere or nothing was pending).
+///
+/// Each model still has its own checkpoint and gets exactly the events after it: the batch
+/// starts at the lowest checkpoint, and a model already further along skips what it has.
+/// A checkpoint locked elsewhere (another node, a rebuild's swap) leaves that model out of
+/// this batch. Shared, the live projectors cost one transaction per hospital and wake-up
+/// instead of one per model — at steady state most of what they cost PostgreSQL.
+pub async fn apply_batch_shared(
+    pool: &PgPool,
+    models: &[&dyn ReadModel],
+    hospital: &str,
+    batch: i64,
+) -> Result<Option<usize>, ProjectionError> {
+    let names: Vec<&str> = models.iter().map(|m| m.name()).collect();
+    let mut tx = pool.begin().await?;
+    // Asynchronous commit, as in `apply_batch`.
+    let lock = "SELECT projector, position, set_config('synchronous_commit', 'off', true) \
+                FROM projection_checkpoints WHERE projector = ANY($1) AND hospital = $2 \
+                FOR UPDATE SKIP LOCKED";
+    let mut held: Vec<(String, i64, String)> = sqlx::query_as(lock)
+        .bind(&names)
+        .bind(hospital)
+        .fetch_all(&mut *tx)
+        .await?;
+    if held.len() < names.len() {
+        // Some rows missing (or locked elsewhere): create the missing ones, which this
+        // transaction then holds until it commits.
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !held.iter().any(|(h, _, _)| h == n))
+            .collect();
+        let versions: Vec<i32> = missing
+            .iter()
+            .filter_map(|n| models.iter().find(|m| m.name() == *n))
+            .map(|m| m.version())
+            .collect();
+        let created: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+             SELECT p, $2, 0, v FROM unnest($1::text[], $3::int[]) AS u(p, v) \
+             ON CONFLICT DO NOTHING RETURNING projector",
+        )
+        .bind(&missing)
+        .bind(hospital)
+        .bind(&versions)
+        .fetch_all(&mut *tx)
+        .await?;
+        held.extend(created.into_iter().map(|p| (p, 0, String::new())));
+    }
+    let Some(from) = held.iter().map(|(_, position, _)| *position).min() else {
+        return Ok(None);
+    };
+    let events = read_batch(&mut tx, hospital, from, batch).await?;
+    let Some(last) = events.last() else {
+        return Ok(None);
+    };
+    let (last_position, last_time) = (last.position, last.recorded_at);
+    let mut advanced = Vec::new();
+    for (name, position, _) in &held {
+        let Some(model) = models.iter().find(|m| m.name() == name.as_str()) else {
+            continue;
+        };
+        let after = events.partition_point(|e| e.position <= *position);
+        if after == events.len() {
+            continue;
+        }
+        model
+            .apply_all(&mut tx, &Tables::live(*model), &events[after..])
+            .await?;
+        advanced.push(name.as_str());
+    }
+    sqlx::query(
+        "UPDATE projection_checkpoints SET position = $3, updated_at = clock_timestamp(), \
+         event_time = $4 WHERE projector = ANY($1) AND hospital = $2",
+    )
+    .bind(&advanced)
+    .bind(hospital)
+    .bind(last_position)
+    .bind(last_time)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(events.len()))
+}
+
+/// Brings several models' live tables up to date for `hospitals`, in shared transactions
+/// ([`apply_batch_shared`]), [`CATCH_UP_CONCURRENCY`] hospitals at a time; returns the events
+/// read. If a shared batch fails, that hospital is retried model by model, so one model
+/// that cannot apply an event holds back only itself (and the error is returned after the
+/// others advanced).
+pub async fn catch_up_shared(
+    pool: &PgPool,
+    models: &[&dyn ReadModel],
+    hospitals: impl IntoIterator<Item = String>,
+) -> Result<usize, ProjectionError> {
+    stream::iter(hospitals)
+        .map(|hospital| async move {
+            let mut read = 0;
+            loop {
+                match apply_batch_shared(pool, models, &hospital, LIVE_BATCH).await {
+                    Ok(Some(n)) => {
+                        read += n;
+                        if (n as i64) < LIVE_BATCH {
+                            return Ok(read);
+                        }
+                    }
+                    Ok(None) => return Ok(read),
+                    Err(error) => {
+                        tracing::warn!(%hospital, %error, "shared projection batch failed; projecting model by model");
+                        let mut first_error = None;
+                        for model in models {
+                            let one = catch_up_hospitals(pool, *model, [hospital.clone()]).await;
+                            match one {
+                                Ok(n) => read += n,
+                                Err(e) => first_error = first_error.or(Some(e)),
+                            }
+                        }
+                        return match first_error {
+                            Some(e) => Err(e),
+                            None => Ok(read),
+                        };
+                    }
+                }
+            }
+        })
+        .buffer_unordered(CATCH_UP_CONCURRENCY)
+        .try_fold(0, |total, n| async move { Ok(total + n) })
+        .await
+}
+
+/// [`catch_up_shared`] for every hospital that lags in any of `models`.
+pub async fn catch_up_shared_all(
+    pool: &PgPool,
+    models: &[&dyn ReadModel],
+) -> Result<usize, ProjectionError> {
+    let mut hospitals = std::collections::BTreeSet::new();
+    for model in models {
+        for (hospital, _, _) in lagging(pool, &checkpoint_name(*model, false)).await? {
+            hospitals.insert(hospital);
+        }
+    }
+    catch_up_shared(pool, models, hospitals).await
+}
+
 /// A model's checkpoint for a hospital (0 if it has projected nothing).
 pub async fn checkpoint(pool: &PgPool, model: &str, hospital: &str) -> Result<i64, sqlx::Error> {
     Ok(sqlx::query_scalar(

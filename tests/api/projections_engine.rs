@@ -499,6 +499,175 @@ async fn a_batch_that_fails_midway_moves_neither_the_checkpoint_nor_the_board() 
     );
 }
 
+/// A model that records which positions it was given, one row each (a second application
+/// of a position violates the primary key), and fails on `poison`.
+struct Recorder {
+    name: &'static str,
+    tables: &'static [&'static str],
+    poison: Option<i64>,
+}
+
+impl ReadModel for Recorder {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn version(&self) -> i32 {
+        1
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.tables
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        tables: &'a Tables,
+        event: &'a Envelope,
+    ) -> ApplyFuture<'a> {
+        Box::pin(async move {
+            if Some(event.position) == self.poison {
+                return Err(sqlx::Error::Protocol("poisoned event".into()));
+            }
+            sqlx::query(&format!(
+                "INSERT INTO {} (hospital, position) VALUES ($1, $2)",
+                tables.get(self.tables[0])
+            ))
+            .bind(&event.hospital)
+            .bind(event.position)
+            .execute(&mut *tx)
+            .await?;
+            Ok(())
+        })
+    }
+}
+
+/// The positions a [`Recorder`] was given, in order.
+async fn recorded(pool: &PgPool, table: &str) -> Vec<i64> {
+    sqlx::query_scalar(&format!("SELECT position FROM {table} ORDER BY position"))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+/// Invariants of the live projectors' shared transaction: each model gets exactly the
+/// events after its own checkpoint (one behind, one partly along, one caught up: every
+/// position once, none twice); each checkpoint ends at the batch's end; and a model that
+/// cannot apply an event holds back only itself — the others advance, its checkpoint and
+/// rows stay where they were.
+#[actix_web::test]
+async fn a_shared_batch_gives_each_model_the_events_after_its_own_checkpoint() {
+    let app = spawn_app().await;
+    let token = nurse(&app, H);
+    for severity in ["critical", "high", "low"] {
+        let (id, _) = raise(&app, H, &token, severity, "icu").await;
+        transition(&app, H, &token, &id, "acknowledge").await;
+    }
+    for table in ["recorder_a", "recorder_b", "recorder_c", "recorder_d"] {
+        sqlx::query(&format!(
+            "CREATE TABLE {table} (hospital text NOT NULL, position bigint NOT NULL, \
+             PRIMARY KEY (hospital, position))"
+        ))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let a = Recorder {
+        name: "recorder_a",
+        tables: &["recorder_a"],
+        poison: None,
+    };
+    let b = Recorder {
+        name: "recorder_b",
+        tables: &["recorder_b"],
+        poison: None,
+    };
+    let c = Recorder {
+        name: "recorder_c",
+        tables: &["recorder_c"],
+        poison: None,
+    };
+    for (name, position) in [("recorder_b", 4), ("recorder_c", 6)] {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+             VALUES ($1, $2, $3, 1)",
+        )
+        .bind(name)
+        .bind(H)
+        .bind(position)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+
+    let models: [&dyn ReadModel; 3] = [&a, &b, &c];
+    let read = engine::apply_batch_shared(&app.pool, &models, H, 500)
+        .await
+        .unwrap();
+    assert_eq!(read, Some(6), "read from the lowest checkpoint");
+    assert_eq!(
+        recorded(&app.pool, "recorder_a").await,
+        vec![1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(recorded(&app.pool, "recorder_b").await, vec![5, 6]);
+    assert_eq!(recorded(&app.pool, "recorder_c").await, Vec::<i64>::new());
+    for name in ["recorder_a", "recorder_b", "recorder_c"] {
+        assert_eq!(
+            engine::checkpoint(&app.pool, name, H).await.unwrap(),
+            6,
+            "{name}"
+        );
+    }
+    assert_eq!(
+        engine::apply_batch_shared(&app.pool, &models, H, 500)
+            .await
+            .unwrap(),
+        None,
+        "nothing pending"
+    );
+
+    // A poisoned model beside a healthy one.
+    let (id, _) = raise(&app, H, &token, "medium", "icu").await;
+    transition(&app, H, &token, &id, "acknowledge").await;
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+         VALUES ('recorder_d', $1, 6, 1)",
+    )
+    .bind(H)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let d = Recorder {
+        name: "recorder_d",
+        tables: &["recorder_d"],
+        poison: Some(7),
+    };
+    let pair: [&dyn ReadModel; 2] = [&a, &d];
+    let result = engine::catch_up_shared(&app.pool, &pair, [H.to_owned()]).await;
+    assert!(
+        matches!(result, Err(ProjectionError::Database(_))),
+        "{result:?}"
+    );
+    assert_eq!(
+        recorded(&app.pool, "recorder_a").await,
+        vec![1, 2, 3, 4, 5, 6, 7, 8]
+    );
+    assert_eq!(
+        engine::checkpoint(&app.pool, "recorder_a", H)
+            .await
+            .unwrap(),
+        8
+    );
+    assert_eq!(recorded(&app.pool, "recorder_d").await, Vec::<i64>::new());
+    assert_eq!(
+        engine::checkpoint(&app.pool, "recorder_d", H)
+            .await
+            .unwrap(),
+        6
+    );
+}
+
 /// Invariant: the alert board's set-based batch apply (`AlertBoard::apply_all`) leaves the
 /// table exactly as applying the same events one by one (`AlertBoard::apply`) does, whether
 /// an alert's whole life falls in one batch or is split across batches.
