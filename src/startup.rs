@@ -80,9 +80,25 @@ pub fn jwt_keys(settings: &ServeSettings) -> anyhow::Result<JwtKeys> {
     Ok(JwtKeys::from_settings(&settings.jwt, generated.as_deref())?)
 }
 
+/// A listening socket on `addr` with Vigil's accept backlog (the kernel's default of 128
+/// drops connections in a reconnect storm), non-blocking as the server's event loop needs.
+fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG as i32)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
 impl Application {
     /// Connects, migrates, and binds the HTTP server (not yet running).
     pub async fn build(settings: &ServeSettings) -> anyhow::Result<Self> {
+        // The port first: a busy port then fails before an embedded PostgreSQL or any actor
+        // is started, so there is nothing to stop (it used to leave PostgreSQL running).
+        let listener = bind_listener(settings.bind)
+            .with_context(|| format!("cannot bind {}", settings.bind))?;
         let keys = jwt_keys(settings)?;
         let database = store::connect(&settings.database).await?;
         let metrics = std::sync::Arc::new(Metrics::default());
@@ -135,14 +151,13 @@ impl Application {
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(server_state.clone())
                 .configure(http::configure)
-        })
-        .backlog(LISTEN_BACKLOG);
+        });
         if let Some(workers) = settings.workers {
             server = server.workers(workers);
         }
         let server = server
-            .bind(settings.bind)
-            .with_context(|| format!("cannot bind {}", settings.bind))?;
+            .listen(listener)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
         let port = server
             .addrs()
             .first()

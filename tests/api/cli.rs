@@ -767,3 +767,26 @@ async fn serve_with_a_database_url_but_no_jwt_secret_exits_with_a_clear_message(
         "no secret is generated when DATABASE_URL is set"
     );
 }
+
+/// A busy port is a clear error before anything starts: no panic, and no embedded
+/// PostgreSQL left running (it used to be started first and then orphaned).
+#[actix_web::test]
+async fn serve_on_a_busy_port_fails_cleanly_and_starts_no_database() {
+    let data = DataDir::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("hold a port");
+    let address = busy.local_addr().unwrap().to_string();
+
+    let finished = run(vigil(data.path(), &["serve", "--bind", &address])).await;
+
+    assert!(!finished.status.success());
+    assert!(
+        finished.stderr.contains(&format!("cannot bind {address}")),
+        "stderr:\n{}",
+        finished.stderr
+    );
+    assert!(!finished.stderr.contains("panicked"), "{}", finished.stderr);
+    assert!(
+        !data.path().join("postgres").exists() && data.postmaster_pid().is_none(),
+        "no embedded PostgreSQL was set up"
+    );
+}
