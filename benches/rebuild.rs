@@ -549,7 +549,7 @@ async fn lag_phase(pg: &EmbeddedPostgres, pool: &PgPool, plan: &Plan) -> anyhow:
         .await?;
     let projector = tokio::spawn(vigil::projection::follow(
         projector_pool,
-        vec![Arc::new(AlertBoard)],
+        Arc::new(AlertBoard),
         listener.subscribe(),
     ));
     // Let the listener connect before counting.

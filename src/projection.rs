@@ -41,91 +41,75 @@ pub fn model(name: &str) -> Option<Arc<dyn ReadModel>> {
     models().into_iter().find(|m| m.name() == name)
 }
 
-/// Starts the live projectors: one task follows every model whose tables are current, in
-/// shared transactions; a model whose code version changed is first rebuilt in its own task,
-/// which then follows it alone (its live tables are not touched by the new code until the
-/// rebuild swaps them).
+/// Starts one projector task per model; rebuilds first any model whose version changed.
 pub fn spawn(pool: PgPool, listener: &StreamListener) {
-    let wakeups = listener.subscribe();
-    let stale = listener.clone();
-    tokio::spawn(async move {
-        let mut current = Vec::new();
-        for model in models() {
+    for model in models() {
+        let pool = pool.clone();
+        let wakeups = listener.subscribe();
+        tokio::spawn(async move {
             match engine::version_changed(&pool, model.as_ref()).await {
                 Ok(true) => {
-                    let (pool, wakeups) = (pool.clone(), stale.subscribe());
-                    tokio::spawn(async move {
-                        rebuild_at_start(&pool, model.as_ref()).await;
-                        follow(pool, vec![model], wakeups).await;
-                    });
+                    tracing::info!(
+                        model = model.name(),
+                        version = model.version(),
+                        "read model version changed; rebuilding"
+                    );
+                    // The same lock as admin and CLI rebuilds: with several nodes starting
+                    // at once, one rebuilds and the others keep projecting.
+                    match crate::http::admin::RebuildLock::try_acquire(&pool, model.name()).await {
+                        Ok(Some(lock)) => {
+                            let cancel = AtomicBool::new(false);
+                            // An interrupted rebuild of all hospitals is resumed; one of a
+                            // single hospital is dropped, every hospital needs the new code.
+                            let restart = matches!(
+                                engine::pending_rebuild(&pool, model.as_ref()).await,
+                                Ok(Some(engine::Scope::Hospital(_)))
+                            );
+                            if let Err(error) =
+                                engine::rebuild(&pool, model.as_ref(), restart, &cancel, |_, _| {})
+                                    .await
+                            {
+                                tracing::error!(model = model.name(), %error, "automatic rebuild failed");
+                            }
+                            lock.release().await;
+                        }
+                        Ok(None) => {
+                            tracing::info!(
+                                model = model.name(),
+                                "another process is rebuilding this model"
+                            );
+                        }
+                        Err(error) => {
+                            tracing::error!(model = model.name(), %error, "cannot take the rebuild lock");
+                        }
+                    }
                 }
-                Ok(false) => current.push(model),
+                Ok(false) => {}
                 Err(error) => {
-                    tracing::warn!(model = model.name(), %error, "cannot check read model version");
-                    current.push(model);
+                    tracing::warn!(model = model.name(), %error, "cannot check read model version")
                 }
             }
-        }
-        follow(pool, current, wakeups).await;
-    });
-}
-
-/// The automatic rebuild of a model whose code version changed.
-async fn rebuild_at_start(pool: &PgPool, model: &dyn ReadModel) {
-    tracing::info!(
-        model = model.name(),
-        version = model.version(),
-        "read model version changed; rebuilding"
-    );
-    // The same lock as admin and CLI rebuilds: with several nodes starting at once, one
-    // rebuilds and the others keep projecting.
-    match crate::http::admin::RebuildLock::try_acquire(pool, model.name()).await {
-        Ok(Some(lock)) => {
-            let cancel = AtomicBool::new(false);
-            // An interrupted rebuild of all hospitals is resumed; one of a single hospital is
-            // dropped: every hospital needs the new code.
-            let restart = matches!(
-                engine::pending_rebuild(pool, model).await,
-                Ok(Some(engine::Scope::Hospital(_)))
-            );
-            if let Err(error) = engine::rebuild(pool, model, restart, &cancel, |_, _| {}).await {
-                tracing::error!(model = model.name(), %error, "automatic rebuild failed");
-            }
-            lock.release().await;
-        }
-        Ok(None) => {
-            tracing::info!(
-                model = model.name(),
-                "another process is rebuilding this model"
-            );
-        }
-        Err(error) => {
-            tracing::error!(model = model.name(), %error, "cannot take the rebuild lock");
-        }
+            follow(pool, model, wakeups).await;
+        });
     }
 }
 
-/// The live projector of `models`: catches up every hospital, then those each wake-up names
-/// (every hospital again after a resync, missed notifications, an error or the safety poll),
-/// until the listener closes; one shared transaction per hospital batch for all the models
-/// ([`engine::catch_up_shared`]). What `spawn` runs, and what the projections benchmark
-/// measures.
-pub async fn follow(pool: PgPool, models: Vec<Arc<dyn ReadModel>>, mut wakeups: Receiver<Wakeup>) {
-    if models.is_empty() {
-        return;
-    }
-    let refs: Vec<&dyn ReadModel> = models.iter().map(|m| m.as_ref()).collect();
+/// The live projector of one model: catches up every hospital, then those each wake-up
+/// names (every hospital again after a resync, missed notifications, an error or the safety
+/// poll), until the listener closes. What `spawn` runs per model after the version check,
+/// and what the projections benchmark measures.
+pub async fn follow(pool: PgPool, model: Arc<dyn ReadModel>, mut wakeups: Receiver<Wakeup>) {
     let mut scope = WakeScope::All;
     loop {
         let result = match scope {
             WakeScope::Hospitals(hospitals) => {
-                engine::catch_up_shared(&pool, &refs, hospitals).await
+                engine::catch_up_hospitals(&pool, model.as_ref(), hospitals).await
             }
-            WakeScope::All => engine::catch_up_shared_all(&pool, &refs).await,
+            WakeScope::All => engine::catch_up(&pool, model.as_ref()).await,
             WakeScope::Closed => return,
         };
         if let Err(error) = result {
-            tracing::warn!(%error, "projection failed; retrying");
+            tracing::warn!(model = model.name(), %error, "projection failed; retrying");
             tokio::time::sleep(RETRY).await;
             scope = WakeScope::All;
             continue;
