@@ -122,13 +122,62 @@ fn checkpoint_name(model: &dyn ReadModel, rebuild: bool) -> String {
     }
 }
 
+/// Locks the checkpoint row of `checkpoint` for `hospital` in `tx` (creating it at 0 the
+/// first time) and returns its position, or `None` if another transaction holds it (another
+/// node is advancing it). One statement in the usual case — the lock, and with
+/// `asynchronous_commit` the transaction's commit mode — since consumers run one such
+/// transaction per hospital per commit; the row is only inserted when the lock found none.
+/// Shared by the read-model projectors and the policies.
+pub async fn lock_checkpoint(
+    tx: &mut PgConnection,
+    checkpoint: &str,
+    hospital: &str,
+    version: i32,
+    asynchronous_commit: bool,
+) -> Result<Option<i64>, sqlx::Error> {
+    let lock = if asynchronous_commit {
+        "SELECT position, set_config('synchronous_commit', 'off', true) \
+         FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
+         FOR UPDATE SKIP LOCKED"
+    } else {
+        "SELECT position, '' FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
+         FOR UPDATE SKIP LOCKED"
+    };
+    let row: Option<(i64, String)> = sqlx::query_as(lock)
+        .bind(checkpoint)
+        .bind(hospital)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if let Some((position, _)) = row {
+        return Ok(Some(position));
+    }
+    // No row yet, or another node holds it: create it if missing, then lock it.
+    let created = sqlx::query(
+        "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+         VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(checkpoint)
+    .bind(hospital)
+    .bind(version)
+    .execute(&mut *tx)
+    .await?;
+    if created.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let row: Option<(i64, String)> = sqlx::query_as(lock)
+        .bind(checkpoint)
+        .bind(hospital)
+        .fetch_optional(&mut *tx)
+        .await?;
+    Ok(row.map(|(position, _)| position))
+}
+
 /// Applies one batch of `hospital`'s events to `tables`, in one transaction with the
 /// checkpoint. Returns the new checkpoint, or `None` if another node holds this checkpoint
 /// right now (it will advance it) or nothing was pending.
 ///
 /// Round trips are the cost here (a live projector runs one batch per hospital per commit
-/// under light load): the row lock and the transaction's commit mode are one statement, and
-/// the checkpoint row is only created when locking found none.
+/// under light load): see [`lock_checkpoint`].
 pub async fn apply_batch(
     pool: &PgPool,
     model: &dyn ReadModel,
@@ -143,35 +192,9 @@ pub async fn apply_batch(
     // once — which are re-applied from the older checkpoint. Nothing is double-applied or
     // skipped, and the projector no longer waits for a WAL flush per batch (what bounded its
     // lag). The events themselves are committed synchronously by the command path.
-    let lock = "SELECT position, set_config('synchronous_commit', 'off', true) \
-                FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
-                FOR UPDATE SKIP LOCKED";
-    let mut row: Option<(i64, String)> = sqlx::query_as(lock)
-        .bind(checkpoint)
-        .bind(hospital)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if row.is_none() {
-        // No row yet, or another node holds it: create it if missing, then try again.
-        let created = sqlx::query(
-            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
-             VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(checkpoint)
-        .bind(hospital)
-        .bind(model.version())
-        .execute(&mut *tx)
-        .await?;
-        if created.rows_affected() == 0 {
-            return Ok(None);
-        }
-        row = sqlx::query_as(lock)
-            .bind(checkpoint)
-            .bind(hospital)
-            .fetch_optional(&mut *tx)
-            .await?;
-    }
-    let Some((position, _)) = row else {
+    let Some(position) =
+        lock_checkpoint(&mut tx, checkpoint, hospital, model.version(), true).await?
+    else {
         return Ok(None);
     };
     let events = read_batch(&mut tx, hospital, position, batch).await?;

@@ -68,7 +68,7 @@ use aggregates::notification::{
 use aggregates::types::{AlertMessage, HospitalId, PatientId, Role, UserId};
 use chrono::Utc;
 use futures_util::future::BoxFuture;
-use projections::engine::{lagging, ProjectionError};
+use projections::engine::{self, lagging, ProjectionError};
 use projections::event::{read_batch, Envelope};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
@@ -275,34 +275,8 @@ pub async fn run_batch(
 ) -> Result<Option<(i64, usize)>, PolicyError> {
     let checkpoint = checkpoint_name(policy.name());
     let mut tx = pool.begin().await?;
-    let lock =
-        "SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2 \
-                FOR UPDATE SKIP LOCKED";
-    let mut position: Option<i64> = sqlx::query_scalar(lock)
-        .bind(&checkpoint)
-        .bind(hospital)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if position.is_none() {
-        // No row yet, or another node holds it: create it if missing, then try again.
-        let created = sqlx::query(
-            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
-             VALUES ($1, $2, 0, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(&checkpoint)
-        .bind(hospital)
-        .bind(CHECKPOINT_VERSION)
-        .execute(&mut *tx)
-        .await?;
-        if created.rows_affected() == 0 {
-            return Ok(None);
-        }
-        position = sqlx::query_scalar(lock)
-            .bind(&checkpoint)
-            .bind(hospital)
-            .fetch_optional(&mut *tx)
-            .await?;
-    }
+    let position =
+        engine::lock_checkpoint(&mut tx, &checkpoint, hospital, CHECKPOINT_VERSION, false).await?;
     let Some(position) = position else {
         return Ok(None);
     };
