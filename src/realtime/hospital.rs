@@ -246,6 +246,18 @@ struct Member {
     kicked: bool,
 }
 
+impl Member {
+    /// Disconnects this session as a slow consumer. Counted here, when decided: a client
+    /// that stopped reading may not let its writer run again to count it.
+    fn kick_slow(&mut self, metrics: &Metrics) {
+        self.kicked = true;
+        Metrics::inc(&metrics.slow_consumer_disconnects);
+        self.kick.do_send(Kick {
+            reason: CloseReason::SlowConsumer,
+        });
+    }
+}
+
 /// The reader and fan-out of one hospital on this node.
 pub struct HospitalActor {
     feed: Arc<HospitalFeed>,
@@ -364,10 +376,7 @@ impl HospitalActor {
                 || (lag > 0 && self.feed.backlog_bytes(cursor) > self.settings.max_lag_bytes)
             {
                 tracing::info!(hospital = %self.feed.hospital, session = id, lag, "slow consumer");
-                member.kicked = true;
-                member.kick.do_send(Kick {
-                    reason: CloseReason::SlowConsumer,
-                });
+                member.kick_slow(&self.metrics);
             }
         }
     }
@@ -390,10 +399,7 @@ impl HospitalActor {
             };
             if cursor < head && member.progress.since_progress() > self.settings.stall_timeout {
                 tracing::info!(hospital = %self.feed.hospital, session = id, "stalled consumer");
-                member.kicked = true;
-                member.kick.do_send(Kick {
-                    reason: CloseReason::SlowConsumer,
-                });
+                member.kick_slow(&self.metrics);
             }
         }
         self.metrics.window_events.store(

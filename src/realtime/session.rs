@@ -139,7 +139,12 @@ impl SessionActor {
     fn send(&mut self, command: WriterCommand, ctx: &mut Context<Self>) {
         match self.writer.try_send(command) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.kill(CloseReason::SlowConsumer, ctx),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.closing {
+                    Metrics::inc(&self.rt.metrics.slow_consumer_disconnects);
+                    self.kill(CloseReason::SlowConsumer, ctx);
+                }
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => ctx.stop(),
         }
     }

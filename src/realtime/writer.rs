@@ -228,9 +228,6 @@ pub async fn run<S: Sink>(
     match stop {
         Stop::Closed => sink.close(None).await,
         Stop::Kill(reason) => {
-            if reason == CloseReason::SlowConsumer {
-                Metrics::inc(&ctx.metrics.slow_consumer_disconnects);
-            }
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close(Some(reason))).await;
         }
     }
