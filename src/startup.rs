@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_codec::Framed;
+use actix_http::{h1, HttpService, KeepAlive, Request};
+use actix_service::{fn_service, map_config};
+use actix_web::dev::{AppConfig, Server};
 use actix_web::middleware::NormalizePath;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 use anyhow::Context;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
@@ -19,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::KeyedLimiter;
 use crate::realtime::hospital::Directory;
 use crate::realtime::presence::PresenceHub;
-use crate::realtime::Realtime;
+use crate::realtime::{self, Realtime};
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
 use crate::telemetry::RequestSpan;
@@ -31,6 +35,12 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(15 * 60);
 /// thousands of clients reconnect at once (after a restart or a network blip), and each
 /// overflow costs a client a 1 s SYN retry; 4,096 absorbs such a storm.
 const LISTEN_BACKLOG: u32 = 4096;
+
+/// How long a client has to send a request's head (actix-web's default).
+const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a closing HTTP connection is given to shut down (actix-web's default).
+const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long shutdown waits after telling connections to go, before stopping the server.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
@@ -144,26 +154,9 @@ impl Application {
             &state.listener,
             state.realtime.shutdown.clone(),
         );
-        let server_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .wrap(NormalizePath::trim())
-                .wrap(TracingLogger::<RequestSpan>::new())
-                .app_data(server_state.clone())
-                .configure(http::configure)
-        });
-        if let Some(workers) = settings.workers {
-            server = server.workers(workers);
-        }
-        let server = server
-            .listen(listener)
-            .with_context(|| format!("cannot listen on {}", settings.bind))?;
-        let port = server
-            .addrs()
-            .first()
-            .map(|a| a.port())
-            .context("the server bound no address")?;
-        let server = server.shutdown_timeout(10).disable_signals().run();
+        let server = http_server(settings, listener, state.clone())?;
+        let port = server.1;
+        let server = server.0.shutdown_timeout(10).disable_signals().run();
         let shutdown = Shutdown {
             signal: std::sync::Arc::new(shutdown_signal),
             handle: server.handle(),
@@ -235,6 +228,52 @@ async fn wait_for_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// The HTTP server on `listener`: actix-web's router for every request, except WebSocket
+/// upgrades, which actix-http hands with their socket to [`realtime::ws::upgrade`] (so a
+/// connection does not keep actix-http's two 8 KiB buffers for its whole life). This is
+/// what `actix_web::HttpServer` builds, plus the upgrade service it does not offer, with
+/// its timeouts.
+fn http_server(
+    settings: &ServeSettings,
+    listener: std::net::TcpListener,
+    state: web::Data<AppState>,
+) -> anyhow::Result<(actix_server::ServerBuilder, u16)> {
+    let addr = listener
+        .local_addr()
+        .context("the listener has no address")?;
+    let mut builder = actix_server::Server::build();
+    if let Some(workers) = settings.workers {
+        builder = builder.workers(workers);
+    }
+    let builder = builder
+        .listen("vigil-http", listener, move || {
+            let realtime = state.realtime.clone();
+            let app = App::new()
+                .wrap(NormalizePath::trim())
+                .wrap(TracingLogger::<RequestSpan>::new())
+                .app_data(state.clone())
+                .configure(http::configure);
+            HttpService::build()
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+                .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                .local_addr(addr)
+                .upgrade(fn_service(
+                    move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
+                        let realtime = realtime.clone();
+                        async move {
+                            realtime::ws::upgrade(realtime, req, framed).await;
+                            Ok::<_, actix_web::Error>(())
+                        }
+                    },
+                ))
+                .finish(map_config(app, move |()| AppConfig::default()))
+                .tcp()
+        })
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    Ok((builder, addr.port()))
 }
 
 fn spawn_idempotency_purge(state: web::Data<AppState>) {

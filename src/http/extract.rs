@@ -25,7 +25,13 @@ pub struct Authenticated(pub Identity);
 
 /// The bearer token of a request, if it carries one.
 pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
-    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_token_in(req.headers())
+}
+
+/// The bearer token in `headers`' `Authorization` (for requests that are not an
+/// [`HttpRequest`]: the WebSocket upgrade, handled before actix-web's router).
+pub fn bearer_token_in(headers: &header::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

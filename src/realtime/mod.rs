@@ -12,7 +12,8 @@
 //!   what a connection receives, so replay and live delivery cannot diverge;
 //! - [`session`]: the `SessionActor` behind each WebSocket: frames in, timers, limits;
 //! - [`presence`]: who is online, typing and viewing, across nodes;
-//! - [`ws`] and [`sse`]: the HTTP endpoints.
+//! - [`ws`] and [`sse`]: the HTTP endpoints;
+//! - [`socket`]: a WebSocket connection's socket, run by Vigil after the handshake.
 //!
 //! Invariant: sessions receive events only from their hospital's stream reader, never from
 //! the command path, so events committed on other nodes arrive exactly like local ones.
@@ -21,6 +22,7 @@ pub mod hospital;
 pub mod presence;
 pub mod protocol;
 pub mod session;
+pub mod socket;
 pub mod sse;
 pub mod topics;
 pub mod window;

@@ -3,34 +3,43 @@
 //! The token comes from the `Authorization: Bearer` header, or — because browsers cannot
 //! set headers on a WebSocket — from a first `auth` frame. Tokens are never accepted in the
 //! URL (URLs end up in logs).
+//!
+//! A WebSocket upgrade never reaches actix-web's router: actix-http hands every upgrade
+//! request, with its socket, to [`upgrade`], which checks it (path, hospital, token,
+//! handshake), answers it, and runs the connection on the socket itself ([`socket`]) — the
+//! connection then holds no HTTP buffers. A plain `GET` on the endpoint reaches [`connect`]
+//! and gets the same checks and a `400 websocket_upgrade_required`.
 
-use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use actix::{Actor, AsyncContext};
-use actix_codec::Encoder;
-use actix_http::ws::{handshake, Codec, Message};
-use actix_web::body::{BodyStream, MessageBody};
-use actix_web::{web, HttpRequest, HttpResponse};
-use bytes::{Bytes, BytesMut};
-use bytestring::ByteString;
-use futures_util::Stream;
+use actix_codec::Framed;
+use actix_http::body::MessageBody;
+use actix_http::header::HeaderMap;
+use actix_http::ws::{hash_key, verify_handshake};
+use actix_http::{h1, Method, Request, RequestHead};
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use aggregates::types::HospitalId;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use super::hospital::SessionProgress;
-use super::protocol::CloseReason;
 use super::session::SessionActor;
-use super::window::WindowEvent;
-use super::writer::{self, closing_frame, Closed, Sink, WriterContext, COMMAND_QUEUE};
-use crate::auth::Action;
+use super::socket;
+use super::writer::{self, WriterContext, COMMAND_QUEUE};
+use super::Realtime;
+use crate::auth::{Action, Identity};
 use crate::http::commands::authorize;
-use crate::http::extract::{bearer_token, hospital_from_path};
+use crate::http::extract::{bearer_token_in, hospital_from_path};
 use crate::http::problem::ApiError;
 use crate::http::AppState;
+
+/// How long a client has to take the handshake's response (or an error response).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Frames above this size are a protocol error that closes the connection (1009); frames
 /// between the configured limit and this one get an error frame and the connection stays.
@@ -38,127 +47,16 @@ pub fn hard_frame_limit(soft: usize) -> usize {
     soft.saturating_mul(8).max(64 * 1024)
 }
 
-/// Most encoded bytes a connection's writer queues before it waits for the connection to
-/// take them: with actix-http's own write buffer, what one connection can hold in memory.
-pub const OUTGOING_HIGH_WATER: usize = 64 * 1024;
-
-/// Frames encoded by the writer and not yet taken by the connection.
-struct Outgoing {
-    buf: BytesMut,
-    codec: Codec,
-    /// The writer, waiting for the connection to take `buf`.
-    waiting: Option<Waker>,
-}
-
-/// Writes to a WebSocket: encodes frames into the buffer its [`WriterBody`] hands to the
-/// connection.
-pub struct WsSink {
-    out: Rc<RefCell<Outgoing>>,
-}
-
-impl WsSink {
-    /// Waits until the connection has taken enough of what is queued.
-    async fn room(&self) {
-        std::future::poll_fn(|cx| {
-            let mut out = self.out.borrow_mut();
-            if out.buf.len() < OUTGOING_HIGH_WATER {
-                Poll::Ready(())
-            } else {
-                out.waiting = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    async fn write(&mut self, message: Message) -> Result<(), Closed> {
-        self.room().await;
-        let mut out = self.out.borrow_mut();
-        let Outgoing { buf, codec, .. } = &mut *out;
-        codec.encode(message, buf).map_err(|_| Closed)
-    }
-}
-
-impl Sink for WsSink {
-    async fn send(&mut self, frame: ByteString) -> Result<(), Closed> {
-        self.write(Message::Text(frame)).await
-    }
-
-    async fn send_event(&mut self, event: &WindowEvent) -> Result<(), Closed> {
-        self.write(Message::Text(event.frame.clone())).await
-    }
-
-    async fn ping(&mut self) -> Result<(), Closed> {
-        self.write(Message::Ping(Bytes::new())).await
-    }
-
-    async fn pong(&mut self, payload: Bytes) -> Result<(), Closed> {
-        // A control frame carries at most 125 bytes.
-        let payload = payload.slice(..payload.len().min(125));
-        self.write(Message::Pong(payload)).await
-    }
-
-    async fn close(mut self, reason: Option<CloseReason>) {
-        let close = match reason {
-            Some(reason) => {
-                let _ = self.write(Message::Text(closing_frame(reason))).await;
-                Some(actix_ws::CloseReason {
-                    code: reason.code().into(),
-                    description: Some(reason.as_str().to_owned()),
-                })
-            }
-            None => None,
-        };
-        let _ = self.write(Message::Close(close)).await;
-    }
-}
-
-/// The WebSocket response body, which *is* the connection's writer: actix-http polls it when
-/// the connection can take more bytes, and each poll runs the writer (a cursor over the
-/// hospital's stream, see [`writer`]) until it waits, then hands over every frame it encoded
-/// as one chunk — one `write` for all the events pending, no task or channel between the
-/// stream and the socket. The writer's waits (the hospital's head, its commands, the kill
-/// signals, room in the buffer) wake the connection's own task.
-struct WriterBody {
-    writer: Option<Pin<Box<dyn Future<Output = ()>>>>,
-    out: Rc<RefCell<Outgoing>>,
-}
-
-impl Stream for WriterBody {
-    type Item = Result<Bytes, std::convert::Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(writer) = self.writer.as_mut() {
-            if writer.as_mut().poll(cx).is_ready() {
-                // The writer closed the connection (its close frame is in the buffer).
-                self.writer = None;
-            }
-        }
-        let mut out = self.out.borrow_mut();
-        if !out.buf.is_empty() {
-            let chunk = out.buf.split().freeze();
-            if let Some(writer) = out.waiting.take() {
-                writer.wake();
-            }
-            return Poll::Ready(Some(Ok(chunk)));
-        }
-        if self.writer.is_none() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    }
-}
-
-/// Upgrades to a WebSocket and starts the connection's session actor and writer.
-pub async fn connect(
-    req: HttpRequest,
-    body: web::Payload,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let hospital = hospital_from_path(&path)?;
-    let rt = state.realtime.clone();
-    let identity = match bearer_token(&req) {
+/// The checks every connection passes before it is upgraded: a valid hospital in the path
+/// and, if the request carries a bearer token, a valid token for that hospital (without
+/// one, the first frame must be `auth`).
+fn admit(
+    rt: &Realtime,
+    hospital: &str,
+    headers: &HeaderMap,
+) -> Result<(HospitalId, Option<Identity>), ApiError> {
+    let hospital = hospital_from_path(hospital)?;
+    let identity = match bearer_token_in(headers) {
         Some(token) => {
             let identity = rt.keys.verify(token)?;
             authorize(&identity, &hospital, Action::ReadEvents)?;
@@ -166,14 +64,141 @@ pub async fn connect(
         }
         None => None,
     };
-    // actix-ws parses what the client sends; what the server sends is the writer's own body
-    // (below), so actix-ws's response and session are not used.
-    let (_, _, stream) = actix_ws::handle(&req, body).map_err(|e| ApiError::BadRequest {
+    Ok((hospital, identity))
+}
+
+fn upgrade_required(error: impl std::fmt::Display) -> ApiError {
+    ApiError::BadRequest {
         code: "websocket_upgrade_required",
-        detail: format!("this endpoint speaks WebSocket: {e}"),
+        detail: format!("this endpoint speaks WebSocket: {error}"),
         field: None,
-    })?;
-    let stream = stream.max_frame_size(hard_frame_limit(rt.settings.max_frame_bytes));
+    }
+}
+
+/// `GET` on the endpoint without a WebSocket upgrade (a WebSocket never reaches here, see
+/// [`upgrade`]): the same checks as a connection, then `400 websocket_upgrade_required`.
+pub async fn connect(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    admit(&state.realtime, &path, req.headers())?;
+    Err(upgrade_required(
+        verify_handshake(req.head()).err().map_or_else(
+            || "the upgrade was not recognised".to_owned(),
+            |e| e.to_string(),
+        ),
+    ))
+}
+
+/// The hospital segment of `/api/hospitals/{hospital}/ws` (a trailing slash and repeated
+/// slashes allowed, as for every other route).
+fn endpoint_hospital(path: &str) -> Option<&str> {
+    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some("api"), Some("hospitals"), Some(hospital), Some("ws"), None) => Some(hospital),
+        _ => None,
+    }
+}
+
+/// What to do with an upgrade request.
+fn check(rt: &Realtime, head: &RequestHead) -> Result<(HospitalId, Option<Identity>), ApiError> {
+    let Some(hospital) = endpoint_hospital(head.uri.path()) else {
+        return Err(ApiError::NotFound {
+            code: "route_not_found",
+            detail: format!("no WebSocket endpoint at {}", head.uri.path()),
+        });
+    };
+    if head.method != Method::GET {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let admitted = admit(rt, hospital, &head.headers)?;
+    verify_handshake(head).map_err(upgrade_required)?;
+    Ok(admitted)
+}
+
+/// actix-http's upgrade service: every request asking for a WebSocket, with its socket.
+/// Refused requests get their problem+json response and the socket is closed; accepted ones
+/// get `101 Switching Protocols` and become a session.
+pub async fn upgrade(rt: Arc<Realtime>, req: Request, framed: Framed<TcpStream, h1::Codec>) {
+    let span = tracing::info_span!("websocket_upgrade", path = %req.path());
+    async move {
+        let parts = framed.into_parts();
+        let mut io = parts.io;
+        match check(&rt, req.head()) {
+            Err(error) => {
+                tracing::debug!(%error, "websocket upgrade refused");
+                refuse(&mut io, &error).await;
+            }
+            Ok((hospital, identity)) => {
+                // `verify_handshake` checked the key is there.
+                let key = req
+                    .head()
+                    .headers
+                    .get(header::SEC_WEBSOCKET_KEY)
+                    .map(|k| hash_key(k.as_bytes()))
+                    .unwrap_or_default();
+                let accept = String::from_utf8_lossy(&key);
+                let response = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+                     connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
+                );
+                match tokio::time::timeout(RESPONSE_TIMEOUT, io.write_all(response.as_bytes()))
+                    .await
+                {
+                    Ok(Ok(())) => start(rt, hospital, identity, io, parts.read_buf),
+                    _ => tracing::debug!("client gone during the WebSocket handshake"),
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Writes `error` as the HTTP response to a refused upgrade and closes the connection.
+async fn refuse(io: &mut TcpStream, error: &ApiError) {
+    let response = error.error_response();
+    let status = response.status();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    for (name, value) in response.headers() {
+        if let Ok(value) = value.to_str() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+    }
+    let body = response.into_body().try_into_bytes().unwrap_or_default();
+    head.push_str(&format!(
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    ));
+    let write = async {
+        io.write_all(head.as_bytes()).await?;
+        io.write_all(&body).await?;
+        io.shutdown().await
+    };
+    let _ = tokio::time::timeout(RESPONSE_TIMEOUT, write).await;
+}
+
+/// Starts an upgraded connection: its writer task on the socket and its session actor.
+fn start(
+    rt: Arc<Realtime>,
+    hospital: HospitalId,
+    identity: Option<Identity>,
+    io: TcpStream,
+    pending: bytes::BytesMut,
+) {
+    let (reader, outgoing) =
+        socket::split(io, pending, hard_frame_limit(rt.settings.max_frame_bytes));
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (kill, kill_receiver) = watch::channel(None);
     let progress = Arc::new(SessionProgress::default());
@@ -184,28 +209,10 @@ pub async fn connect(
         kill: kill_receiver,
         shutdown: rt.shutdown.clone(),
     };
-    let out = Rc::new(RefCell::new(Outgoing {
-        buf: BytesMut::new(),
-        codec: Codec::new(),
-        waiting: None,
-    }));
-    let sink = WsSink { out: out.clone() };
-    let body = WriterBody {
-        writer: Some(Box::pin(writer::run(sink, receiver, context))),
-        out,
-    };
-    let response: HttpResponse = handshake(req.head())
-        .map_err(|e| ApiError::BadRequest {
-            code: "websocket_upgrade_required",
-            detail: format!("this endpoint speaks WebSocket: {e}"),
-            field: None,
-        })?
-        .message_body(BodyStream::new(body).boxed())
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .into();
+    let sink = outgoing.sink();
+    actix_web::rt::spawn(outgoing.run(writer::run(sink, receiver, context)));
     SessionActor::create(move |ctx| {
-        ctx.add_stream(stream);
+        ctx.add_stream(reader);
         SessionActor::new(hospital, rt, identity, commands, kill, progress)
     });
-    Ok(response)
 }

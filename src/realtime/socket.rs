@@ -1,0 +1,356 @@
+//! A WebSocket connection's socket, owned by Vigil once the handshake is done.
+//!
+//! actix-http hands an upgraded connection over (its `upgrade` service) with the socket and
+//! its two 8 KiB buffers; Vigil drops the buffers and runs the connection itself:
+//!
+//! - [`SocketReader`] decodes the client's frames. It holds a read buffer only while bytes
+//!   are arriving or a frame is incomplete, so an idle connection holds none;
+//! - [`Outgoing::run`] runs the connection's writer (a cursor over the hospital's stream, see
+//!   [`writer`](super::writer)) and writes what it encoded in one `write` per wake-up, then
+//!   frees the buffer. It is woken by the writer's own signals (the hospital's head, the
+//!   session's commands, kill and shutdown), never only by the socket, so a client that
+//!   stopped reading is still closed when it is disconnected as a slow consumer: the socket
+//!   is shut down, not left open until TCP gives up.
+//!
+//! This is what makes an idle authenticated connection cost a few KiB instead of the ~21 KiB
+//! it cost inside actix-http's dispatcher (see BENCHMARKS.md).
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use actix_codec::{Decoder, Encoder};
+use actix_http::ws::{Codec, Frame, Message, ProtocolError};
+use bytes::{Buf, Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::Stream;
+use tokio::net::TcpStream;
+
+use super::protocol::CloseReason;
+use super::window::WindowEvent;
+use super::writer::{closing_frame, Closed, Sink, CLOSE_TIMEOUT};
+
+/// Most encoded bytes a connection's writer queues before it waits for the socket to take
+/// them: what one connection can hold in memory beyond the kernel's socket buffer.
+pub const OUTGOING_HIGH_WATER: usize = 64 * 1024;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 4096;
+
+/// What the reader and the writer of one connection share.
+struct Shared {
+    io: TcpStream,
+    /// Frames encoded by the writer and not yet written to the socket.
+    out: RefCell<BytesMut>,
+    /// The writer, waiting for room in `out`.
+    writer_waiting: RefCell<Option<Waker>>,
+    /// Set when the writer has finished: the reader ends, so the session stops.
+    finished: Cell<bool>,
+    /// The reader, to be woken when the writer finishes.
+    reader_waiting: RefCell<Option<Waker>>,
+}
+
+/// Splits an upgraded socket into its reader (frames in, for the session actor) and its
+/// writer (frames out). `pending` holds bytes the client sent right after its handshake
+/// (e.g. an `auth` frame), which the reader decodes first; `max_frame` is the largest frame
+/// accepted before the connection is closed (1009).
+pub fn split(io: TcpStream, pending: BytesMut, max_frame: usize) -> (SocketReader, Outgoing) {
+    // Events are small frames that must leave at once: no Nagle delay.
+    let _ = io.set_nodelay(true);
+    let shared = Rc::new(Shared {
+        io,
+        out: RefCell::new(BytesMut::new()),
+        writer_waiting: RefCell::new(None),
+        finished: Cell::new(false),
+        reader_waiting: RefCell::new(None),
+    });
+    let reader = SocketReader {
+        shared: shared.clone(),
+        buf: pending,
+        codec: Codec::new().max_size(max_frame),
+        eof: false,
+        failed: false,
+    };
+    (reader, Outgoing { shared })
+}
+
+/// The client's frames, as the session actor's stream.
+pub struct SocketReader {
+    shared: Rc<Shared>,
+    /// Bytes read and not yet decoded; empty (and unallocated) between frames.
+    buf: BytesMut,
+    codec: Codec,
+    /// The client closed its side.
+    eof: bool,
+    /// A protocol error was reported: nothing more is read.
+    failed: bool,
+}
+
+impl SocketReader {
+    fn decode(&mut self) -> Option<Result<Message, ProtocolError>> {
+        if self.buf.is_empty() {
+            return None;
+        }
+        let decoded = self.codec.decode(&mut self.buf);
+        if self.buf.is_empty() {
+            // Give the allocation back: an idle connection holds no read buffer.
+            self.buf = BytesMut::new();
+        }
+        match decoded {
+            Ok(None) => None,
+            Ok(Some(frame)) => Some(message(frame)),
+            Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+fn message(frame: Frame) -> Result<Message, ProtocolError> {
+    Ok(match frame {
+        Frame::Text(bytes) => ByteString::try_from(bytes)
+            .map(Message::Text)
+            .map_err(|e| ProtocolError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?,
+        Frame::Binary(bytes) => Message::Binary(bytes),
+        Frame::Ping(bytes) => Message::Ping(bytes),
+        Frame::Pong(bytes) => Message::Pong(bytes),
+        Frame::Close(reason) => Message::Close(reason),
+        Frame::Continuation(item) => Message::Continuation(item),
+    })
+}
+
+impl Stream for SocketReader {
+    type Item = Result<Message, ProtocolError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(item) = this.decode() {
+                this.failed = item.is_err();
+                return Poll::Ready(Some(item));
+            }
+            if this.eof || this.shared.finished.get() {
+                return Poll::Ready(None);
+            }
+            *this.shared.reader_waiting.borrow_mut() = Some(cx.waker().clone());
+            match this.shared.io.poll_read_ready(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(ProtocolError::Io(error))));
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            this.buf.reserve(READ_CHUNK);
+            match this.shared.io.try_read_buf(&mut this.buf) {
+                Ok(0) => this.eof = true,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(ProtocolError::Io(error))));
+                }
+            }
+            if this.buf.is_empty() {
+                this.buf = BytesMut::new();
+            }
+        }
+    }
+}
+
+/// The writing half: the [`Sink`] the connection's writer encodes into, and the task that
+/// runs that writer against the socket ([`Outgoing::run`]).
+pub struct Outgoing {
+    shared: Rc<Shared>,
+}
+
+impl Outgoing {
+    /// The sink for the connection's writer.
+    pub fn sink(&self) -> WsSink {
+        WsSink {
+            shared: self.shared.clone(),
+            codec: Codec::new(),
+        }
+    }
+
+    /// The connection's writer task: runs `writer` (which writes through
+    /// [`Outgoing::sink`]) and the socket until the writer finishes, then closes the
+    /// connection.
+    ///
+    /// Each poll runs the writer until it waits, then writes every frame it encoded as one
+    /// chunk: one `write` for all the events pending, no channel between the stream and the
+    /// socket. When the writer has finished (close frame encoded), what is queued is flushed
+    /// for at most [`CLOSE_TIMEOUT`] (a client that stopped reading does not keep its
+    /// connection), the socket's sending side is shut down, the reader ends (and with it the
+    /// session), and the task lingers until the client closes its side (at most
+    /// [`CLOSE_TIMEOUT`]) so that closing the socket does not reset a connection whose
+    /// client still has the close frame to read.
+    pub async fn run(self, writer: impl Future<Output = ()>) {
+        let shared = self.shared;
+        let mut writer = std::pin::pin!(writer);
+        let mut writing = true;
+        let broken = std::future::poll_fn(|cx| {
+            if writing && writer.as_mut().poll(cx).is_ready() {
+                writing = false;
+            }
+            match shared.flush(cx) {
+                Flushed::Failed => Poll::Ready(true),
+                _ if !writing => Poll::Ready(false),
+                _ => Poll::Pending,
+            }
+        })
+        .await;
+        if !broken {
+            let rest = std::future::poll_fn(|cx| match shared.flush(cx) {
+                Flushed::Blocked => Poll::Pending,
+                Flushed::All | Flushed::Failed => Poll::Ready(()),
+            });
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, rest).await;
+        }
+        shared.finish();
+        if !broken {
+            linger(&shared.io).await;
+        }
+    }
+}
+
+/// Writes to the WebSocket: encodes frames into the connection's outgoing buffer.
+pub struct WsSink {
+    shared: Rc<Shared>,
+    codec: Codec,
+}
+
+impl WsSink {
+    /// Waits until the socket has taken enough of what is queued.
+    async fn room(&self) {
+        std::future::poll_fn(|cx| {
+            if self.shared.out.borrow().len() < OUTGOING_HIGH_WATER {
+                Poll::Ready(())
+            } else {
+                *self.shared.writer_waiting.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    async fn write(&mut self, message: Message) -> Result<(), Closed> {
+        self.room().await;
+        let mut out = self.shared.out.borrow_mut();
+        self.codec.encode(message, &mut out).map_err(|_| Closed)
+    }
+}
+
+impl Sink for WsSink {
+    async fn send(&mut self, frame: ByteString) -> Result<(), Closed> {
+        self.write(Message::Text(frame)).await
+    }
+
+    async fn send_event(&mut self, event: &WindowEvent) -> Result<(), Closed> {
+        self.write(Message::Text(event.frame.clone())).await
+    }
+
+    async fn ping(&mut self) -> Result<(), Closed> {
+        self.write(Message::Ping(Bytes::new())).await
+    }
+
+    async fn pong(&mut self, payload: Bytes) -> Result<(), Closed> {
+        // A control frame carries at most 125 bytes.
+        let payload = payload.slice(..payload.len().min(125));
+        self.write(Message::Pong(payload)).await
+    }
+
+    async fn close(mut self, reason: Option<CloseReason>) {
+        let close = match reason {
+            Some(reason) => {
+                let _ = self.write(Message::Text(closing_frame(reason))).await;
+                Some(actix_http::ws::CloseReason {
+                    code: reason.code().into(),
+                    description: Some(reason.as_str().to_owned()),
+                })
+            }
+            None => None,
+        };
+        let _ = self.write(Message::Close(close)).await;
+    }
+}
+
+/// Whether the socket took everything queued.
+enum Flushed {
+    All,
+    /// The socket is full; the task is registered to be woken when it has room.
+    Blocked,
+    /// The connection is broken.
+    Failed,
+}
+
+impl Shared {
+    fn flush(&self, cx: &mut Context<'_>) -> Flushed {
+        let mut out = self.out.borrow_mut();
+        let mut wrote = false;
+        let result = loop {
+            if out.is_empty() {
+                break Flushed::All;
+            }
+            match self.io.try_write(&out) {
+                Ok(0) => break Flushed::Failed,
+                Ok(n) => {
+                    out.advance(n);
+                    wrote = true;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    match self.io.poll_write_ready(cx) {
+                        Poll::Ready(Ok(())) => continue,
+                        Poll::Ready(Err(_)) => break Flushed::Failed,
+                        Poll::Pending => break Flushed::Blocked,
+                    }
+                }
+                Err(_) => break Flushed::Failed,
+            }
+        };
+        if out.is_empty() && out.capacity() > 0 {
+            // Give the allocation back: an idle connection holds no write buffer.
+            *out = BytesMut::new();
+        }
+        drop(out);
+        if wrote {
+            if let Some(writer) = self.writer_waiting.borrow_mut().take() {
+                writer.wake();
+            }
+        }
+        result
+    }
+
+    /// Ends the connection: the reader stops (and with it the session), the peer sees the
+    /// end of the stream.
+    fn finish(&self) {
+        self.finished.set(true);
+        let _ = socket2::SockRef::from(&self.io).shutdown(std::net::Shutdown::Write);
+        if let Some(reader) = self.reader_waiting.borrow_mut().take() {
+            reader.wake();
+        }
+    }
+}
+
+/// Reads and discards until the client closes, for at most [`CLOSE_TIMEOUT`].
+async fn linger(io: &TcpStream) {
+    let drain = async {
+        let mut scratch = vec![0u8; 512];
+        loop {
+            if io.readable().await.is_err() {
+                return;
+            }
+            match io.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+}
