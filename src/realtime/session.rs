@@ -14,7 +14,7 @@ use actix::prelude::*;
 use actix_ws::{Message as WsMessage, ProtocolError};
 use aggregates::types::HospitalId;
 use bytestring::ByteString;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
@@ -25,7 +25,7 @@ use super::hospital::{
 use super::presence::{self, ViewTarget, WatchTopic};
 use super::protocol::{parse_client_frame, ClientFrame, CloseReason, FrameId, ServerFrame};
 use super::topics::{role_may_subscribe, Subscriptions, Topic};
-use super::writer::{Filter, WriterCommand};
+use super::writer::{Filter, StreamStart, WriterCommand};
 use super::{Push, Realtime, SessionId};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
@@ -95,7 +95,10 @@ pub struct SessionActor {
     typing_sent: HashMap<Uuid, Instant>,
     views: HashSet<ViewTarget>,
     slot: Option<ConnectionSlot>,
-    token_timers: Vec<SpawnHandle>,
+    /// The token's warning or expiry timer.
+    token_timer: Option<SpawnHandle>,
+    /// Closes a connection that never subscribes; cancelled by the first subscription.
+    idle_timer: Option<SpawnHandle>,
     closing: bool,
 }
 
@@ -131,7 +134,8 @@ impl SessionActor {
             typing_sent: HashMap::new(),
             views: HashSet::new(),
             slot: None,
-            token_timers: Vec::new(),
+            token_timer: None,
+            idle_timer: None,
             closing: false,
         }
     }
@@ -289,8 +293,11 @@ impl SessionActor {
         );
     }
 
+    /// Arms the token's timer: a warning shortly before it expires, then the close at
+    /// expiry. One timer at a time (the warning arms the expiry), as each costs memory for as
+    /// long as the connection lives.
     fn schedule_token_timers(&mut self, ctx: &mut Context<Self>) {
-        for handle in self.token_timers.drain(..) {
+        if let Some(handle) = self.token_timer.take() {
             ctx.cancel_future(handle);
         }
         let Some(expires_at) = self.identity.as_ref().map(|i| i.expires_at) else {
@@ -299,7 +306,7 @@ impl SessionActor {
         let left = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
         let warning = self.rt.settings.token_warning;
         if left > warning {
-            let handle = ctx.run_later(left - warning, move |act, ctx| {
+            self.token_timer = Some(ctx.run_later(left - warning, move |act, ctx| {
                 let seconds_left = (expires_at - Utc::now()).num_seconds().max(0);
                 act.frame(
                     ServerFrame::TokenExpiring {
@@ -308,9 +315,11 @@ impl SessionActor {
                     },
                     ctx,
                 );
-            });
-            self.token_timers.push(handle);
-        } else if !left.is_zero() {
+                act.arm_expiry(expires_at, ctx);
+            }));
+            return;
+        }
+        if !left.is_zero() {
             let seconds_left = left.as_secs() as i64;
             self.frame(
                 ServerFrame::TokenExpiring {
@@ -320,7 +329,13 @@ impl SessionActor {
                 ctx,
             );
         }
-        let handle = ctx.run_later(left, |act, ctx| {
+        self.arm_expiry(expires_at, ctx);
+    }
+
+    /// Closes the connection when the token expires, unless it was refreshed by then.
+    fn arm_expiry(&mut self, expires_at: DateTime<Utc>, ctx: &mut Context<Self>) {
+        let left = (expires_at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+        self.token_timer = Some(ctx.run_later(left, |act, ctx| {
             let expired = act
                 .identity
                 .as_ref()
@@ -328,8 +343,7 @@ impl SessionActor {
             if expired {
                 act.close(CloseReason::TokenExpired, ctx);
             }
-        });
-        self.token_timers.push(handle);
+        }));
     }
 
     fn on_text(&mut self, text: &str, ctx: &mut Context<Self>) {
@@ -488,7 +502,7 @@ impl SessionActor {
                     self.identity = Some(fresh.clone());
                     self.schedule_token_timers(ctx);
                     if let Some(filter) = self.filter() {
-                        self.send(WriterCommand::Filter(filter), ctx);
+                        self.send(WriterCommand::Filter(Box::new(filter)), ctx);
                     }
                     self.frame(
                         ServerFrame::Authenticated {
@@ -594,6 +608,9 @@ impl SessionActor {
             );
         }
         self.ever_subscribed = true;
+        if let Some(idle) = self.idle_timer.take() {
+            ctx.cancel_future(idle);
+        }
         for _ in &new {
             Metrics::inc(&self.rt.metrics.subscriptions);
         }
@@ -626,7 +643,7 @@ impl SessionActor {
         let names = self.subscriptions.names();
         if self.streaming || !self.subscriptions.has_stream_topic() {
             if let Some(filter) = self.filter() {
-                self.send(WriterCommand::Filter(filter), ctx);
+                self.send(WriterCommand::Filter(Box::new(filter)), ctx);
             }
             let position = self.progress.cursor().unwrap_or_else(|| feed.head());
             return self.frame(
@@ -690,11 +707,11 @@ impl SessionActor {
             );
             if let Some(filter) = act.filter() {
                 act.send(
-                    WriterCommand::Stream {
+                    WriterCommand::Stream(Box::new(StreamStart {
                         feed,
                         start: decision.start,
                         filter,
-                    },
+                    })),
                     ctx,
                 );
             }
@@ -727,7 +744,7 @@ impl SessionActor {
         }
         self.subscriptions.remove(topics.iter());
         if let Some(filter) = self.filter() {
-            self.send(WriterCommand::Filter(filter), ctx);
+            self.send(WriterCommand::Filter(Box::new(filter)), ctx);
         }
         self.frame(
             ServerFrame::Unsubscribed {
@@ -779,11 +796,11 @@ impl Actor for SessionActor {
                 });
             }
         }
-        ctx.run_later(settings.idle_timeout, |act, ctx| {
+        self.idle_timer = Some(ctx.run_later(settings.idle_timeout, |act, ctx| {
             if !act.ever_subscribed {
                 act.close(CloseReason::Idle, ctx);
             }
-        });
+        }));
         ctx.run_interval(settings.heartbeat, move |act, ctx| {
             match heartbeat(act.last_seen, Instant::now(), settings.heartbeat) {
                 Heartbeat::Ping => act.send(WriterCommand::Ping, ctx),

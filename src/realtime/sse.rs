@@ -33,7 +33,8 @@ use super::protocol::{CloseReason, LastEventId, ServerFrame};
 use super::topics::{role_may_subscribe, Subscriptions, Topic};
 use super::window::WindowEvent;
 use super::writer::{
-    self, closing_frame, Closed, Filter, Sink, WriterCommand, WriterContext, COMMAND_QUEUE,
+    self, closing_frame, Closed, Filter, Sink, StreamStart, WriterCommand, WriterContext,
+    COMMAND_QUEUE,
 };
 use super::{next_session_id, Realtime, SessionId};
 use crate::auth::{Action, AuthError, Identity};
@@ -374,11 +375,11 @@ pub async fn stream(
     };
     // The queue is empty and sized well above two commands: these cannot fail.
     let _ = commands.try_send(WriterCommand::Frame(ByteString::from(subscribed.to_text())));
-    let _ = commands.try_send(WriterCommand::Stream {
+    let _ = commands.try_send(WriterCommand::Stream(Box::new(StreamStart {
         feed,
         start: decision.start,
         filter,
-    });
+    })));
     let (tx, rx) = mpsc::channel::<Bytes>(SSE_BUFFER);
     let context = WriterContext {
         pool: rt.pool.clone(),

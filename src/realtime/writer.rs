@@ -63,19 +63,29 @@ impl Filter {
     }
 }
 
+/// Where a connection's stream starts, and through which filter.
+#[derive(Debug)]
+pub struct StreamStart {
+    /// The hospital's feed.
+    pub feed: Arc<HospitalFeed>,
+    /// The last position the connection already has.
+    pub start: Position,
+    /// What it receives.
+    pub filter: Filter,
+}
+
 /// Instructions from the session to its writer.
+///
+/// Kept small (the rare, large variants are boxed): the command channel allocates room for
+/// 32 of them per connection up front, so their size is per-connection memory.
 #[derive(Debug)]
 pub enum WriterCommand {
     /// Write a non-event frame.
     Frame(ByteString),
-    /// Start streaming `feed`'s events after `start` through `filter`.
-    Stream {
-        feed: Arc<HospitalFeed>,
-        start: Position,
-        filter: Filter,
-    },
+    /// Start streaming the feed's events after `start` through `filter`.
+    Stream(Box<StreamStart>),
     /// Replace the filter (topics changed, token refreshed).
-    Filter(Filter),
+    Filter(Box<Filter>),
     /// Send a heartbeat (WebSocket ping, SSE comment).
     Ping,
     /// Answer a client's WebSocket ping.
@@ -261,11 +271,16 @@ async fn guarded<F: Future<Output = Result<(), Closed>>>(
     if let std::task::Poll::Ready(result) = first {
         return result.map_err(|_| Stop::Closed);
     }
-    tokio::select! {
-        result = write => result.map_err(|_| Stop::Closed),
-        _ = ctx.kill.changed() => Err(pending_stop(ctx).unwrap_or(Stop::Closed)),
-        _ = ctx.shutdown.changed() => Err(pending_stop(ctx).unwrap_or(Stop::Closed)),
-    }
+    // Boxed: the race is rare, and its futures would otherwise enlarge every connection's
+    // writer for its whole life.
+    Box::pin(async move {
+        tokio::select! {
+            result = write => result.map_err(|_| Stop::Closed),
+            _ = ctx.kill.changed() => Err(pending_stop(ctx).unwrap_or(Stop::Closed)),
+            _ = ctx.shutdown.changed() => Err(pending_stop(ctx).unwrap_or(Stop::Closed)),
+        }
+    })
+    .await
 }
 
 async fn apply<S: Sink>(
@@ -276,11 +291,12 @@ async fn apply<S: Sink>(
 ) -> Result<(), Stop> {
     match command {
         WriterCommand::Frame(frame) => sink.send(frame).await.map_err(|_| Stop::Closed)?,
-        WriterCommand::Stream {
-            feed,
-            start,
-            filter,
-        } => {
+        WriterCommand::Stream(stream) => {
+            let StreamStart {
+                feed,
+                start,
+                filter,
+            } = *stream;
             let head = feed.head();
             state.feed = Some((feed.clone(), feed.watch_head()));
             state.cursor = Some(start);
@@ -288,7 +304,7 @@ async fn apply<S: Sink>(
             state.replay_until = head;
             ctx.progress.advance(start, head);
         }
-        WriterCommand::Filter(filter) => state.filter = Some(filter),
+        WriterCommand::Filter(filter) => state.filter = Some(*filter),
         WriterCommand::Ping => sink.ping().await.map_err(|_| Stop::Closed)?,
         WriterCommand::Pong(payload) => sink.pong(payload).await.map_err(|_| Stop::Closed)?,
         WriterCommand::Close(reason) => return Err(Stop::Kill(reason)),

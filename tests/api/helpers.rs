@@ -270,7 +270,12 @@ pub mod ws {
 
     /// Connects to `/api/hospitals/{hospital}/ws` with an optional bearer header.
     pub async fn connect(port: u16, hospital: &str, token: Option<&str>) -> Socket {
-        let mut request = format!("ws://127.0.0.1:{port}/api/hospitals/{hospital}/ws")
+        connect_path(port, &format!("/api/hospitals/{hospital}/ws"), token).await
+    }
+
+    /// Connects to `path` with an optional bearer header.
+    pub async fn connect_path(port: u16, path: &str, token: Option<&str>) -> Socket {
+        let mut request = format!("ws://127.0.0.1:{port}{path}")
             .into_client_request()
             .unwrap();
         if let Some(token) = token {

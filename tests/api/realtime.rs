@@ -169,3 +169,153 @@ impl SendText for ws::Socket {
         .unwrap();
     }
 }
+
+/// The response to a WebSocket upgrade that the server refuses: status, content type and
+/// problem body.
+async fn refused_upgrade(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, String, serde_json::Value) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Error;
+    let mut request = format!("ws://127.0.0.1:{port}{path}")
+        .into_client_request()
+        .unwrap();
+    if let Some(token) = token {
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Err(Error::Http(response)) => {
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let body = response.body().clone().unwrap_or_default();
+            let problem = serde_json::from_slice(&body).expect("a JSON problem body");
+            (response.status().as_u16(), content_type, problem)
+        }
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("the upgrade to {path} was accepted"),
+    }
+}
+
+/// Invariant: a WebSocket upgrade the server cannot accept gets the same problem+json
+/// responses as every other endpoint (upgrades are answered before actix-web's router, so
+/// this is checked separately), and no connection.
+#[actix_web::test]
+async fn refused_upgrades_get_problem_responses() {
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let foreign = app.token("other", "nurse-amy", Role::Nurse);
+    let ws_path = format!("/api/hospitals/{H}/ws");
+
+    let (status, content_type, problem) =
+        refused_upgrade(app.port, &ws_path, Some("not-a-token")).await;
+    assert_eq!(status, 401);
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(problem["status"], 401);
+
+    let (status, _, problem) = refused_upgrade(app.port, &ws_path, Some(&foreign)).await;
+    assert_eq!(status, 403);
+    assert_eq!(problem["status"], 403);
+
+    let (status, _, problem) = refused_upgrade(
+        app.port,
+        "/api/hospitals/Not%20A%20Hospital/ws",
+        Some(&nurse),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["field"], "hospital");
+
+    let (status, _, problem) = refused_upgrade(
+        app.port,
+        &format!("/api/hospitals/{H}/alerts"),
+        Some(&nurse),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(problem["code"], "route_not_found");
+
+    // A trailing slash is the same endpoint, as for every other route.
+    let mut socket = ws::connect_path(app.port, &format!("{ws_path}/"), Some(&nurse)).await;
+    assert_eq!(
+        frame_of(&mut socket, "authenticated").await["user"],
+        "nurse-amy"
+    );
+}
+
+/// A client text frame, masked as RFC 6455 requires of clients.
+fn masked_text_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let mask = [0x12u8, 0x34, 0x56, 0x78];
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Invariant: frames a client sends right behind its handshake, in the same packet (before
+/// the server's `101` arrived), are not lost when the server takes the socket over.
+#[actix_web::test]
+async fn a_frame_sent_with_the_handshake_is_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
+        .await
+        .expect("TCP connect");
+    let mut request = format!(
+        "GET /api/hospitals/{H}/ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        app.port
+    )
+    .into_bytes();
+    request.extend(masked_text_frame(
+        &json!({"type": "auth", "token": nurse, "id": "a"}).to_string(),
+    ));
+    request.extend(masked_text_frame(
+        &json!({"type": "subscribe", "topics": ["alerts"], "id": "s"}).to_string(),
+    ));
+    tcp.write_all(&request).await.expect("send");
+    // The response head, byte by byte so that no frame after it is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.expect("response head"));
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "the RFC 6455 example key's accept value: {head}"
+    );
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp),
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    assert_eq!(frame_of(&mut socket, "authenticated").await["id"], "a");
+    let subscribed = frame_of(&mut socket, "subscribed").await;
+    assert_eq!(subscribed["id"], "s");
+    app.raise_alert(H, &nurse, "high").await;
+    assert_eq!(events(&mut socket, 1).await[0]["id"], "1");
+}

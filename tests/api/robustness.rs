@@ -726,3 +726,95 @@ async fn metrics_expose_connections_deliveries_and_latency() {
             >= 1.0
     );
 }
+
+/// The state of the server's side of the TCP connection from `client_port` to the server's
+/// `server_port` on loopback, from `/proc/net/tcp` (`"01"` is ESTABLISHED), or `None` once
+/// the kernel has forgotten it.
+fn server_side_tcp_state(server_port: u16, client_port: u16) -> Option<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{server_port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
+            .then(|| fields[3].to_owned())
+    })
+}
+
+/// Invariant: a client that stops reading for good does not keep its connection. Once it is
+/// disconnected as a slow consumer, the server shuts its side of the socket within a few
+/// seconds (the close frame is given `CLOSE_TIMEOUT` to leave, then the connection goes),
+/// even though the client never reads again — before, the connection stayed open, with its
+/// buffers, until the client read again or TCP gave up.
+#[actix_web::test]
+async fn a_client_that_never_reads_again_loses_its_connection() {
+    // Arrange
+    let app = spawn_app_with(|s| s.realtime.max_lag_events = 20).await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let mut silent = connect_with_small_buffers(app.port, &nurse).await;
+    assert_eq!(frame(&mut silent).await["type"], "authenticated");
+    subscribe(&mut silent, &["alerts"], None).await;
+    let client_port = match silent.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").port(),
+        _ => unreachable!("plain TCP"),
+    };
+    assert_eq!(
+        server_side_tcp_state(app.port, client_port).as_deref(),
+        Some("01"),
+        "the connection is established"
+    );
+    let bus = CommandBus::new(app.pool.clone());
+    let hospital = HospitalId::parse(H).unwrap();
+    let message =
+        AlertMessage::parse(&format!("Ward 3 telemetry: {}", "\u{1FA7A}".repeat(1900))).unwrap();
+
+    // Act: large events until the server disconnects the silent client, which never reads.
+    for _ in 0..200 {
+        let command_id = Uuid::new_v4();
+        let ctx = CommandContext {
+            hospital: hospital.clone(),
+            user: UserId::parse("monitor-1").unwrap(),
+            role: Role::Nurse,
+            command_id,
+            correlation_id: command_id,
+            causation_id: command_id,
+        };
+        bus.execute::<Alert>(&ctx, &command_id.to_string(), || AlertCommand::Raise {
+            severity: Severity::High,
+            message: message.clone(),
+            department: None,
+            patient: None,
+            by: ctx.user.clone(),
+            at: chrono::Utc::now(),
+        })
+        .await
+        .expect("command commits");
+        let exposition = metrics_text(&app.client, &app.address).await;
+        if metric(&exposition, "vigil_slow_consumer_disconnects_total").unwrap_or(0.0) >= 1.0 {
+            break;
+        }
+    }
+    let exposition = metrics_text(&app.client, &app.address).await;
+    assert!(
+        metric(&exposition, "vigil_slow_consumer_disconnects_total").unwrap_or(0.0) >= 1.0,
+        "the silent client was disconnected as a slow consumer"
+    );
+
+    // Assert: the server's side leaves ESTABLISHED while the client still reads nothing.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let state = server_side_tcp_state(app.port, client_port);
+        if state.as_deref() != Some("01") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server still holds the connection of a client that stopped reading"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The server is healthy.
+    let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(silent);
+}
