@@ -21,6 +21,7 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use actix_codec::{Decoder, Encoder};
 use actix_http::ws::{Codec, Frame, Message, ProtocolError};
@@ -51,6 +52,10 @@ struct Shared {
     finished: Cell<bool>,
     /// The reader, to be woken when the writer finishes.
     reader_waiting: RefCell<Option<Waker>>,
+    /// Set when the reader is dropped (the session stopped).
+    reader_gone: Cell<bool>,
+    /// The writer task, to be woken when the reader is dropped.
+    task_waiting: RefCell<Option<Waker>>,
 }
 
 /// Splits an upgraded socket into its reader (frames in, for the session actor) and its
@@ -66,6 +71,8 @@ pub fn split(io: TcpStream, pending: BytesMut, max_frame: usize) -> (SocketReade
         writer_waiting: RefCell::new(None),
         finished: Cell::new(false),
         reader_waiting: RefCell::new(None),
+        reader_gone: Cell::new(false),
+        task_waiting: RefCell::new(None),
     });
     let reader = SocketReader {
         shared: shared.clone(),
@@ -103,6 +110,15 @@ impl SocketReader {
             Ok(None) => None,
             Ok(Some(frame)) => Some(message(frame)),
             Err(error) => Some(Err(error)),
+        }
+    }
+}
+
+impl Drop for SocketReader {
+    fn drop(&mut self) {
+        self.shared.reader_gone.set(true);
+        if let Some(task) = self.shared.task_waiting.borrow_mut().take() {
+            task.wake();
         }
     }
 }
@@ -186,6 +202,7 @@ impl Outgoing {
             writing: true,
             shared: self.shared,
             phase: Phase::Writing,
+            abandon: None,
         }
     }
 }
@@ -202,6 +219,11 @@ pin_project_lite::pin_project! {
     /// [`CLOSE_TIMEOUT`]) so that closing the socket does not reset a connection whose
     /// client still has the close frame to read.
     ///
+    /// Once the session has stopped (its reader dropped), the writer is given
+    /// [`ABANDON_AFTER`] to finish; a writer still blocked then (on a client that half-closed
+    /// its connection and reads nothing, so neither a write nor a kill can end it) is
+    /// abandoned and the connection closed.
+    ///
     /// A hand-written future rather than an `async fn`: an `async fn` would hold the writer
     /// twice (as its argument and as its pinned local), and this task lives as long as the
     /// connection.
@@ -211,8 +233,12 @@ pin_project_lite::pin_project! {
         writing: bool,
         shared: Rc<Shared>,
         phase: Phase,
+        abandon: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
+
+/// How long a connection's writer may go on after its session stopped.
+pub const ABANDON_AFTER: Duration = Duration::from_secs(4);
 
 enum Phase {
     /// The writer runs.
@@ -233,6 +259,20 @@ impl<W: Future<Output = ()>> Future for Connection<W> {
                 Phase::Writing => {
                     if *this.writing && this.writer.as_mut().poll(cx).is_ready() {
                         *this.writing = false;
+                    }
+                    if *this.writing && this.shared.reader_gone.get() {
+                        let abandon = this
+                            .abandon
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(ABANDON_AFTER)));
+                        if abandon.as_mut().poll(cx).is_ready() {
+                            tracing::debug!("abandoning a writer blocked after its session ended");
+                            *this.writing = false;
+                        }
+                    } else if *this.writing {
+                        let mut task = this.shared.task_waiting.borrow_mut();
+                        if !task.as_ref().is_some_and(|t| t.will_wake(cx.waker())) {
+                            *task = Some(cx.waker().clone());
+                        }
                     }
                     match this.shared.flush(cx) {
                         Flushed::Failed => {

@@ -235,12 +235,12 @@ pub async fn run<S: Sink>(
             None => {}
         }
     };
-    match stop {
-        Stop::Closed => sink.close(None).await,
-        Stop::Kill(reason) => {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close(Some(reason))).await;
-        }
-    }
+    // Bounded either way: a client that stopped reading must not hold the writer.
+    let reason = match stop {
+        Stop::Closed => None,
+        Stop::Kill(reason) => Some(reason),
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close(reason)).await;
 }
 
 fn pending_stop(ctx: &WriterContext) -> Option<Stop> {

@@ -818,3 +818,72 @@ async fn a_client_that_never_reads_again_loses_its_connection() {
     assert_eq!(response.status(), StatusCode::OK);
     drop(silent);
 }
+
+/// Invariant: a client that closes its sending side and never reads again (a crashed app
+/// behind a half-open TCP connection) does not keep a writer blocked on its full socket: the
+/// connection's task gives up a few seconds after its session ends, and the server closes
+/// its side.
+#[actix_web::test]
+async fn a_half_closed_client_that_never_reads_does_not_keep_its_writer() {
+    use tokio::io::AsyncWriteExt;
+    // Arrange: the lag limit is high, so that no slow-consumer disconnect comes to the rescue.
+    let app = spawn_app_with(|s| s.realtime.max_lag_events = 100_000).await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let mut silent = connect_with_small_buffers(app.port, &nurse).await;
+    assert_eq!(frame(&mut silent).await["type"], "authenticated");
+    subscribe(&mut silent, &["alerts"], None).await;
+    let client_port = match silent.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").port(),
+        _ => unreachable!("plain TCP"),
+    };
+    let bus = CommandBus::new(app.pool.clone());
+    let hospital = HospitalId::parse(H).unwrap();
+    let message =
+        AlertMessage::parse(&format!("Ward 3 telemetry: {}", "\u{1FA7A}".repeat(1900))).unwrap();
+    // Enough large events to fill the client's small window, the server's socket buffer
+    // and the connection's queue, so that the writer is blocked.
+    for _ in 0..150 {
+        let command_id = Uuid::new_v4();
+        let ctx = CommandContext {
+            hospital: hospital.clone(),
+            user: UserId::parse("monitor-1").unwrap(),
+            role: Role::Nurse,
+            command_id,
+            correlation_id: command_id,
+            causation_id: command_id,
+        };
+        bus.execute::<Alert>(&ctx, &command_id.to_string(), || AlertCommand::Raise {
+            severity: Severity::High,
+            message: message.clone(),
+            department: None,
+            patient: None,
+            by: ctx.user.clone(),
+            at: chrono::Utc::now(),
+        })
+        .await
+        .expect("command commits");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Act: the client closes its sending side, and still reads nothing.
+    match silent.get_mut() {
+        MaybeTlsStream::Plain(tcp) => tcp.shutdown().await.expect("half-close"),
+        _ => unreachable!("plain TCP"),
+    }
+
+    // Assert: the server's side moves past ESTABLISHED / CLOSE_WAIT (it shuts down its own
+    // side, LAST_ACK, or the socket is gone) within a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = server_side_tcp_state(app.port, client_port);
+        if !matches!(state.as_deref(), Some("01") | Some("08")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server still holds the half-closed connection (state {state:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(silent);
+}
