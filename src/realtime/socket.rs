@@ -62,12 +62,20 @@ struct Shared {
 /// writer (frames out). `pending` holds bytes the client sent right after its handshake
 /// (e.g. an `auth` frame), which the reader decodes first; `max_frame` is the largest frame
 /// accepted before the connection is closed (1009).
-pub fn split(io: TcpStream, pending: BytesMut, max_frame: usize) -> (SocketReader, Outgoing) {
+///
+/// `first` is written before any frame: the handshake's `101` response, which then leaves
+/// in the same `write` (and the same packet) as the first frames the session sends.
+pub fn split(
+    io: TcpStream,
+    pending: BytesMut,
+    max_frame: usize,
+    first: BytesMut,
+) -> (SocketReader, Outgoing) {
     // Events are small frames that must leave at once: no Nagle delay.
     let _ = io.set_nodelay(true);
     let shared = Rc::new(Shared {
         io,
-        out: RefCell::new(BytesMut::new()),
+        out: RefCell::new(first),
         writer_waiting: RefCell::new(None),
         finished: Cell::new(false),
         reader_waiting: RefCell::new(None),
@@ -467,7 +475,7 @@ mod tests {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (_reader, outgoing) = split(client, BytesMut::new(), 1024);
+        let (_reader, outgoing) = split(client, BytesMut::new(), 1024, BytesMut::new());
         let (_commands, receiver) = mpsc::channel::<WriterCommand>(8);
         let (_kill, kill) = watch::channel(None);
         let (_shutdown, shutdown) = watch::channel(false);

@@ -38,7 +38,7 @@ use crate::http::extract::{bearer_token_in, hospital_from_path};
 use crate::http::problem::ApiError;
 use crate::http::AppState;
 
-/// How long a client has to take the handshake's response (or an error response).
+/// How long a client has to take a refused upgrade's error response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Frames above this size are a protocol error that closes the connection (1009); frames
@@ -145,16 +145,19 @@ pub async fn upgrade(rt: Arc<Realtime>, req: Request, framed: Framed<TcpStream, 
                     .map(|k| hash_key(k.as_bytes()))
                     .unwrap_or_default();
                 let accept = String::from_utf8_lossy(&key);
+                // Not written here: it leaves with the session's first frames, in one write.
                 let response = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
                      connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
                 );
-                match tokio::time::timeout(RESPONSE_TIMEOUT, io.write_all(response.as_bytes()))
-                    .await
-                {
-                    Ok(Ok(())) => start(rt, hospital, identity, io, parts.read_buf),
-                    _ => tracing::debug!("client gone during the WebSocket handshake"),
-                }
+                start(
+                    rt,
+                    hospital,
+                    identity,
+                    io,
+                    parts.read_buf,
+                    bytes::BytesMut::from(response.as_bytes()),
+                );
             }
         }
     }
@@ -196,9 +199,14 @@ fn start(
     identity: Option<Identity>,
     io: TcpStream,
     pending: bytes::BytesMut,
+    response: bytes::BytesMut,
 ) {
-    let (reader, outgoing) =
-        socket::split(io, pending, hard_frame_limit(rt.settings.max_frame_bytes));
+    let (reader, outgoing) = socket::split(
+        io,
+        pending,
+        hard_frame_limit(rt.settings.max_frame_bytes),
+        response,
+    );
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
     let (kill, kill_receiver) = watch::channel(None);
     let progress = Arc::new(SessionProgress::default());
