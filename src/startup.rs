@@ -154,9 +154,8 @@ impl Application {
             &state.listener,
             state.realtime.shutdown.clone(),
         );
-        let server = http_server(settings, listener, state.clone())?;
-        let port = server.1;
-        let server = server.0.shutdown_timeout(10).disable_signals().run();
+        let (server, port) = http_server(settings, listener, state.clone())?;
+        let server = server.shutdown_timeout(10).disable_signals().run();
         let shutdown = Shutdown {
             signal: std::sync::Arc::new(shutdown_signal),
             handle: server.handle(),
@@ -250,6 +249,7 @@ fn http_server(
     let builder = builder
         .listen("vigil-http", listener, move || {
             let realtime = state.realtime.clone();
+            let shutdown = state.realtime.shutdown.clone();
             let app = App::new()
                 .wrap(NormalizePath::trim())
                 .wrap(TracingLogger::<RequestSpan>::new())
@@ -260,6 +260,15 @@ fn http_server(
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
                 .local_addr(addr)
+                // Idle keep-alive connections close when shutdown starts, as with
+                // `HttpServer` (which uses this same hook), instead of holding the drain
+                // until their keep-alive expires.
+                .graceful_shutdown_signal(move || {
+                    let mut shutdown = shutdown.clone();
+                    async move {
+                        let _ = shutdown.wait_for(|stopping| *stopping).await;
+                    }
+                })
                 .upgrade(fn_service(
                     move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
                         let realtime = realtime.clone();
@@ -269,6 +278,8 @@ fn http_server(
                         }
                     },
                 ))
+                // The configured host is only a fallback for a request without `Host`
+                // (URL generation, which Vigil does not use).
                 .finish(map_config(app, move |()| AppConfig::default()))
                 .tcp()
         })
