@@ -8,7 +8,7 @@
 //! - [`Connection`] runs the connection's writer (a cursor over the hospital's stream, see
 //!   [`writer`](super::writer)) and writes what it encoded in one `write` per wake-up, then
 //!   frees the buffer. It is woken by the writer's own signals (the hospital's head, the
-//!   session's commands, kill and shutdown), never only by the socket, so a client that
+//!   session's commands, kill and shutdown), not only by the socket, so a client that
 //!   stopped reading is still closed when it is disconnected as a slow consumer: the socket
 //!   is shut down, not left open until TCP gives up.
 //!
