@@ -184,9 +184,12 @@ async fn refuse(io: &mut TcpStream, error: &ApiError) {
         "content-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
     ));
+    // One write: head and body leave together, so a client that reads the response once
+    // (as WebSocket clients do for a failed handshake) gets the whole problem.
+    let mut response = head.into_bytes();
+    response.extend_from_slice(&body);
     let write = async {
-        io.write_all(head.as_bytes()).await?;
-        io.write_all(&body).await?;
+        io.write_all(&response).await?;
         io.shutdown().await
     };
     let _ = tokio::time::timeout(RESPONSE_TIMEOUT, write).await;
