@@ -273,8 +273,12 @@ pub mod ws {
         connect_path(port, &format!("/api/hospitals/{hospital}/ws"), token).await
     }
 
-    /// Connects to `path` with an optional bearer header.
-    pub async fn connect_path(port: u16, path: &str, token: Option<&str>) -> Socket {
+    /// The upgrade request for `path`, with an optional bearer header.
+    pub fn request(
+        port: u16,
+        path: &str,
+        token: Option<&str>,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         let mut request = format!("ws://127.0.0.1:{port}{path}")
             .into_client_request()
             .unwrap();
@@ -283,7 +287,12 @@ pub mod ws {
                 .headers_mut()
                 .insert("Authorization", format!("Bearer {token}").parse().unwrap());
         }
-        let (socket, _) = tokio_tungstenite::connect_async(request)
+        request
+    }
+
+    /// Connects to `path` with an optional bearer header.
+    pub async fn connect_path(port: u16, path: &str, token: Option<&str>) -> Socket {
+        let (socket, _) = tokio_tungstenite::connect_async(request(port, path, token))
             .await
             .expect("websocket connects");
         socket

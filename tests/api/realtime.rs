@@ -177,17 +177,8 @@ async fn refused_upgrade(
     path: &str,
     token: Option<&str>,
 ) -> (u16, String, serde_json::Value) {
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Error;
-    let mut request = format!("ws://127.0.0.1:{port}{path}")
-        .into_client_request()
-        .unwrap();
-    if let Some(token) = token {
-        request
-            .headers_mut()
-            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-    }
-    match tokio_tungstenite::connect_async(request).await {
+    match tokio_tungstenite::connect_async(ws::request(port, path, token)).await {
         Err(Error::Http(response)) => {
             let content_type = response
                 .headers()

@@ -74,6 +74,35 @@ async fn sleep_past(exp: i64, margin: Duration) {
     tokio::time::sleep(Duration::from_millis(wait_ms) + margin).await;
 }
 
+/// Commits a high-severity alert by `user` straight through the command bus (no HTTP, so
+/// that the tests can commit faster than a client reads).
+async fn raise_high_alert(
+    bus: &CommandBus,
+    hospital: &HospitalId,
+    user: &str,
+    message: &AlertMessage,
+) {
+    let command_id = Uuid::new_v4();
+    let ctx = CommandContext {
+        hospital: hospital.clone(),
+        user: UserId::parse(user).unwrap(),
+        role: Role::Nurse,
+        command_id,
+        correlation_id: command_id,
+        causation_id: command_id,
+    };
+    bus.execute::<Alert>(&ctx, &command_id.to_string(), || AlertCommand::Raise {
+        severity: Severity::High,
+        message: message.clone(),
+        department: None,
+        patient: None,
+        by: ctx.user.clone(),
+        at: chrono::Utc::now(),
+    })
+    .await
+    .expect("command commits");
+}
+
 /// A WebSocket that can hold very little in flight, so that a client that stops reading
 /// really does block the server's writes after a few frames.
 ///
@@ -587,25 +616,7 @@ async fn a_client_that_stops_reading_is_disconnected_and_resumes_exactly() {
             let (bus, hospital, message) = (&bus, &hospital, &message);
             async move {
                 for _ in 0..EVENTS / WRITERS {
-                    let command_id = Uuid::new_v4();
-                    let ctx = CommandContext {
-                        hospital: hospital.clone(),
-                        user: UserId::parse(&format!("monitor-{w}")).unwrap(),
-                        role: Role::Nurse,
-                        command_id,
-                        correlation_id: command_id,
-                        causation_id: command_id,
-                    };
-                    bus.execute::<Alert>(&ctx, &command_id.to_string(), || AlertCommand::Raise {
-                        severity: Severity::High,
-                        message: message.clone(),
-                        department: None,
-                        patient: None,
-                        by: ctx.user.clone(),
-                        at: chrono::Utc::now(),
-                    })
-                    .await
-                    .expect("command commits");
+                    raise_high_alert(bus, hospital, &format!("monitor-{w}"), message).await;
                 }
             }
         }))
@@ -770,25 +781,7 @@ async fn a_client_that_never_reads_again_loses_its_connection() {
 
     // Act: large events until the server disconnects the silent client, which never reads.
     for _ in 0..200 {
-        let command_id = Uuid::new_v4();
-        let ctx = CommandContext {
-            hospital: hospital.clone(),
-            user: UserId::parse("monitor-1").unwrap(),
-            role: Role::Nurse,
-            command_id,
-            correlation_id: command_id,
-            causation_id: command_id,
-        };
-        bus.execute::<Alert>(&ctx, &command_id.to_string(), || AlertCommand::Raise {
-            severity: Severity::High,
-            message: message.clone(),
-            department: None,
-            patient: None,
-            by: ctx.user.clone(),
-            at: chrono::Utc::now(),
-        })
-        .await
-        .expect("command commits");
+        raise_high_alert(&bus, &hospital, "monitor-1", &message).await;
         let exposition = metrics_text(&app.client, &app.address).await;
         if metric(&exposition, "vigil_slow_consumer_disconnects_total").unwrap_or(0.0) >= 1.0 {
             break;
@@ -843,25 +836,7 @@ async fn a_half_closed_client_that_never_reads_does_not_keep_its_writer() {
     // Enough large events to fill the client's small window, the server's socket buffer
     // and the connection's queue, so that the writer is blocked.
     for _ in 0..150 {
-        let command_id = Uuid::new_v4();
-        let ctx = CommandContext {
-            hospital: hospital.clone(),
-            user: UserId::parse("monitor-1").unwrap(),
-            role: Role::Nurse,
-            command_id,
-            correlation_id: command_id,
-            causation_id: command_id,
-        };
-        bus.execute::<Alert>(&ctx, &command_id.to_string(), || AlertCommand::Raise {
-            severity: Severity::High,
-            message: message.clone(),
-            department: None,
-            patient: None,
-            by: ctx.user.clone(),
-            at: chrono::Utc::now(),
-        })
-        .await
-        .expect("command commits");
+        raise_high_alert(&bus, &hospital, "monitor-1", &message).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
