@@ -56,7 +56,7 @@ use uuid::Uuid;
 use vigil::command::{CommandBus, CommandContext};
 use vigil::store::embedded::EmbeddedPostgres;
 use vigil::store::MIGRATOR;
-use vigil::stream::listener::StreamListener;
+use vigil::stream::listener::{StreamListener, Wakeups};
 
 /// Hospitals in the generated log: a regional deployment.
 const HOSPITALS: usize = 20;
@@ -550,7 +550,11 @@ async fn lag_phase(pg: &EmbeddedPostgres, pool: &PgPool, plan: &Plan) -> anyhow:
     let projector = tokio::spawn(vigil::projection::follow(
         projector_pool,
         Arc::new(AlertBoard),
-        listener.subscribe(),
+        Wakeups::new(
+            listener.subscribe(),
+            vigil::projection::POLL_INTERVAL,
+            Duration::from_millis(vigil::config::DEFAULT_PROJECTION_SPACING_MS),
+        ),
     ));
     // Let the listener connect before counting.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -159,6 +159,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 jwt: args.jwt.clone(),
                 command_rate: 1.0,
                 command_burst: 1.0,
+                projection_spacing_ms: crate::config::DEFAULT_PROJECTION_SPACING_MS,
                 workers: None,
                 demo: false,
                 realtime: Default::default(),

@@ -14,9 +14,7 @@ use projections::patient_view::PatientView;
 use projections::schedule::Schedule;
 use sqlx::PgPool;
 
-use tokio::sync::broadcast::Receiver;
-
-use crate::stream::listener::{next_scope, StreamListener, WakeScope, Wakeup};
+use crate::stream::listener::{StreamListener, WakeScope, Wakeups};
 
 /// A projector wakes at least this often even without notifications (a safety net; the
 /// NOTIFY path is the fast one).
@@ -42,10 +40,11 @@ pub fn model(name: &str) -> Option<Arc<dyn ReadModel>> {
 }
 
 /// Starts one projector task per model; rebuilds first any model whose version changed.
-pub fn spawn(pool: PgPool, listener: &StreamListener) {
+/// Each projector's passes are at least `spacing` apart (see [`Wakeups`]).
+pub fn spawn(pool: PgPool, listener: &StreamListener, spacing: Duration) {
     for model in models() {
         let pool = pool.clone();
-        let wakeups = listener.subscribe();
+        let wakeups = Wakeups::new(listener.subscribe(), POLL_INTERVAL, spacing);
         tokio::spawn(async move {
             match engine::version_changed(&pool, model.as_ref()).await {
                 Ok(true) => {
@@ -98,7 +97,7 @@ pub fn spawn(pool: PgPool, listener: &StreamListener) {
 /// names (every hospital again after a resync, missed notifications, an error or the safety
 /// poll), until the listener closes. What `spawn` runs per model after the version check,
 /// and what the projections benchmark measures.
-pub async fn follow(pool: PgPool, model: Arc<dyn ReadModel>, mut wakeups: Receiver<Wakeup>) {
+pub async fn follow(pool: PgPool, model: Arc<dyn ReadModel>, mut wakeups: Wakeups) {
     let mut scope = WakeScope::All;
     loop {
         let result = match scope {
@@ -114,7 +113,7 @@ pub async fn follow(pool: PgPool, model: Arc<dyn ReadModel>, mut wakeups: Receiv
             scope = WakeScope::All;
             continue;
         }
-        scope = next_scope(&mut wakeups, POLL_INTERVAL).await;
+        scope = wakeups.next().await;
     }
 }
 

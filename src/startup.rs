@@ -148,11 +148,13 @@ impl Application {
             rebuilds: Default::default(),
         });
         spawn_idempotency_purge(state.clone());
-        crate::projection::spawn(database.pool.clone(), &state.listener);
+        let spacing = std::time::Duration::from_millis(settings.projection_spacing_ms);
+        crate::projection::spawn(database.pool.clone(), &state.listener, spacing);
         crate::policy::spawn(
             database.pool.clone(),
             &state.listener,
             state.realtime.shutdown.clone(),
+            spacing,
         );
         let (server, port) = http_server(settings, listener, state.clone())?;
         let server = server.shutdown_timeout(10).disable_signals().run();

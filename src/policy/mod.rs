@@ -75,7 +75,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::command::{CommandBus, CommandContext, CommandError};
-use crate::stream::listener::{next_scope, StreamListener, WakeScope};
+use crate::stream::listener::{StreamListener, WakeScope, Wakeups};
 
 /// Events a policy handles per transaction. Smaller than a read model's batch because the
 /// batch's commands run while its checkpoint is locked: a small batch keeps that lock short
@@ -411,10 +411,16 @@ async fn execute(bus: &CommandBus, policy: &str, planned: &Planned) -> Result<()
 /// connection for its batch's transaction while its commands take another, so running them
 /// one at a time bounds what policies take from the shared pool to two connections (plus two
 /// for the scheduler), and policies are cheap next to that budget. A failing policy is
-/// logged and does not stop the others.
-pub fn spawn(pool: PgPool, listener: &StreamListener, shutdown: watch::Receiver<bool>) {
+/// logged and does not stop the others. Passes are at least `spacing` apart (see
+/// [`Wakeups`]).
+pub fn spawn(
+    pool: PgPool,
+    listener: &StreamListener,
+    shutdown: watch::Receiver<bool>,
+    spacing: Duration,
+) {
     let bus = Arc::new(CommandBus::new(pool.clone()));
-    let mut wakeups = listener.subscribe();
+    let mut wakeups = Wakeups::new(listener.subscribe(), POLL_INTERVAL, spacing);
     let runner_pool = pool.clone();
     let runner_bus = bus.clone();
     let mut stop = shutdown.clone();
@@ -450,7 +456,7 @@ pub fn spawn(pool: PgPool, listener: &StreamListener, shutdown: watch::Receiver<
                 }
             }
             scope = tokio::select! {
-                scope = next_scope(&mut wakeups, POLL_INTERVAL) => scope,
+                scope = wakeups.next() => scope,
                 _ = shutting_down(&mut stop) => return,
             };
         }

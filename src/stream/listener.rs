@@ -17,6 +17,7 @@ use std::time::Duration;
 use aggregates::types::HospitalId;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::Position;
@@ -82,30 +83,76 @@ pub enum WakeScope {
     Closed,
 }
 
-/// Waits up to `poll` for the next wake-up and takes every one already queued behind it,
-/// so a consumer checks only the hospitals that committed instead of asking the database
-/// which hospitals lag on every wake-up (under load that query, once per consumer per
-/// commit, was a large share of PostgreSQL's work). Anything that may hide a commit —
-/// [`Wakeup::Resync`], a lagged receiver, the timeout — yields [`WakeScope::All`].
-pub async fn next_scope(wakeups: &mut broadcast::Receiver<Wakeup>, poll: Duration) -> WakeScope {
-    use broadcast::error::{RecvError, TryRecvError};
-    let mut hospitals = BTreeSet::new();
-    match tokio::time::timeout(poll, wakeups.recv()).await {
-        Ok(Ok(Wakeup::Committed { hospital, .. })) => {
-            hospitals.insert(hospital.as_str().to_owned());
+/// The wake-ups of one background consumer of every hospital's stream (a read model's
+/// projector, the policies), paced.
+///
+/// Each pass of such a consumer costs a handful of statements per hospital whatever the
+/// number of events it finds (lock the checkpoint, read, apply, advance, commit), so passes
+/// that each find one event made the consumers — eight of them, every one woken by every
+/// commit — most of PostgreSQL's work under load, and a context switch to PostgreSQL and
+/// back per statement on the server's core. Passes are therefore at least `spacing` apart:
+/// a wake-up after a quiet spell starts a pass at once (no added delay when commands are
+/// sparse), and commits that arrive while the consumer is inside its spacing are taken
+/// together by the next pass (at most `spacing` later). The realtime readers are not paced:
+/// their latency is what clients see.
+pub struct Wakeups {
+    receiver: broadcast::Receiver<Wakeup>,
+    poll: Duration,
+    spacing: Duration,
+    last_pass: Option<Instant>,
+}
+
+impl Wakeups {
+    /// Paces `receiver`: a pass at least every `poll` (the safety net against a lost
+    /// notification), and at most one every `spacing` (zero: no pacing).
+    pub fn new(receiver: broadcast::Receiver<Wakeup>, poll: Duration, spacing: Duration) -> Self {
+        Self {
+            receiver,
+            poll,
+            spacing,
+            last_pass: None,
         }
-        Ok(Ok(Wakeup::Resync)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => return WakeScope::All,
-        Ok(Err(RecvError::Closed)) => return WakeScope::Closed,
     }
-    loop {
-        match wakeups.try_recv() {
-            Ok(Wakeup::Committed { hospital, .. }) => {
+
+    /// Waits for the next pass and says what it must look at. Waits up to `poll` for a
+    /// wake-up, then until `spacing` has passed since the previous pass began, and takes
+    /// every wake-up queued by then, so the pass checks only the hospitals that committed
+    /// instead of asking the database which hospitals lag (under load that query, once per
+    /// consumer per commit, was a large share of PostgreSQL's work). Anything that may hide
+    /// a commit — [`Wakeup::Resync`], a lagged receiver, the poll timeout — yields
+    /// [`WakeScope::All`].
+    pub async fn next(&mut self) -> WakeScope {
+        use broadcast::error::{RecvError, TryRecvError};
+        let mut hospitals = BTreeSet::new();
+        match tokio::time::timeout(self.poll, self.receiver.recv()).await {
+            Ok(Ok(Wakeup::Committed { hospital, .. })) => {
                 hospitals.insert(hospital.as_str().to_owned());
             }
-            Ok(Wakeup::Resync) | Err(TryRecvError::Lagged(_)) => return WakeScope::All,
-            Err(TryRecvError::Empty) => return WakeScope::Hospitals(hospitals),
-            Err(TryRecvError::Closed) => return WakeScope::Closed,
+            Ok(Ok(Wakeup::Resync)) | Ok(Err(RecvError::Lagged(_))) | Err(_) => {
+                return self.pass(WakeScope::All)
+            }
+            Ok(Err(RecvError::Closed)) => return WakeScope::Closed,
         }
+        if let Some(last) = self.last_pass {
+            tokio::time::sleep_until(last + self.spacing).await;
+        }
+        loop {
+            match self.receiver.try_recv() {
+                Ok(Wakeup::Committed { hospital, .. }) => {
+                    hospitals.insert(hospital.as_str().to_owned());
+                }
+                Ok(Wakeup::Resync) | Err(TryRecvError::Lagged(_)) => {
+                    return self.pass(WakeScope::All)
+                }
+                Err(TryRecvError::Empty) => return self.pass(WakeScope::Hospitals(hospitals)),
+                Err(TryRecvError::Closed) => return WakeScope::Closed,
+            }
+        }
+    }
+
+    fn pass(&mut self, scope: WakeScope) -> WakeScope {
+        self.last_pass = Some(Instant::now());
+        scope
     }
 }
 
@@ -201,52 +248,110 @@ mod tests {
         }
     }
 
+    const SPACING: Duration = Duration::from_millis(25);
+
+    fn unpaced(rx: broadcast::Receiver<Wakeup>) -> Wakeups {
+        Wakeups::new(rx, Duration::from_secs(5), Duration::ZERO)
+    }
+
+    fn hospitals(names: &[&str]) -> WakeScope {
+        WakeScope::Hospitals(names.iter().map(|h| h.to_string()).collect())
+    }
+
     #[tokio::test]
     async fn a_wake_up_covers_every_hospital_already_notified() {
-        let (tx, mut rx) = broadcast::channel(16);
+        let (tx, rx) = broadcast::channel(16);
         for h in ["b", "a", "b"] {
             tx.send(committed(h)).unwrap();
         }
-        let scope = next_scope(&mut rx, Duration::from_secs(5)).await;
-        let expected = ["a", "b"].map(String::from).into_iter().collect();
-        assert_eq!(scope, WakeScope::Hospitals(expected));
+        assert_eq!(unpaced(rx).next().await, hospitals(&["a", "b"]));
     }
 
     #[tokio::test]
     async fn a_resync_anywhere_in_the_queue_means_everything() {
-        let (tx, mut rx) = broadcast::channel(16);
+        let (tx, rx) = broadcast::channel(16);
         tx.send(committed("a")).unwrap();
         tx.send(Wakeup::Resync).unwrap();
-        assert_eq!(
-            next_scope(&mut rx, Duration::from_secs(5)).await,
-            WakeScope::All
-        );
+        assert_eq!(unpaced(rx).next().await, WakeScope::All);
     }
 
     #[tokio::test]
     async fn missed_notifications_mean_everything() {
-        let (tx, mut rx) = broadcast::channel(2);
+        let (tx, rx) = broadcast::channel(2);
         for h in ["a", "b", "c", "d"] {
             tx.send(committed(h)).unwrap();
         }
+        assert_eq!(unpaced(rx).next().await, WakeScope::All);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_safety_poll_means_everything_and_a_closed_listener_stops() {
+        let (tx, rx) = broadcast::channel::<Wakeup>(2);
+        let mut wakeups = Wakeups::new(rx, Duration::from_secs(1), SPACING);
+        let start = Instant::now();
+        assert_eq!(wakeups.next().await, WakeScope::All);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        drop(tx);
+        assert_eq!(wakeups.next().await, WakeScope::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_after_a_quiet_spell_starts_a_pass_at_once() {
+        let (tx, rx) = broadcast::channel(16);
+        let mut wakeups = Wakeups::new(rx, Duration::from_secs(5), SPACING);
+        tx.send(committed("a")).unwrap();
+        let start = Instant::now();
+        assert_eq!(wakeups.next().await, hospitals(&["a"]));
         assert_eq!(
-            next_scope(&mut rx, Duration::from_secs(5)).await,
-            WakeScope::All
+            start.elapsed(),
+            Duration::ZERO,
+            "the first pass waits for nothing"
+        );
+
+        tokio::time::sleep(SPACING * 3).await;
+        tx.send(committed("b")).unwrap();
+        let quiet = Instant::now();
+        assert_eq!(wakeups.next().await, hospitals(&["b"]));
+        assert_eq!(
+            quiet.elapsed(),
+            Duration::ZERO,
+            "nor does one after a quiet spell"
         );
     }
 
-    #[tokio::test]
-    async fn the_safety_poll_means_everything_and_a_closed_listener_stops() {
-        let (tx, mut rx) = broadcast::channel::<Wakeup>(2);
+    #[tokio::test(start_paused = true)]
+    async fn commits_inside_the_spacing_are_taken_together_by_the_next_pass() {
+        let (tx, rx) = broadcast::channel(16);
+        let mut wakeups = Wakeups::new(rx, Duration::from_secs(5), SPACING);
+        tx.send(committed("a")).unwrap();
+        assert_eq!(wakeups.next().await, hospitals(&["a"]));
+        let first_pass = Instant::now();
+
+        let sender = tx.clone();
+        tokio::spawn(async move {
+            for (after_ms, hospital) in [(2, "b"), (9, "c"), (17, "b")] {
+                tokio::time::sleep_until(first_pass + Duration::from_millis(after_ms)).await;
+                sender.send(committed(hospital)).unwrap();
+            }
+        });
+        assert_eq!(wakeups.next().await, hospitals(&["b", "c"]));
         assert_eq!(
-            next_scope(&mut rx, Duration::from_millis(10)).await,
-            WakeScope::All
+            first_pass.elapsed(),
+            SPACING,
+            "the second pass starts one spacing after the first, not at the first commit"
         );
-        drop(tx);
-        assert_eq!(
-            next_scope(&mut rx, Duration::from_secs(5)).await,
-            WakeScope::Closed
-        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_is_not_delayed_by_the_spacing() {
+        let (tx, rx) = broadcast::channel(16);
+        let mut wakeups = Wakeups::new(rx, Duration::from_secs(5), SPACING);
+        tx.send(committed("a")).unwrap();
+        assert_eq!(wakeups.next().await, hospitals(&["a"]));
+        let first_pass = Instant::now();
+        tx.send(Wakeup::Resync).unwrap();
+        assert_eq!(wakeups.next().await, WakeScope::All);
+        assert_eq!(first_pass.elapsed(), Duration::ZERO);
     }
 
     #[test]

@@ -102,6 +102,7 @@ pub fn settings(url: &str) -> ServeSettings {
         },
         command_rate: 1000.0,
         command_burst: 1000.0,
+        projection_spacing_ms: vigil::config::DEFAULT_PROJECTION_SPACING_MS,
         workers: Some(2),
         demo: false,
         realtime: Default::default(),
