@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::presence::PresenceHub;
 use super::protocol::{CloseReason, ServerFrame};
-use super::window::{prepare, Window, WindowEvent};
+use super::window::{prepare, Batch, Window, WindowEvent};
 use super::{Push, RealtimeSettings, SessionId};
 use crate::metrics::Metrics;
 use crate::stream::listener::{StreamListener, Wakeup};
@@ -70,19 +70,11 @@ impl HospitalFeed {
 
     /// Up to `max` events after `after` from memory, or `None` if the window does not reach
     /// back that far (the caller reads the store).
-    pub fn events_after(&self, after: Position, max: usize) -> Option<Vec<Arc<WindowEvent>>> {
+    pub fn events_after(&self, after: Position, max: usize) -> Option<Batch> {
         self.window
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .after(after, max)
-    }
-
-    /// Bytes of frames after `after` held in memory.
-    pub fn backlog_bytes(&self, after: Position) -> usize {
-        self.window
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .bytes_after(after)
     }
 }
 
@@ -364,6 +356,9 @@ impl HospitalActor {
     /// Kicks live sessions that lag too far behind the head (checked after every append).
     fn check_lag(&mut self) {
         let head = self.feed.head();
+        // One read lock for the whole pass: right after an append every live session lags
+        // by the new events, so each one's backlog in bytes is looked up.
+        let window = self.feed.window.read().unwrap_or_else(|p| p.into_inner());
         for (id, member) in self.members.iter_mut() {
             if member.kicked || !member.progress.live.load(Ordering::Acquire) {
                 continue;
@@ -373,7 +368,7 @@ impl HospitalActor {
             };
             let lag = head - cursor;
             if lag > self.settings.max_lag_events
-                || (lag > 0 && self.feed.backlog_bytes(cursor) > self.settings.max_lag_bytes)
+                || (lag > 0 && window.bytes_after(cursor) > self.settings.max_lag_bytes)
             {
                 tracing::info!(hospital = %self.feed.hospital, session = id, lag, "slow consumer");
                 member.kick_slow(&self.metrics);

@@ -114,56 +114,98 @@ pub fn topics_of(aggregate_id: &str, scope: &Scope) -> Vec<Topic> {
     topics
 }
 
+impl Topic {
+    /// The topic's bit in [`Subscriptions`]' mask, for the topics without a parameter.
+    fn bit(&self) -> Option<u8> {
+        match self {
+            Topic::Alerts => Some(1),
+            Topic::Cases => Some(1 << 1),
+            Topic::Appointments => Some(1 << 2),
+            Topic::Notifications => Some(1 << 3),
+            Topic::Presence => Some(1 << 4),
+            Topic::Metrics => Some(1 << 5),
+            Topic::Case(_) | Topic::Patient(_) => None,
+        }
+    }
+}
+
 /// A session's subscribed topics.
+///
+/// [`Subscriptions::matches`] runs for every event and every subscribed connection, so the
+/// topics without a parameter are also kept as a bit mask: most events are decided by one
+/// bit test, and the set (whose search compares strings) is searched only for `case:` and
+/// `patient:` topics, and only when one is subscribed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Subscriptions(BTreeSet<Topic>);
+pub struct Subscriptions {
+    topics: BTreeSet<Topic>,
+    /// Bits of the subscribed topics without a parameter.
+    simple: u8,
+    /// Whether any `case:` or `patient:` topic is subscribed.
+    parameterized: bool,
+}
 
 impl Subscriptions {
     /// Adds topics; returns how many were new.
     pub fn add(&mut self, topics: impl IntoIterator<Item = Topic>) -> usize {
-        topics
+        let added = topics
             .into_iter()
-            .filter(|t| self.0.insert(t.clone()))
-            .count()
+            .filter(|t| self.topics.insert(t.clone()))
+            .count();
+        self.index();
+        added
     }
 
     /// Removes topics.
     pub fn remove<'a>(&mut self, topics: impl IntoIterator<Item = &'a Topic>) {
         for t in topics {
-            self.0.remove(t);
+            self.topics.remove(t);
         }
+        self.index();
+    }
+
+    /// Recomputes the mask from the set (subscriptions change rarely; events are many).
+    fn index(&mut self) {
+        self.simple = self
+            .topics
+            .iter()
+            .filter_map(Topic::bit)
+            .fold(0, |m, b| m | b);
+        self.parameterized = self.topics.iter().any(|t| t.bit().is_none());
     }
 
     /// Whether any of an event's topics is subscribed.
     pub fn matches(&self, event_topics: &[Topic]) -> bool {
-        event_topics.iter().any(|t| self.0.contains(t))
+        event_topics.iter().any(|t| match t.bit() {
+            Some(bit) => self.simple & bit != 0,
+            None => self.parameterized && self.topics.contains(t),
+        })
     }
 
     /// Whether `topic` is subscribed.
     pub fn contains(&self, topic: &Topic) -> bool {
-        self.0.contains(topic)
+        self.topics.contains(topic)
     }
 
     /// Number of subscribed topics.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.topics.len()
     }
 
     /// Whether nothing is subscribed.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.topics.is_empty()
     }
 
     /// Whether any stream topic (one that selects events) is subscribed.
     pub fn has_stream_topic(&self) -> bool {
-        self.0
+        self.topics
             .iter()
             .any(|t| !matches!(t, Topic::Presence | Topic::Metrics))
     }
 
     /// The topics as strings, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.0.iter().map(Topic::to_string).collect()
+        self.topics.iter().map(Topic::to_string).collect()
     }
 }
 
@@ -239,5 +281,48 @@ mod tests {
         let mut subs = Subscriptions::default();
         subs.add([Topic::Patient(PatientId::parse("p-9").unwrap())]);
         assert!(subs.matches(&topics));
+    }
+
+    #[test]
+    fn an_event_matches_exactly_when_one_of_its_topics_is_subscribed() {
+        let case = Uuid::new_v4();
+        let patient = || Topic::Patient(PatientId::parse("p-1").unwrap());
+        let every_topic = [
+            Topic::Alerts,
+            Topic::Cases,
+            Topic::Case(case),
+            patient(),
+            Topic::Appointments,
+            Topic::Notifications,
+            Topic::Presence,
+            Topic::Metrics,
+        ];
+        let other_patient = Topic::Patient(PatientId::parse("p-2").unwrap());
+        let events: [&[Topic]; 5] = [
+            &[Topic::Alerts, patient()],
+            &[Topic::Cases, Topic::Case(case)],
+            &[Topic::Appointments],
+            &[Topic::Notifications, other_patient.clone()],
+            &[],
+        ];
+        for subscribed in &every_topic {
+            let mut subs = Subscriptions::default();
+            subs.add([subscribed.clone(), Topic::Presence]);
+            for event in events {
+                let expected = event
+                    .iter()
+                    .any(|t| t == subscribed || *t == Topic::Presence);
+                assert_eq!(subs.matches(event), expected, "{subscribed} vs {event:?}");
+            }
+            subs.remove([subscribed]);
+            for event in events {
+                let expected = event.contains(&Topic::Presence);
+                assert_eq!(
+                    subs.matches(event),
+                    expected,
+                    "{subscribed} removed vs {event:?}"
+                );
+            }
+        }
     }
 }

@@ -93,6 +93,47 @@ pub fn prepare(event: StreamEvent) -> Arc<WindowEvent> {
     })
 }
 
+/// Events taken from the window or the store, in position order.
+///
+/// A live connection takes one event at a time (every commit wakes it), for every event and
+/// every connection: that case is [`Batch::One`], without the allocation of a `Vec`.
+#[derive(Debug)]
+pub enum Batch {
+    /// A single event (taken once iterated).
+    One(Option<Arc<WindowEvent>>),
+    /// Any number of events.
+    Many(std::vec::IntoIter<Arc<WindowEvent>>),
+}
+
+impl From<Vec<Arc<WindowEvent>>> for Batch {
+    fn from(events: Vec<Arc<WindowEvent>>) -> Self {
+        Batch::Many(events.into_iter())
+    }
+}
+
+impl Iterator for Batch {
+    type Item = Arc<WindowEvent>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Batch::One(event) => event.take(),
+            Batch::Many(events) => events.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            Batch::One(event) => {
+                let n = usize::from(event.is_some());
+                (n, Some(n))
+            }
+            Batch::Many(events) => events.size_hint(),
+        }
+    }
+}
+
+impl ExactSizeIterator for Batch {}
+
 /// Recent events of one hospital, contiguous by position.
 #[derive(Debug)]
 pub struct Window {
@@ -178,7 +219,7 @@ impl Window {
     }
 
     /// Up to `max` events with a position greater than `after`, if the window covers them.
-    pub fn after(&self, after: Position, max: usize) -> Option<Vec<Arc<WindowEvent>>> {
+    pub fn after(&self, after: Position, max: usize) -> Option<Batch> {
         let first = self.first_position()?;
         if after + 1 < first {
             return None;
@@ -186,7 +227,17 @@ impl Window {
         let start = usize::try_from(after + 1 - first)
             .ok()?
             .min(self.events.len());
-        Some(self.events.range(start..).take(max).cloned().collect())
+        let mut events = self.events.range(start..).take(max);
+        Some(match (events.next(), events.len()) {
+            (None, _) => Batch::from(Vec::new()),
+            (Some(only), 0) => Batch::One(Some(only.clone())),
+            (Some(first), _) => Batch::from(
+                std::iter::once(first)
+                    .chain(events)
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ),
+        })
     }
 
     /// Bytes of frames between `after` and the end (a lagging session's backlog).
@@ -251,13 +302,17 @@ mod tests {
         assert_eq!((w.first_position(), w.last_position()), (Some(3), Some(5)));
         assert!(w.covers_after(2));
         assert!(!w.covers_after(1));
-        let after_3: Vec<_> = w.after(3, 10).unwrap().iter().map(|e| e.position).collect();
+        let after_3: Vec<_> = w.after(3, 10).unwrap().map(|e| e.position).collect();
         assert_eq!(after_3, vec![4, 5]);
         assert!(
             w.after(1, 10).is_none(),
             "position 2 was evicted: the caller must use the store"
         );
         assert_eq!(w.after(5, 10).unwrap().len(), 0);
+        let last: Vec<_> = w.after(4, 10).unwrap().map(|e| e.position).collect();
+        assert_eq!(last, vec![5], "one event: the allocation-free batch");
+        let capped: Vec<_> = w.after(2, 2).unwrap().map(|e| e.position).collect();
+        assert_eq!(capped, vec![3, 4]);
     }
 
     #[test]
@@ -289,7 +344,7 @@ mod tests {
         for p in 1..=9 {
             w.push(event(p, 0));
         }
-        let one = w.after(6, 1).unwrap()[0].frame.len();
+        let one = w.after(6, 1).unwrap().next().unwrap().frame.len();
         assert_eq!(w.bytes_after(7), 2 * one);
         assert_eq!(w.bytes_after(8), one);
         assert_eq!(w.bytes_after(9), 0);
@@ -305,7 +360,7 @@ mod tests {
         for p in 1..=3 {
             w.push(event(p, 0));
         }
-        let one = w.after(0, 1).unwrap()[0].frame.len();
+        let one = w.after(0, 1).unwrap().next().unwrap().frame.len();
         assert_eq!(w.bytes_after(2), w.bytes() - 2 * one);
         assert_eq!(w.bytes_after(3), 0);
         assert_eq!(w.bytes_after(0), w.bytes());

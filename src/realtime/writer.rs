@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use super::hospital::{HospitalFeed, SessionProgress, READ_RETRY};
 use super::protocol::{CloseReason, ServerFrame};
 use super::topics::Subscriptions;
-use super::window::{prepare, WindowEvent};
+use super::window::{prepare, Batch, WindowEvent};
 use crate::metrics::Metrics;
 use crate::stream::entitlement::Viewer;
 use crate::stream::read::read_after;
@@ -325,7 +325,10 @@ async fn step<S: Sink>(
     let (batch, from_memory) = match feed.events_after(cursor, MEMORY_BATCH) {
         Some(batch) => (batch, true),
         None => match read_after(&ctx.pool, &feed.hospital, cursor, DATABASE_BATCH).await {
-            Ok(events) => (events.into_iter().map(prepare).collect(), false),
+            Ok(events) => (
+                Batch::from(events.into_iter().map(prepare).collect::<Vec<_>>()),
+                false,
+            ),
             Err(error) => {
                 tracing::warn!(hospital = %feed.hospital, %error, "replay read failed; retrying");
                 let pause = tokio::time::sleep(READ_RETRY);
