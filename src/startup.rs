@@ -22,7 +22,7 @@ use crate::http::{self, idempotency, AppState};
 use crate::metrics::Metrics;
 use crate::rate_limit::KeyedLimiter;
 use crate::realtime::hospital::Directory;
-use crate::realtime::presence::PresenceHub;
+use crate::realtime::presence::{Peers, PresenceHub};
 use crate::realtime::{self, Realtime};
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
@@ -116,11 +116,13 @@ impl Application {
         let realtime_settings = std::sync::Arc::new(settings.realtime.clone());
         let (shutdown_signal, shutdown_receiver) = watch::channel(false);
         let node_id = settings.node_id.unwrap_or_else(uuid::Uuid::new_v4);
+        let peers = std::sync::Arc::new(Peers::default());
         let presence = PresenceHub::start(
             database.pool.clone(),
             database.listen_config.clone(),
             node_id,
             settings.presence.clone(),
+            peers.clone(),
         );
         let realtime = std::sync::Arc::new(Realtime {
             directory: Directory::new(
@@ -136,6 +138,9 @@ impl Application {
             keys: keys.clone(),
             pool: database.pool.clone(),
             shutdown: shutdown_receiver,
+            node_id,
+            peers,
+            node_timeout: settings.presence.node_timeout,
         });
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),

@@ -664,6 +664,7 @@ impl Directory {
         Some(ConnectionSlot {
             directory: self.clone(),
             key: (hospital.clone(), user.clone()),
+            held: *count,
         })
     }
 
@@ -682,6 +683,20 @@ impl Directory {
 pub struct ConnectionSlot {
     directory: Arc<Directory>,
     key: (HospitalId, UserId),
+    /// The user's connections on this node when this one was counted, itself included.
+    held: u32,
+}
+
+impl ConnectionSlot {
+    /// The hospital and user it counts for.
+    pub fn key(&self) -> &(HospitalId, UserId) {
+        &self.key
+    }
+
+    /// The user's connections on this node when this one was counted, itself included.
+    pub fn held(&self) -> u32 {
+        self.held
+    }
 }
 
 impl Drop for ConnectionSlot {

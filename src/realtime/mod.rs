@@ -105,7 +105,8 @@ pub struct RealtimeSettings {
     #[arg(long, env = "VIGIL_MAX_SUBSCRIPTIONS", default_value_t = 64)]
     pub max_subscriptions: usize,
 
-    /// Open connections one user may have on this node (tabs, devices).
+    /// Open connections one user may have (tabs, devices), on this node and across the
+    /// cluster: other nodes' WebSocket connections of the user count too.
     #[arg(long, env = "VIGIL_MAX_CONNECTIONS_PER_USER", default_value_t = 16)]
     pub max_connections_per_user: u32,
 
@@ -190,4 +191,39 @@ pub struct Realtime {
     pub pool: sqlx::PgPool,
     /// Becomes true when the server shuts down: every writer sends its shutdown frame.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// This node's id in the cluster.
+    pub node_id: uuid::Uuid,
+    /// Other live nodes, for the per-user connection limit across the cluster.
+    pub peers: std::sync::Arc<presence::Peers>,
+    /// After this long without a heartbeat a node's connections stop counting.
+    pub node_timeout: Duration,
+}
+
+impl Realtime {
+    /// The per-user connection limit across the cluster, for a connection already counted
+    /// on this node (`slot`): `None` when no other node is alive (this node's count is the
+    /// whole count), else a future resolving to whether the user's connections here plus
+    /// those on other nodes stay within the limit. If PostgreSQL cannot be asked, the
+    /// connection is admitted (and a warning logged): the limit protects the server from
+    /// abuse, and must not lock clinicians out while the database is briefly unreachable.
+    pub fn cluster_admission(
+        &self,
+        slot: &hospital::ConnectionSlot,
+    ) -> Option<impl std::future::Future<Output = bool> + 'static> {
+        if self.peers.count() == 0 {
+            return None;
+        }
+        let (pool, node, timeout) = (self.pool.clone(), self.node_id, self.node_timeout);
+        let (hospital, user) = slot.key().clone();
+        let (held, max) = (slot.held(), self.settings.max_connections_per_user);
+        Some(async move {
+            match presence::connections_elsewhere(&pool, node, &hospital, &user, timeout).await {
+                Ok(elsewhere) => held.saturating_add(elsewhere) <= max,
+                Err(error) => {
+                    tracing::warn!(%error, %hospital, %user, "cannot count the user's connections on other nodes; admitting");
+                    true
+                }
+            }
+        })
+    }
 }

@@ -228,18 +228,45 @@ impl SessionActor {
             .directory
             .open_connection(&identity.hospital, &identity.user)
         else {
-            self.error(
-                id,
-                "too_many_connections",
-                format!(
-                    "at most {} connections per user",
-                    self.rt.settings.max_connections_per_user
-                ),
-                ctx,
-            );
-            self.close(CloseReason::TooManyConnections, ctx);
+            self.too_many_connections(id, ctx);
             return;
         };
+        match self.rt.cluster_admission(&slot) {
+            None => self.admitted(identity, slot, id, ctx),
+            // Nothing else is handled until the other nodes' count is known (a `subscribe`
+            // pipelined behind `auth` waits for the admission).
+            Some(check) => ctx.wait(check.into_actor(self).map(move |admitted, act, ctx| {
+                if admitted {
+                    act.admitted(identity, slot, id, ctx);
+                } else {
+                    drop(slot);
+                    act.too_many_connections(id, ctx);
+                }
+            })),
+        }
+    }
+
+    fn too_many_connections(&mut self, id: Option<FrameId>, ctx: &mut Context<Self>) {
+        self.error(
+            id,
+            "too_many_connections",
+            format!(
+                "at most {} connections per user",
+                self.rt.settings.max_connections_per_user
+            ),
+            ctx,
+        );
+        self.close(CloseReason::TooManyConnections, ctx);
+    }
+
+    /// The connection is authenticated and within the per-user limit.
+    fn admitted(
+        &mut self,
+        identity: Identity,
+        slot: ConnectionSlot,
+        id: Option<FrameId>,
+        ctx: &mut Context<Self>,
+    ) {
         self.slot = Some(slot);
         self.identity = Some(identity.clone());
         self.schedule_token_timers(ctx);

@@ -313,6 +313,11 @@ pub async fn stream(
         .directory
         .open_connection(&hospital, &identity.user)
         .ok_or(ApiError::RateLimited { retry_after: 5 })?;
+    if let Some(check) = rt.cluster_admission(&slot) {
+        if !check.await {
+            return Err(ApiError::RateLimited { retry_after: 5 });
+        }
+    }
 
     let id = next_session_id();
     let progress = Arc::new(SessionProgress::default());

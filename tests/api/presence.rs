@@ -59,7 +59,7 @@ fn online(user: &str, role: &str, connections: u32) -> PresenceEntry {
 async fn start_node(db: &TestDatabase) -> Addr<PresenceHub> {
     let pool = PgPool::connect(&db.url).await.unwrap();
     let listen = vigil::store::listen_config_for(&db.url).unwrap();
-    PresenceHub::start(pool, listen, Uuid::new_v4(), settings())
+    PresenceHub::start(pool, listen, Uuid::new_v4(), settings(), Default::default())
 }
 
 /// A node on an arbiter (thread) of its own, with its own pool: stopping the arbiter stops
@@ -71,7 +71,7 @@ async fn start_node_on_own_arbiter(db: &TestDatabase) -> (Arbiter, Addr<Presence
     arbiter.spawn(async move {
         let pool = PgPool::connect(&url).await.unwrap();
         let listen = vigil::store::listen_config_for(&url).unwrap();
-        let hub = PresenceHub::start(pool, listen, Uuid::new_v4(), settings());
+        let hub = PresenceHub::start(pool, listen, Uuid::new_v4(), settings(), Default::default());
         let _ = sender.send(hub);
     });
     (arbiter, receiver.await.unwrap())

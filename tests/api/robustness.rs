@@ -533,6 +533,101 @@ async fn a_user_over_the_connection_limit_is_refused_until_one_closes() {
     assert_eq!(frame_of(&mut second, "pong").await["id"], "second");
 }
 
+/// Rows of `user`'s connections in `presence_sessions` (every node's), waited for until
+/// there are `expected` of them (a node's writer stores a connection just after admitting it).
+async fn await_registered_connections(app: &TestApp, user: &str, expected: i64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM presence_sessions WHERE hospital = $1 AND user_id = $2",
+        )
+        .bind(H)
+        .bind(user)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count connections");
+        if count == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} connections of {user} registered, expected {expected}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Invariant: the per-user limit holds across the nodes of a cluster: a user's connections
+/// on another node count against it, and a connection closed on one node frees a slot on
+/// the others.
+#[actix_web::test]
+async fn the_connection_limit_counts_the_users_connections_on_every_node() {
+    // Arrange: two nodes on one database, a limit of 2, heartbeats fast enough that each
+    // node knows of the other within a fraction of a second.
+    let cluster = |s: &mut vigil::config::ServeSettings| {
+        s.realtime.max_connections_per_user = 2;
+        s.presence.node_heartbeat = Duration::from_millis(100);
+        s.presence.node_timeout = Duration::from_secs(2);
+    };
+    let app = spawn_app_with(cluster).await;
+    let mut settings_b = crate::helpers::settings(&app.db.url);
+    cluster(&mut settings_b);
+    let node_b = vigil::startup::Application::build(&settings_b)
+        .await
+        .expect("second node");
+    let port_b = node_b.port();
+    let shutdown_b = node_b.shutdown_handle();
+    actix_web::rt::spawn(node_b.run_until_stopped());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM presence_nodes")
+            .fetch_one(&app.pool)
+            .await
+            .expect("count nodes");
+        if live == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second node never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both writers count the other node at their next heartbeat.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let mut on_a_1 = ws::connect(app.port, H, Some(&nurse)).await;
+    assert_eq!(frame(&mut on_a_1).await["type"], "authenticated");
+    let mut on_a_2 = ws::connect(app.port, H, Some(&nurse)).await;
+    assert_eq!(frame(&mut on_a_2).await["type"], "authenticated");
+    await_registered_connections(&app, "nurse-amy", 2).await;
+
+    // Act: a third connection, on the node where the user has none.
+    let mut on_b = ws::connect(port_b, H, Some(&nurse)).await;
+    let refused = frame(&mut on_b).await;
+    let (reason, code) = closed(&mut on_b, Duration::from_secs(5)).await;
+
+    // Assert
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["code"], "too_many_connections", "{refused}");
+    assert_eq!(reason.as_deref(), Some("too_many_connections"));
+    assert_eq!(code, Some(4013));
+
+    // One closed on A frees a slot on B; the next one on B is over the limit again.
+    on_a_1.close(None).await.expect("close");
+    await_registered_connections(&app, "nurse-amy", 1).await;
+    let mut on_b = ws::connect(port_b, H, Some(&nurse)).await;
+    assert_eq!(frame(&mut on_b).await["type"], "authenticated");
+    await_registered_connections(&app, "nurse-amy", 2).await;
+    let mut over = ws::connect(port_b, H, Some(&nurse)).await;
+    assert_eq!(frame(&mut over).await["code"], "too_many_connections");
+    let mut also_over = ws::connect(app.port, H, Some(&nurse)).await;
+    assert_eq!(frame(&mut also_over).await["code"], "too_many_connections");
+    send(&mut on_a_2, ping("still-here")).await;
+    assert_eq!(frame_of(&mut on_a_2, "pong").await["id"], "still-here");
+    shutdown_b.trigger().await;
+}
+
 /// Invariant: `typing` for one case is accepted at most once per throttle interval.
 #[actix_web::test]
 async fn typing_faster_than_the_throttle_is_refused() {

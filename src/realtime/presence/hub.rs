@@ -4,6 +4,7 @@
 //! announcement to the store writer. It never waits on PostgreSQL itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::{
@@ -21,8 +22,8 @@ use super::state::{count_by_role, presence_entries, OnlineUser, SessionKey};
 use super::store::{self, Op, SessionRow};
 use super::thread::{CaseThreadActor, Change, ChangeKind, Idle, Stop, TargetKey};
 use super::{
-    Connect, Disconnect, OnlineByRole, PresenceSettings, Touch, Typing, Unview, View, ViewTarget,
-    Watch, WatchTopic, MAX_TARGETS, MAX_VIEWS_PER_SESSION, MAX_WATCHES_PER_SESSION,
+    Connect, Disconnect, OnlineByRole, Peers, PresenceSettings, Touch, Typing, Unview, View,
+    ViewTarget, Watch, WatchTopic, MAX_TARGETS, MAX_VIEWS_PER_SESSION, MAX_WATCHES_PER_SESSION,
     PRESENCE_DEBOUNCE,
 };
 use crate::realtime::protocol::{Participant, PresenceEntry, ServerFrame};
@@ -42,6 +43,8 @@ pub struct PresenceHub {
     node: Uuid,
     /// Timers.
     settings: PresenceSettings,
+    /// Other live nodes (see [`Peers`]).
+    peers: Arc<Peers>,
     /// The store writer's ordered, bounded queue.
     outbox: mpsc::Sender<Op>,
     /// A connect or disconnect could not be queued: the writer must get the full set of
@@ -111,11 +114,13 @@ impl PresenceHub {
     /// cluster. It also starts, on the same arbiter, the store writer (which registers the
     /// node at once) and the LISTEN connection (`listen_config` is a tokio-postgres
     /// connection string); stopping the arbiter stops all three.
+    /// `peers` is kept up to date with the number of other live nodes.
     pub fn start(
         pool: PgPool,
         listen_config: String,
         node_id: Uuid,
         settings: PresenceSettings,
+        peers: Arc<Peers>,
     ) -> Addr<PresenceHub> {
         if settings.node_timeout <= settings.node_heartbeat {
             tracing::warn!(
@@ -124,12 +129,13 @@ impl PresenceHub {
             );
         }
         PresenceHub::create(move |ctx| {
-            let outbox = store::spawn_writer(pool.clone(), node_id, &settings);
+            let outbox = store::spawn_writer(pool.clone(), node_id, &settings, peers.clone());
             listener::spawn(listen_config, ctx.address());
             PresenceHub {
                 pool,
                 node: node_id,
                 settings,
+                peers,
                 outbox,
                 needs_resync: false,
                 dropped_notes: 0,
@@ -569,7 +575,10 @@ impl PresenceHub {
                 let key = SessionKey { node, session };
                 self.send_all_threads(Some(&hospital), || ChangeKind::SessionLeft { key });
             }
-            Note::Hello { .. } => self.reannounce_views(),
+            Note::Hello { .. } => {
+                self.peers.saw_one();
+                self.reannounce_views();
+            }
             Note::NodeDown { node } if node == self.node => {
                 // Presumed dead while alive: the others dropped this node's views. The writer
                 // re-registers the sessions at its next heartbeat.

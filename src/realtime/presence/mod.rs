@@ -92,6 +92,7 @@ mod thread;
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use actix::{Message, Recipient};
@@ -104,7 +105,35 @@ use super::topics::Topic;
 use super::{Push, SessionId};
 
 pub use hub::PresenceHub;
+pub use store::connections_elsewhere;
 pub use thread::CaseThreadActor;
+
+/// How many other live nodes this node knows of: counted by the store writer at every
+/// heartbeat, and raised at once when another node says `hello`.
+///
+/// The per-user connection limit holds across the cluster: a connection is admitted only if
+/// the user's connections on this node plus those other nodes registered stay within it.
+/// Asking PostgreSQL costs a query per connection, so it is asked only when there are other
+/// nodes: a single node (and the connection-rate benchmark) pays nothing.
+#[derive(Debug, Default)]
+pub struct Peers(AtomicUsize);
+
+impl Peers {
+    /// Other live nodes, as last seen.
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The count read at a heartbeat.
+    fn set(&self, count: usize) {
+        self.0.store(count, Ordering::Relaxed);
+    }
+
+    /// Another node said `hello`: there is at least one.
+    fn saw_one(&self) {
+        self.0.fetch_max(1, Ordering::Relaxed);
+    }
+}
 
 /// The NOTIFY channel presence changes travel on.
 pub const CHANNEL: &str = "vigil_presence";

@@ -9,6 +9,7 @@
 //! "dirty", and its next heartbeat rewrites the node's rows from the mirror.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::types::{HospitalId, Role, UserId};
@@ -19,7 +20,7 @@ use uuid::Uuid;
 
 use super::note::Note;
 use super::state::{aggregate_presence, OnlineUser, PresenceRow};
-use super::{PresenceSettings, CHANNEL, OUTBOX_CAPACITY};
+use super::{Peers, PresenceSettings, CHANNEL, OUTBOX_CAPACITY};
 use crate::realtime::SessionId;
 
 /// One connection as stored in `presence_sessions`.
@@ -57,11 +58,17 @@ impl Op {
 /// heartbeats and sweeps every `settings.node_heartbeat`. It stops when the returned sender
 /// is dropped (the hub stopped), without deleting anything: a node that stops without its
 /// sessions disconnecting is, to the cluster, a dead node.
-pub fn spawn_writer(pool: PgPool, node: Uuid, settings: &PresenceSettings) -> mpsc::Sender<Op> {
+pub fn spawn_writer(
+    pool: PgPool,
+    node: Uuid,
+    settings: &PresenceSettings,
+    peers: Arc<Peers>,
+) -> mpsc::Sender<Op> {
     let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
     let writer = Writer {
         pool,
         node,
+        peers,
         timeout: settings.node_timeout,
         mirror: HashMap::new(),
         dirty: true,
@@ -73,6 +80,8 @@ pub fn spawn_writer(pool: PgPool, node: Uuid, settings: &PresenceSettings) -> mp
 struct Writer {
     pool: PgPool,
     node: Uuid,
+    /// Other live nodes, counted at each heartbeat.
+    peers: Arc<Peers>,
     timeout: Duration,
     /// The sessions this node holds, as far as the writer was told.
     mirror: HashMap<SessionId, SessionRow>,
@@ -165,7 +174,50 @@ impl Writer {
         if let Err(error) = sweep(&self.pool, self.node, self.timeout).await {
             tracing::warn!(%error, "presence sweep failed");
         }
+        match live_peers(&self.pool, self.node, self.timeout).await {
+            Ok(count) => self.peers.set(count),
+            Err(error) => tracing::warn!(%error, "cannot count the other nodes"),
+        }
     }
+}
+
+/// Other nodes whose heartbeat is younger than `timeout`.
+async fn live_peers(pool: &PgPool, node: Uuid, timeout: Duration) -> Result<usize, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM presence_nodes WHERE node_id <> $1 \
+         AND last_seen > clock_timestamp() - make_interval(secs => $2)",
+    )
+    .bind(node)
+    .bind(timeout.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// The WebSocket connections `user` of `hospital` holds on other live nodes (those nodes'
+/// rows in `presence_sessions`): what the per-user connection limit adds to this node's own
+/// count. A connection is in the table a few milliseconds after it was admitted (its node's
+/// writer inserts it), so connections opened at the same instant on different nodes can
+/// each pass: the limit can be exceeded by one connection per node for that instant.
+pub async fn connections_elsewhere(
+    pool: &PgPool,
+    node: Uuid,
+    hospital: &HospitalId,
+    user: &UserId,
+    timeout: Duration,
+) -> Result<u32, sqlx::Error> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM presence_sessions s JOIN presence_nodes n ON n.node_id = s.node_id \
+         WHERE s.hospital = $1 AND s.user_id = $2 AND s.node_id <> $3 \
+           AND n.last_seen > clock_timestamp() - make_interval(secs => $4)",
+    )
+    .bind(hospital.as_str())
+    .bind(user.as_str())
+    .bind(node)
+    .bind(timeout.as_secs_f64())
+    .fetch_one(pool)
+    .await?;
+    Ok(u32::try_from(count).unwrap_or(u32::MAX))
 }
 
 /// `session_id` is `bigint`; session ids are `u64`. The cast keeps the bits (and so is
