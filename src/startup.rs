@@ -22,7 +22,7 @@ use crate::http::{self, idempotency, AppState};
 use crate::metrics::Metrics;
 use crate::rate_limit::KeyedLimiter;
 use crate::realtime::hospital::Directory;
-use crate::realtime::presence::{Peers, PresenceHub};
+use crate::realtime::presence::{Elsewhere, Peers, PresenceHub};
 use crate::realtime::{self, Realtime};
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
@@ -138,9 +138,12 @@ impl Application {
             keys: keys.clone(),
             pool: database.pool.clone(),
             shutdown: shutdown_receiver,
-            node_id,
             peers,
-            node_timeout: settings.presence.node_timeout,
+            elsewhere: Elsewhere::spawn(
+                database.pool.clone(),
+                node_id,
+                settings.presence.node_timeout,
+            ),
         });
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),

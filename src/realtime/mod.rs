@@ -191,12 +191,10 @@ pub struct Realtime {
     pub pool: sqlx::PgPool,
     /// Becomes true when the server shuts down: every writer sends its shutdown frame.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// This node's id in the cluster.
-    pub node_id: uuid::Uuid,
     /// Other live nodes, for the per-user connection limit across the cluster.
     pub peers: std::sync::Arc<presence::Peers>,
-    /// After this long without a heartbeat a node's connections stop counting.
-    pub node_timeout: Duration,
+    /// Counts a user's connections on the other nodes.
+    pub elsewhere: presence::Elsewhere,
 }
 
 impl Realtime {
@@ -213,14 +211,14 @@ impl Realtime {
         if self.peers.count() == 0 {
             return None;
         }
-        let (pool, node, timeout) = (self.pool.clone(), self.node_id, self.node_timeout);
+        let elsewhere = self.elsewhere.clone();
         let (hospital, user) = slot.key().clone();
         let (held, max) = (slot.held(), self.settings.max_connections_per_user);
         Some(async move {
-            match presence::connections_elsewhere(&pool, node, &hospital, &user, timeout).await {
-                Ok(elsewhere) => held.saturating_add(elsewhere) <= max,
-                Err(error) => {
-                    tracing::warn!(%error, %hospital, %user, "cannot count the user's connections on other nodes; admitting");
+            match elsewhere.count(hospital.clone(), user.clone()).await {
+                Some(count) => held.saturating_add(count) <= max,
+                None => {
+                    tracing::warn!(%hospital, %user, "the user's connections on other nodes are unknown; admitting");
                     true
                 }
             }

@@ -614,3 +614,67 @@ async fn no_frame_of_one_hospital_reaches_a_session_of_another() {
         }
     }
 }
+
+/// Invariant: the per-user connection count of other nodes is exact per (hospital, user),
+/// leaves out the asking node and dead nodes, and stays so when many requests share one
+/// batched query.
+#[actix_web::test]
+async fn connections_elsewhere_are_counted_per_user_over_live_other_nodes_only() {
+    // Arrange: this node, a live other node, and a dead one (no heartbeat for an hour).
+    let db = TestDatabase::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let (me, live, dead) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO presence_nodes (node_id, last_seen) VALUES \
+         ($1, clock_timestamp()), ($2, clock_timestamp()), ($3, clock_timestamp() - interval '1 hour')",
+    )
+    .bind(me)
+    .bind(live)
+    .bind(dead)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let sessions = [
+        (me, "st-marys", "nurse-amy"),
+        (live, "st-marys", "nurse-amy"),
+        (live, "st-marys", "nurse-amy"),
+        (live, "st-marys", "dr-rao"),
+        (live, "city", "nurse-amy"),
+        (dead, "st-marys", "dr-rao"),
+    ];
+    for (i, (node, hospital, user)) in sessions.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO presence_sessions (node_id, session_id, hospital, user_id, role) \
+             VALUES ($1, $2, $3, $4, 'nurse')",
+        )
+        .bind(node)
+        .bind(i as i64)
+        .bind(hospital)
+        .bind(user)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let elsewhere = vigil::realtime::presence::Elsewhere::spawn(pool, me, Duration::from_secs(15));
+
+    // Act: 300 requests at once (they share a few batched queries).
+    let keys = [
+        ("st-marys", "nurse-amy", 2),
+        ("st-marys", "dr-rao", 1),
+        ("city", "nurse-amy", 1),
+        ("city", "dr-rao", 0),
+        ("st-marys", "nobody", 0),
+    ];
+    let asked = (0..300).map(|i| keys[i % keys.len()]);
+    let counts = futures_util::future::join_all(
+        asked
+            .clone()
+            .map(|(h, u, _)| elsewhere.count(hospital(h), UserId::parse(u).unwrap())),
+    )
+    .await;
+
+    // Assert
+    for ((h, u, expected), count) in asked.zip(counts) {
+        assert_eq!(count, Some(expected), "{u} of {h}");
+    }
+}

@@ -82,6 +82,7 @@
 //! A hub that stops without its sessions disconnecting (the process is killed, the arbiter
 //! stops) simply stops heartbeating: the cluster treats it as a dead node.
 
+mod elsewhere;
 mod hub;
 mod listener;
 mod note;
@@ -104,8 +105,8 @@ use uuid::Uuid;
 use super::topics::Topic;
 use super::{Push, SessionId};
 
+pub use elsewhere::Elsewhere;
 pub use hub::PresenceHub;
-pub use store::connections_elsewhere;
 pub use thread::CaseThreadActor;
 
 /// How many other live nodes this node knows of: counted by the store writer at every

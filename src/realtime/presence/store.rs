@@ -194,32 +194,6 @@ async fn live_peers(pool: &PgPool, node: Uuid, timeout: Duration) -> Result<usiz
     Ok(usize::try_from(count).unwrap_or(0))
 }
 
-/// The WebSocket connections `user` of `hospital` holds on other live nodes (those nodes'
-/// rows in `presence_sessions`): what the per-user connection limit adds to this node's own
-/// count. A connection is in the table a few milliseconds after it was admitted (its node's
-/// writer inserts it), so connections opened at the same instant on different nodes can
-/// each pass: the limit can be exceeded by one connection per node for that instant.
-pub async fn connections_elsewhere(
-    pool: &PgPool,
-    node: Uuid,
-    hospital: &HospitalId,
-    user: &UserId,
-    timeout: Duration,
-) -> Result<u32, sqlx::Error> {
-    let count: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM presence_sessions s JOIN presence_nodes n ON n.node_id = s.node_id \
-         WHERE s.hospital = $1 AND s.user_id = $2 AND s.node_id <> $3 \
-           AND n.last_seen > clock_timestamp() - make_interval(secs => $4)",
-    )
-    .bind(hospital.as_str())
-    .bind(user.as_str())
-    .bind(node)
-    .bind(timeout.as_secs_f64())
-    .fetch_one(pool)
-    .await?;
-    Ok(u32::try_from(count).unwrap_or(u32::MAX))
-}
-
 /// `session_id` is `bigint`; session ids are `u64`. The cast keeps the bits (and so is
 /// reversible and never fails); ids are small in practice anyway.
 fn session_column(session: SessionId) -> i64 {
