@@ -28,6 +28,8 @@
 //! VIGIL_BENCH_EVENTS=50000 VIGIL_BENCH_LAG_SECONDS=3 cargo bench --bench rebuild   # smoke
 //! ```
 //!
+//! `VIGIL_PROJECTION_SPACING_MS` paces the projector as it paces the server's (default 25; 0
+//! projects on every wake-up).
 //! Other knobs: `VIGIL_BENCH_RATE` (commands/s in the lag phase), `VIGIL_BENCH_OPEN_ALERTS`
 //! (size of the read board).
 
@@ -553,7 +555,12 @@ async fn lag_phase(pg: &EmbeddedPostgres, pool: &PgPool, plan: &Plan) -> anyhow:
         Wakeups::new(
             listener.subscribe(),
             vigil::projection::POLL_INTERVAL,
-            Duration::from_millis(vigil::config::DEFAULT_PROJECTION_SPACING_MS),
+            Duration::from_millis(
+                std::env::var("VIGIL_PROJECTION_SPACING_MS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(vigil::config::DEFAULT_PROJECTION_SPACING_MS),
+            ),
         ),
     ));
     // Let the listener connect before counting.
