@@ -190,9 +190,15 @@ struct Args {
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=120))]
     drain_timeout: u64,
 
-    /// The server's process id: its VmRSS is read before and after connecting.
+    /// The server's process id: its VmRSS is read before and after connecting, and its CPU
+    /// time while commands are written.
     #[arg(long)]
     server_pid: Option<u32>,
+
+    /// Its PostgreSQL's postmaster: the CPU time of the postmaster and its backends while
+    /// commands are written (a daemonized postmaster is not the server's child).
+    #[arg(long)]
+    postgres_pid: Option<u32>,
 
     /// Append the result as one JSON line to this file.
     #[arg(long)]
@@ -320,6 +326,80 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// CPU time (user + system, clock ticks) of each process in `/proc`, with its parent.
+fn process_ticks() -> std::collections::HashMap<u32, (u32, u64)> {
+    let mut out = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // rest[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(ppid), Some(utime), Some(stime)) = (field(4), field(14), field(15)) {
+            out.insert(pid, (ppid as u32, utime + stime));
+        }
+    }
+    out
+}
+
+/// Ticks of `root` and, with `children`, of its direct children (a postmaster's backends).
+fn tree_ticks(
+    all: &std::collections::HashMap<u32, (u32, u64)>,
+    root: u32,
+    children: bool,
+) -> std::collections::HashMap<u32, u64> {
+    all.iter()
+        .filter(|(pid, (ppid, _))| **pid == root || (children && *ppid == root))
+        .map(|(pid, (_, ticks))| (*pid, *ticks))
+        .collect()
+}
+
+/// CPU of the server and of its PostgreSQL between two [`process_ticks`] snapshots, % of
+/// one core. A process that started in between counts from zero; one that ended is lost
+/// (backends live as long as the pool's connections, so not during a steady run).
+fn cpu_pct(
+    args: &Args,
+    before: &std::collections::HashMap<u32, (u32, u64)>,
+    after: &std::collections::HashMap<u32, (u32, u64)>,
+    elapsed: Duration,
+) -> (Option<f64>, Option<f64>) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let pct = |root: u32, children: bool| {
+        let (b, a) = (
+            tree_ticks(before, root, children),
+            tree_ticks(after, root, children),
+        );
+        if a.is_empty() {
+            return None;
+        }
+        let used: u64 = a
+            .iter()
+            .map(|(pid, t)| t.saturating_sub(b.get(pid).copied().unwrap_or(0)))
+            .sum();
+        Some(used as f64 / hz / elapsed.as_secs_f64().max(1e-3) * 100.0)
+    };
+    (
+        args.server_pid.and_then(|p| pct(p, false)),
+        args.postgres_pid.and_then(|p| pct(p, true)),
+    )
 }
 
 /// Everything a mode needs.
@@ -675,7 +755,10 @@ async fn steady(args: &Args, setup: Setup) -> anyhow::Result<RunResult> {
     tracing::info!(rate = args.rate, seconds = args.duration, "writing");
     let writing_started_us = fleet.ctx.micros_since_t0(Instant::now());
     let writers = setup.tokens.writers.clone();
+    let (ticks_before, cpu_from) = (process_ticks(), Instant::now());
     let wrote = writer::drive(api.clone(), writers, args.rate, duration, log, t0).await;
+    let (server_cpu, postgres_cpu) =
+        cpu_pct(args, &ticks_before, &process_ticks(), cpu_from.elapsed());
     tracing::info!(
         ok = wrote.ok,
         failed = wrote.failed,
@@ -701,6 +784,8 @@ async fn steady(args: &Args, setup: Setup) -> anyhow::Result<RunResult> {
         tracing::warn!(ended, "clients ended before the run did");
     }
     record_rss(&mut result, rss_before, rss_after, false);
+    result.server_cpu_pct = server_cpu;
+    result.postgres_cpu_pct = postgres_cpu;
     result.connects_per_sec = connects_per_sec;
     result.target_rate = Some(args.rate);
     result.duration_s = Some(duration.as_secs_f64());

@@ -151,6 +151,10 @@ pub struct RunResult {
     pub rss_after_kib: Option<u64>,
     /// (after − before) / connected, KiB.
     pub rss_per_connection_kib: Option<f64>,
+    /// CPU of the server process while commands were written (steady mode), % of one core.
+    pub server_cpu_pct: Option<f64>,
+    /// CPU of its PostgreSQL (postmaster and backends) over the same window, % of one core.
+    pub postgres_cpu_pct: Option<f64>,
     /// Events each reconnecting client was owed.
     pub owed: Option<u32>,
     /// Reconnect start → the last client holding everything it was owed, seconds.
@@ -239,6 +243,16 @@ impl RunResult {
             line(
                 "server RSS KiB before → after",
                 format!("{before} → {after}"),
+            );
+        }
+        if self.server_cpu_pct.is_some() || self.postgres_cpu_pct.is_some() {
+            line(
+                "CPU while writing, % of one core: vigil / its PostgreSQL",
+                format!(
+                    "{} / {}",
+                    opt(self.server_cpu_pct, 0),
+                    opt(self.postgres_cpu_pct, 0)
+                ),
             );
         }
         if self.clients_verified > 0 {

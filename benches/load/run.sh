@@ -98,7 +98,12 @@ start_server() {
 # One run of the load tool on CPU 1; a failed run is remembered, the scenarios go on.
 load() {
   echo "== load $*" >&2
-  if ! taskset -c 1 "$LOAD" --url "$URL" --server-pid "$SERVER_PID" --json-out "$RESULTS" "$@" >&2; then
+  # The embedded PostgreSQL's postmaster (pg_ctl daemonizes it: not vigil's child), for the
+  # CPU split the steady runs report.
+  local pg_args=()
+  local pidfile="$WORK/data/postgres/pgdata/postmaster.pid"
+  if [ -f "$pidfile" ]; then pg_args=(--postgres-pid "$(head -n 1 "$pidfile")"); fi
+  if ! taskset -c 1 "$LOAD" --url "$URL" --server-pid "$SERVER_PID" "${pg_args[@]}" --json-out "$RESULTS" "$@" >&2; then
     echo "!! run failed: $*" >&2
     FAILED=1
   fi
