@@ -104,7 +104,9 @@ pub struct Wakeups {
 
 impl Wakeups {
     /// Paces `receiver`: a pass at least every `poll` (the safety net against a lost
-    /// notification), and at most one every `spacing` (zero: no pacing).
+    /// notification), and at most one every `spacing` (zero: no pacing) while wake-ups
+    /// arrive. The poll's pass is not paced: it comes only after `poll` without any
+    /// wake-up, so it adds at most one pass per `poll` whatever the spacing.
     pub fn new(receiver: broadcast::Receiver<Wakeup>, poll: Duration, spacing: Duration) -> Self {
         Self {
             receiver,
@@ -343,7 +345,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_resync_is_not_delayed_by_the_spacing() {
+    async fn a_resync_as_the_next_wakeup_is_not_delayed_by_the_spacing() {
         let (tx, rx) = broadcast::channel(16);
         let mut wakeups = Wakeups::new(rx, Duration::from_secs(5), SPACING);
         tx.send(committed("a")).unwrap();
@@ -352,6 +354,20 @@ mod tests {
         tx.send(Wakeup::Resync).unwrap();
         assert_eq!(wakeups.next().await, WakeScope::All);
         assert_eq!(first_pass.elapsed(), Duration::ZERO);
+    }
+
+    /// A resync behind a commit is taken by the paced pass, which then looks at everything.
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_behind_a_commit_widens_the_paced_pass_to_everything() {
+        let (tx, rx) = broadcast::channel(16);
+        let mut wakeups = Wakeups::new(rx, Duration::from_secs(5), SPACING);
+        tx.send(committed("a")).unwrap();
+        assert_eq!(wakeups.next().await, hospitals(&["a"]));
+        let first_pass = Instant::now();
+        tx.send(committed("b")).unwrap();
+        tx.send(Wakeup::Resync).unwrap();
+        assert_eq!(wakeups.next().await, WakeScope::All);
+        assert_eq!(first_pass.elapsed(), SPACING);
     }
 
     #[test]
