@@ -22,7 +22,7 @@ use crate::http::{self, idempotency, AppState};
 use crate::metrics::Metrics;
 use crate::rate_limit::KeyedLimiter;
 use crate::realtime::hospital::Directory;
-use crate::realtime::presence::{Elsewhere, Peers, PresenceHub};
+use crate::realtime::presence::{Elsewhere, Leave, Peers, PresenceHub};
 use crate::realtime::{self, Realtime};
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
@@ -45,6 +45,10 @@ const CLIENT_DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long shutdown waits after telling connections to go, before stopping the server.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(500);
 
+/// How long shutdown waits for the node to leave the presence cluster; past it, the other
+/// nodes sweep it after the node timeout as if it had died.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// A built, bound, not yet running server.
 pub struct Application {
     port: u16,
@@ -60,6 +64,7 @@ pub struct Application {
 pub struct Shutdown {
     signal: std::sync::Arc<watch::Sender<bool>>,
     handle: actix_web::dev::ServerHandle,
+    presence: actix::Addr<PresenceHub>,
 }
 
 impl Shutdown {
@@ -68,6 +73,13 @@ impl Shutdown {
         tracing::info!("shutting down: closing realtime connections");
         let _ = self.signal.send(true);
         tokio::time::sleep(SHUTDOWN_DRAIN).await;
+        // Before the server stops (run_until_stopped closes the pool once it has): the other
+        // nodes forget this one now rather than after the node timeout.
+        match tokio::time::timeout(LEAVE_TIMEOUT, self.presence.send(Leave)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot leave the presence cluster"),
+            Err(_) => tracing::warn!("leaving the presence cluster timed out"),
+        }
         self.handle.stop(true).await;
     }
 }
@@ -142,7 +154,7 @@ impl Application {
             elsewhere: Elsewhere::spawn(
                 database.pool.clone(),
                 node_id,
-                settings.presence.node_timeout,
+                settings.presence.admission_liveness(),
             ),
         });
         let state = web::Data::new(AppState {
@@ -169,6 +181,7 @@ impl Application {
         let shutdown = Shutdown {
             signal: std::sync::Arc::new(shutdown_signal),
             handle: server.handle(),
+            presence: state.realtime.presence.clone(),
         };
         tracing::info!(%node_id, "node started");
         Ok(Self {

@@ -12,8 +12,8 @@ use aggregates::types::{HospitalId, PatientId, Role, UserId};
 use sqlx::PgPool;
 use uuid::Uuid;
 use vigil::realtime::presence::{
-    Connect, Disconnect, OnlineByRole, PresenceHub, PresenceSettings, Typing, Unview, View,
-    ViewTarget, Watch, WatchTopic,
+    Connect, Disconnect, Leave, OnlineByRole, Peers, PresenceHub, PresenceSettings, Typing, Unview,
+    View, ViewTarget, Watch, WatchTopic,
 };
 use vigil::realtime::protocol::{Participant, PresenceEntry, ServerFrame};
 use vigil::realtime::{next_session_id, Push, SessionId};
@@ -57,9 +57,19 @@ fn online(user: &str, role: &str, connections: u32) -> PresenceEntry {
 
 /// A node of the cluster on the test's arbiter.
 async fn start_node(db: &TestDatabase) -> Addr<PresenceHub> {
+    start_node_with(db, Uuid::new_v4(), settings(), Default::default()).await
+}
+
+/// A node with the given id and timers, counting its live peers into `peers`.
+async fn start_node_with(
+    db: &TestDatabase,
+    node: Uuid,
+    settings: PresenceSettings,
+    peers: Arc<Peers>,
+) -> Addr<PresenceHub> {
     let pool = PgPool::connect(&db.url).await.unwrap();
     let listen = vigil::store::listen_config_for(&db.url).unwrap();
-    PresenceHub::start(pool, listen, Uuid::new_v4(), settings(), Default::default())
+    PresenceHub::start(pool, listen, node, settings, peers)
 }
 
 /// A node on an arbiter (thread) of its own, with its own pool: stopping the arbiter stops
@@ -492,6 +502,81 @@ async fn a_node_that_dies_takes_its_presence_and_views_with_it() {
 }
 
 #[actix_web::test]
+async fn a_node_that_leaves_takes_its_presence_views_and_node_row_with_it_at_once() {
+    // Arrange: the node that stays sweeps dead nodes only after a minute, so whatever
+    // disappears sooner was removed by the leaving node itself.
+    let db = TestDatabase::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let patient_settings = PresenceSettings {
+        node_timeout: Duration::from_secs(60),
+        ..settings()
+    };
+    let leaving = Uuid::new_v4();
+    let a = start_node_with(&db, leaving, settings(), Default::default()).await;
+    let peers_of_b = Arc::new(Peers::default());
+    let b = start_node_with(&db, Uuid::new_v4(), patient_settings, peers_of_b.clone()).await;
+    until_listening(&db, 2).await;
+    let (h, target) = (hospital("st-marys"), patient("p-4"));
+    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
+    watcher.watch(&b, WatchTopic::Presence).await;
+    watcher.watch(&b, WatchTopic::Target(target.clone())).await;
+    let still_connected = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+    a.send(View {
+        session: still_connected.id,
+        target: target.clone(),
+    })
+    .await
+    .unwrap();
+    watcher
+        .until_presence("dr-a online", |p| p.iter().any(|e| e.user == "dr-a"))
+        .await;
+    watcher.until_viewers(&target, |v| !v.is_empty()).await;
+    until(|| peers_of_b.count() == 1, "b to count a as a peer").await;
+
+    // Act: the node leaves (graceful shutdown) while its session is still connected.
+    a.send(Leave).await.unwrap();
+
+    // Assert: its rows are gone when Leave is answered, the other node shows neither its
+    // user nor its view and stops counting it, and its heartbeats never register it again.
+    let rows: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM presence_nodes WHERE node_id = $1) \
+              + (SELECT count(*) FROM presence_sessions WHERE node_id = $1)",
+    )
+    .bind(leaving)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows, 0);
+    watcher
+        .until_presence("dr-a gone", |p| *p == vec![online("nurse-b", "nurse", 1)])
+        .await;
+    watcher.until_viewers(&target, |v| v.is_empty()).await;
+    until(|| peers_of_b.count() == 0, "b to stop counting a").await;
+    a.send(Disconnect {
+        session: still_connected.id,
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(settings().node_heartbeat * 3).await;
+    let registered: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM presence_nodes WHERE node_id = $1")
+            .bind(leaving)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(registered, 0, "a node that left registered itself again");
+}
+
+/// Polls `condition` until it holds, failing after [`DEADLINE`].
+async fn until(condition: impl Fn() -> bool, what: &str) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[actix_web::test]
 async fn a_node_that_lost_its_listen_connection_catches_up_after_reconnecting() {
     let db = TestDatabase::create().await;
     let (a, b) = (start_node(&db).await, start_node(&db).await);
@@ -616,17 +701,19 @@ async fn no_frame_of_one_hospital_reaches_a_session_of_another() {
 }
 
 /// Invariant: the per-user connection count of other nodes is exact per (hospital, user),
-/// leaves out the asking node and dead nodes, and stays so when many requests share one
-/// batched query.
+/// leaves out the asking node and nodes not heard from for two heartbeats (a crashed node
+/// not yet swept must not hold its users' reconnects out), and stays so when many requests
+/// share one batched query.
 #[actix_web::test]
 async fn connections_elsewhere_are_counted_per_user_over_live_other_nodes_only() {
-    // Arrange: this node, a live other node, and a dead one (no heartbeat for an hour).
+    // Arrange: this node, a live other node, and one silent for 12 s: within the node timeout
+    // (15 s, still shown in presence) but past two heartbeats (10 s), as after a crash.
     let db = TestDatabase::create().await;
     let pool = PgPool::connect(&db.url).await.unwrap();
     let (me, live, dead) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     sqlx::query(
         "INSERT INTO presence_nodes (node_id, last_seen) VALUES \
-         ($1, clock_timestamp()), ($2, clock_timestamp()), ($3, clock_timestamp() - interval '1 hour')",
+         ($1, clock_timestamp()), ($2, clock_timestamp()), ($3, clock_timestamp() - interval '12 seconds')",
     )
     .bind(me)
     .bind(live)
@@ -655,7 +742,8 @@ async fn connections_elsewhere_are_counted_per_user_over_live_other_nodes_only()
         .await
         .unwrap();
     }
-    let elsewhere = vigil::realtime::presence::Elsewhere::spawn(pool, me, Duration::from_secs(15));
+    let live_within = PresenceSettings::default().admission_liveness();
+    let elsewhere = vigil::realtime::presence::Elsewhere::spawn(pool, me, live_within);
 
     // Act: 300 requests at once (they share a few batched queries).
     let keys = [
@@ -676,5 +764,60 @@ async fn connections_elsewhere_are_counted_per_user_over_live_other_nodes_only()
     // Assert
     for ((h, u, expected), count) in asked.zip(counts) {
         assert_eq!(count, Some(expected), "{u} of {h}");
+    }
+}
+
+/// Invariant: a count PostgreSQL cannot answer promptly (here its table is locked) is
+/// unknown after a bounded wait, and the counting task goes on answering afterwards: an
+/// admission is never held up indefinitely by the database.
+#[actix_web::test]
+async fn a_count_the_database_cannot_answer_in_time_is_unknown() {
+    // Arrange: a live other node with one connection of the user; the table locked.
+    let db = TestDatabase::create().await;
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    let (me, other) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query("INSERT INTO presence_nodes (node_id) VALUES ($1), ($2)")
+        .bind(me)
+        .bind(other)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO presence_sessions (node_id, session_id, hospital, user_id, role) \
+         VALUES ($1, 1, 'st-marys', 'nurse-amy', 'nurse')",
+    )
+    .bind(other)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let elsewhere =
+        vigil::realtime::presence::Elsewhere::spawn(pool.clone(), me, Duration::from_secs(10));
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE presence_sessions IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+
+    // Act
+    let started = Instant::now();
+    let blocked = elsewhere
+        .count(hospital("st-marys"), UserId::parse("nurse-amy").unwrap())
+        .await;
+    let waited = started.elapsed();
+    lock.rollback().await.unwrap();
+
+    // Assert: unknown within the query timeout (plus scheduling), then answered again.
+    assert_eq!(blocked, None);
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    let started = Instant::now();
+    loop {
+        let count = elsewhere
+            .count(hospital("st-marys"), UserId::parse("nurse-amy").unwrap())
+            .await;
+        if count == Some(1) {
+            break;
+        }
+        assert!(started.elapsed() < DEADLINE, "still {count:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -625,7 +625,21 @@ async fn the_connection_limit_counts_the_users_connections_on_every_node() {
     assert_eq!(frame(&mut also_over).await["code"], "too_many_connections");
     send(&mut on_a_2, ping("still-here")).await;
     assert_eq!(frame_of(&mut on_a_2, "pong").await["id"], "still-here");
+
+    // A node shut down gracefully leaves the cluster at once (the node timeout is 2 s): its
+    // row and its connections' rows are gone when shutdown returns.
     shutdown_b.trigger().await;
+    let (nodes, sessions): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM presence_nodes), (SELECT count(*) FROM presence_sessions)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("count rows");
+    assert_eq!(
+        (nodes, sessions),
+        (1, 1),
+        "node A and its one open connection"
+    );
 }
 
 /// Invariant: `typing` for one case is accepted at most once per throttle interval.

@@ -7,10 +7,19 @@
 //! request that arrived while a query was in flight goes into the next one (one statement
 //! over `unnest` of the keys). A lone request is not delayed; a storm costs a few statements.
 //!
-//! The count comes from `presence_sessions`, which a node fills a few milliseconds after it
-//! admits a connection (its store writer inserts the row), so connections opened at the same
-//! instant on different nodes can each pass: the limit can be exceeded by one connection per
-//! node for that instant.
+//! The count comes from `presence_sessions`, which a node fills shortly after it admits a
+//! connection (its store writer inserts the row: milliseconds when idle, longer when the
+//! writer is busy or rewriting its rows after a failed write). Connections opened on
+//! different nodes before their rows are written do not see each other, so during that lag
+//! each node can admit up to the whole limit: at worst limit × nodes for a moment.
+//!
+//! Only nodes heard from within [`PresenceSettings::admission_liveness`] count: a crashed
+//! node's rows would otherwise hold its users' reconnects out until the sweep removes them.
+//! And the count never holds an admission up for long: a query that does not answer within
+//! [`QUERY_TIMEOUT`] (pool exhausted, database unreachable, a lock) counts as unknown, and
+//! the caller admits.
+//!
+//! [`PresenceSettings::admission_liveness`]: super::PresenceSettings::admission_liveness
 
 use std::time::Duration;
 
@@ -25,6 +34,13 @@ const MAX_BATCH: usize = 512;
 /// Requests that may wait for the counting task; beyond, a request is answered "unknown".
 const QUEUE: usize = 16_384;
 
+/// Longest a count query may take before its batch is answered "unknown".
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Longest a request waits for its answer (queued behind other batches, then its own
+/// query) before it is "unknown".
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
 type Request = (HospitalId, UserId, oneshot::Sender<Option<u32>>);
 
 /// Handle to the counting task.
@@ -35,34 +51,51 @@ pub struct Elsewhere {
 
 impl Elsewhere {
     /// Starts the counting task on the current runtime: it counts the connections of nodes
-    /// other than `node` whose heartbeat is younger than `timeout`.
-    pub fn spawn(pool: PgPool, node: Uuid, timeout: Duration) -> Self {
+    /// other than `node` whose heartbeat is younger than `live_within`.
+    pub fn spawn(pool: PgPool, node: Uuid, live_within: Duration) -> Self {
         let (requests, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, node, timeout, receiver));
+        tokio::spawn(run(pool, node, live_within, receiver));
         Self { requests }
     }
 
     /// The connections `user` of `hospital` holds on other live nodes; `None` if they could
-    /// not be counted (database unreachable, queue full).
+    /// not be counted within [`ANSWER_TIMEOUT`] (database unreachable or slow, queue full).
     pub async fn count(&self, hospital: HospitalId, user: UserId) -> Option<u32> {
         let (reply, answer) = oneshot::channel();
         self.requests.try_send((hospital, user, reply)).ok()?;
-        answer.await.ok().flatten()
+        tokio::time::timeout(ANSWER_TIMEOUT, answer)
+            .await
+            .ok()?
+            .ok()
+            .flatten()
     }
 }
 
-async fn run(pool: PgPool, node: Uuid, timeout: Duration, mut requests: mpsc::Receiver<Request>) {
+async fn run(
+    pool: PgPool,
+    node: Uuid,
+    live_within: Duration,
+    mut requests: mpsc::Receiver<Request>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while requests.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (hospitals, users): (Vec<&str>, Vec<&str>) = batch
             .iter()
             .map(|(hospital, user, _)| (hospital.as_str(), user.as_str()))
             .unzip();
-        let counts = count(&pool, node, timeout, &hospitals, &users).await;
+        let counts = tokio::time::timeout(
+            QUERY_TIMEOUT,
+            count(&pool, node, live_within, &hospitals, &users),
+        )
+        .await;
         let counts = match counts {
-            Ok(counts) => counts,
-            Err(error) => {
+            Ok(Ok(counts)) => counts,
+            Ok(Err(error)) => {
                 tracing::warn!(%error, "cannot count connections on other nodes");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?QUERY_TIMEOUT, "counting connections on other nodes timed out");
                 Vec::new()
             }
         };
@@ -76,7 +109,7 @@ async fn run(pool: PgPool, node: Uuid, timeout: Duration, mut requests: mpsc::Re
 async fn count(
     pool: &PgPool,
     node: Uuid,
-    timeout: Duration,
+    live_within: Duration,
     hospitals: &[&str],
     users: &[&str],
 ) -> Result<Vec<u32>, sqlx::Error> {
@@ -92,7 +125,7 @@ async fn count(
     .bind(hospitals)
     .bind(users)
     .bind(node)
-    .bind(timeout.as_secs_f64())
+    .bind(live_within.as_secs_f64())
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -22,7 +22,7 @@ use super::state::{count_by_role, presence_entries, OnlineUser, SessionKey};
 use super::store::{self, Op, SessionRow};
 use super::thread::{CaseThreadActor, Change, ChangeKind, Idle, Stop, TargetKey};
 use super::{
-    Connect, Disconnect, OnlineByRole, Peers, PresenceSettings, Touch, Typing, Unview, View,
+    Connect, Disconnect, Leave, OnlineByRole, Peers, PresenceSettings, Touch, Typing, Unview, View,
     ViewTarget, Watch, WatchTopic, MAX_TARGETS, MAX_VIEWS_PER_SESSION, MAX_WATCHES_PER_SESSION,
     PRESENCE_DEBOUNCE,
 };
@@ -47,6 +47,9 @@ pub struct PresenceHub {
     peers: Arc<Peers>,
     /// The store writer's ordered, bounded queue.
     outbox: mpsc::Sender<Op>,
+    /// The node left the cluster ([`Leave`]): nothing is shared any more, and the writer
+    /// has stopped.
+    left: bool,
     /// A connect or disconnect could not be queued: the writer must get the full set of
     /// connections at the next maintenance tick.
     needs_resync: bool,
@@ -137,6 +140,7 @@ impl PresenceHub {
                 settings,
                 peers,
                 outbox,
+                left: false,
                 needs_resync: false,
                 dropped_notes: 0,
                 sessions: HashMap::new(),
@@ -157,6 +161,9 @@ impl PresenceHub {
 
     /// Queues `op` for the store writer, never waiting.
     fn queue(&mut self, op: Op) {
+        if self.left {
+            return;
+        }
         match self.outbox.try_send(op) {
             Ok(()) => {}
             Err(TrySendError::Full(op)) => {
@@ -477,7 +484,7 @@ impl PresenceHub {
             );
             self.remove_session(session, ctx);
         }
-        if self.needs_resync {
+        if self.needs_resync && !self.left {
             let rows = self
                 .sessions
                 .iter()
@@ -808,6 +815,26 @@ impl Handler<OnlineByRole> for PresenceHub {
         Box::pin(async move {
             let online = store::online(&pool, &msg.hospital, timeout).await?;
             Ok(count_by_role(&online))
+        })
+    }
+}
+
+impl Handler<Leave> for PresenceHub {
+    type Result = ResponseFuture<()>;
+
+    /// Queued behind every connect and disconnect already sent, so the writer has applied
+    /// them when it deletes the node's rows.
+    fn handle(&mut self, _: Leave, _: &mut Context<Self>) -> Self::Result {
+        let outbox = self.outbox.clone();
+        let first = !std::mem::replace(&mut self.left, true);
+        Box::pin(async move {
+            if !first {
+                return;
+            }
+            let (done, left) = tokio::sync::oneshot::channel();
+            if outbox.send(Op::Leave(done)).await.is_ok() {
+                let _ = left.await;
+            }
         })
     }
 }

@@ -219,6 +219,18 @@ impl Default for PresenceSettings {
 }
 
 impl PresenceSettings {
+    /// How recently another node must have been heard from for its connections to count
+    /// against the per-user connection limit: two heartbeats (at least 1 s, at most the node
+    /// timeout). Shorter than the node timeout on purpose: after a node crashes, its users
+    /// reconnect to the others at once, and its stale rows must not hold them out until the
+    /// sweep. A live node whose heartbeat is late is briefly not counted, which only makes
+    /// the limit more lenient.
+    pub fn admission_liveness(&self) -> Duration {
+        (self.node_heartbeat * 2)
+            .max(Duration::from_secs(1))
+            .min(self.node_timeout)
+    }
+
     /// How often a node re-announces its live views: three times per `view_ttl`, so two
     /// lost announcements do not release a view.
     pub fn view_refresh_interval(&self) -> Duration {
@@ -354,6 +366,15 @@ pub struct Disconnect {
     pub session: SessionId,
 }
 
+/// The node is shutting down gracefully: delete its node row and every session it still
+/// holds from the tables and tell the other nodes at once (they drop its typing and views and
+/// stop counting it as a peer), instead of leaving them to sweep it after the node timeout.
+/// Answered once that is committed (or failed: then the sweep does it); the hub shares
+/// nothing afterwards, so a heartbeat can never register the node again.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Leave;
+
 /// The session (un)subscribed to `presence`, `case:{id}` or `patient:{id}`. Turning a watch
 /// on pushes the current state at once (a `presence` frame, or `typing` and `viewing`
 /// frames), then every change.
@@ -421,6 +442,27 @@ pub struct OnlineByRole {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn another_nodes_connections_count_for_two_heartbeats_within_the_node_timeout() {
+        let with = |heartbeat_ms, timeout_ms| PresenceSettings {
+            node_heartbeat: Duration::from_millis(heartbeat_ms),
+            node_timeout: Duration::from_millis(timeout_ms),
+            ..PresenceSettings::default()
+        };
+        assert_eq!(
+            PresenceSettings::default().admission_liveness(),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            with(100, 2_000).admission_liveness(),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            with(5_000, 8_000).admission_liveness(),
+            Duration::from_secs(8)
+        );
+    }
 
     #[test]
     fn view_targets_round_trip_through_their_names() {

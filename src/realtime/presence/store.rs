@@ -9,12 +9,13 @@
 //! "dirty", and its next heartbeat rewrites the node's rows from the mirror.
 
 use std::collections::{BTreeSet, HashMap};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::types::{HospitalId, Role, UserId};
 use sqlx::{PgPool, Row};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use uuid::Uuid;
 
@@ -44,6 +45,9 @@ pub enum Op {
     /// The hub's full set of connections, after the queue overflowed: replaces the mirror
     /// and rewrites the rows at the next heartbeat.
     Resync(Vec<SessionRow>),
+    /// The node leaves the cluster (graceful shutdown): delete its rows, announce it, answer,
+    /// and stop.
+    Leave(oneshot::Sender<()>),
 }
 
 impl Op {
@@ -55,9 +59,10 @@ impl Op {
 }
 
 /// Starts the node's writer on the current runtime; it registers the node at once, then
-/// heartbeats and sweeps every `settings.node_heartbeat`. It stops when the returned sender
-/// is dropped (the hub stopped), without deleting anything: a node that stops without its
-/// sessions disconnecting is, to the cluster, a dead node.
+/// heartbeats and sweeps every `settings.node_heartbeat`. It stops after [`Op::Leave`]
+/// (having deleted the node's rows), or when the returned sender is dropped (the hub
+/// stopped) without deleting anything: a node that stops without leaving is, to the
+/// cluster, a dead node, swept after the node timeout.
 pub fn spawn_writer(
     pool: PgPool,
     node: Uuid,
@@ -100,7 +105,11 @@ impl Writer {
                 biased;
                 _ = beat.tick() => self.beat().await,
                 op = ops.recv() => match op {
-                    Some(op) => self.apply(op).await,
+                    Some(op) => {
+                        if self.apply(op).await.is_break() {
+                            break;
+                        }
+                    }
                     None => break,
                 },
             }
@@ -108,7 +117,8 @@ impl Writer {
         tracing::info!(node = %self.node, "presence writer stopped");
     }
 
-    async fn apply(&mut self, op: Op) {
+    /// Carries out `op`; breaks once the node has left the cluster.
+    async fn apply(&mut self, op: Op) -> ControlFlow<()> {
         match op {
             Op::Connect(row) => {
                 self.mirror.insert(row.session, row.clone());
@@ -121,7 +131,7 @@ impl Writer {
             }
             Op::Disconnect { session } => {
                 let Some(row) = self.mirror.remove(&session) else {
-                    return;
+                    return ControlFlow::Continue(());
                 };
                 if !self.dirty {
                     if let Err(error) = delete_session(&self.pool, self.node, &row).await {
@@ -132,7 +142,7 @@ impl Writer {
             }
             Op::Notify(note) => {
                 let Some(payload) = note.to_payload() else {
-                    return;
+                    return ControlFlow::Continue(());
                 };
                 if let Err(error) = notify(&self.pool, &payload).await {
                     // Typing and viewing are refreshed anyway; nothing to repair.
@@ -143,7 +153,25 @@ impl Writer {
                 self.mirror = rows.into_iter().map(|r| (r.session, r)).collect();
                 self.dirty = true;
             }
+            Op::Leave(done) => {
+                self.leave().await;
+                let _ = done.send(());
+                return ControlFlow::Break(());
+            }
         }
+        ControlFlow::Continue(())
+    }
+
+    async fn leave(&mut self) {
+        match leave(&self.pool, self.node).await {
+            Ok(sessions) => {
+                tracing::info!(node = %self.node, sessions, "left the cluster");
+            }
+            Err(error) => {
+                tracing::warn!(%error, node = %self.node, "cannot leave the cluster; the other nodes will sweep this one after the node timeout");
+            }
+        }
+        self.mirror.clear();
     }
 
     async fn beat(&mut self) {
@@ -313,6 +341,40 @@ async fn rewrite_node(pool: &PgPool, node: Uuid, rows: &[&SessionRow]) -> Result
         .execute(&mut *tx)
         .await?;
     tx.commit().await
+}
+
+/// Deletes `node` and the sessions it still holds, announcing it as down and each of those
+/// sessions' hospitals, in one transaction. Returns how many sessions were deleted.
+async fn leave(pool: &PgPool, node: Uuid) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM presence_nodes WHERE node_id = $1")
+        .bind(node)
+        .execute(&mut *tx)
+        .await?;
+    let hospitals: Vec<String> = sqlx::query_scalar(
+        "WITH removed AS (DELETE FROM presence_sessions WHERE node_id = $1 RETURNING hospital) \
+         SELECT hospital FROM removed",
+    )
+    .bind(node)
+    .fetch_all(&mut *tx)
+    .await?;
+    let sessions = hospitals.len() as u64;
+    let distinct: BTreeSet<&str> = hospitals.iter().map(String::as_str).collect();
+    let mut notes = vec![Note::NodeDown { node }];
+    notes.extend(
+        distinct
+            .into_iter()
+            .filter_map(|h| HospitalId::parse(h).ok())
+            .map(|hospital| Note::Presence { hospital }),
+    );
+    let payloads: Vec<String> = notes.iter().filter_map(Note::to_payload).collect();
+    sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
+        .bind(CHANNEL)
+        .bind(&payloads)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(sessions)
 }
 
 /// Deletes the nodes silent for longer than `timeout` (never this one) with their sessions,
