@@ -166,13 +166,28 @@ async fn run(config: String, sender: broadcast::Sender<Wakeup>) {
                 tracing::warn!("stream listener connection closed; reconnecting");
                 delay = RECONNECT_MIN;
             }
+            Err(error) if is_server_shutdown(&error) => {
+                tracing::info!(
+                    "PostgreSQL is shutting down or restarting; stream listener reconnecting"
+                );
+            }
             Err(error) => {
-                tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "stream listener failed; reconnecting");
+                tracing::warn!(
+                    ?error,
+                    delay_ms = delay.as_millis() as u64,
+                    "stream listener failed; reconnecting"
+                );
             }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(RECONNECT_MAX);
     }
+}
+
+/// Whether a LISTEN connection ended because PostgreSQL is shutting down (a restart, or the
+/// embedded one stopping with the server): expected, so not worth a warning.
+pub(crate) fn is_server_shutdown(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)
 }
 
 /// One connection's life: connect, LISTEN, forward notifications until the connection ends.

@@ -586,10 +586,17 @@ impl PresenceHub {
                 self.peers.saw_one();
                 self.reannounce_views();
             }
+            // Its own departure, heard back: nothing to repair.
+            Note::NodeDown { node } if node == self.node && self.left => {}
             Note::NodeDown { node } if node == self.node => {
                 // Presumed dead while alive: the others dropped this node's views. The writer
-                // re-registers the sessions at its next heartbeat.
-                tracing::warn!("the cluster presumed this node dead; re-announcing its views");
+                // re-registers the sessions at its next heartbeat. (Also heard once at start,
+                // from this hub's own announcement, with no sessions yet: not worth a warning.)
+                if self.sessions.is_empty() {
+                    tracing::debug!("this node's own node-down notification heard back");
+                } else {
+                    tracing::warn!("the cluster presumed this node dead; re-announcing its views");
+                }
                 self.reannounce_views();
             }
             Note::NodeDown { node } => {

@@ -63,6 +63,11 @@ async fn run(config: String, hub: Addr<PresenceHub>) {
                 tracing::warn!("presence listener connection closed; reconnecting");
                 delay = RECONNECT_MIN;
             }
+            Err(error) if crate::stream::listener::is_server_shutdown(&error) => {
+                tracing::info!(
+                    "PostgreSQL is shutting down or restarting; presence listener reconnecting"
+                );
+            }
             Err(error) => {
                 tracing::warn!(
                     ?error,
