@@ -123,6 +123,15 @@ pub trait Routes<A: Aggregate> {
     fn framework(&self) -> &Cqrs<A>;
 }
 
+/// How a command's committed events are found: by `command_id` alone, the hospital checked
+/// on the rows. With `AND hospital = $2` in the query, PostgreSQL — when the table's
+/// statistics are stale, as after a bulk load or before the first autoanalyze — AND-ed the
+/// command index with a scan of the whole hospital's `(hospital, position)` range: every
+/// command paid for the hospital's entire history (0.27 ms per command at 2,000 events,
+/// growing without bound). The command id alone is one index probe whatever the statistics.
+pub const OUTCOME_QUERY: &str = "SELECT hospital, aggregate_id, position, sequence, event_type \
+     FROM events WHERE command_id = $1 ORDER BY position";
+
 /// One cqrs-es framework per aggregate, sharing the pool.
 pub struct CommandBus {
     pool: PgPool,
@@ -215,20 +224,21 @@ impl CommandBus {
         }
     }
 
-    /// The committed events of `command_id`, if it committed any.
+    /// The committed events of `command_id`, if it committed any (in `hospital`: another
+    /// hospital's events are never an outcome here).
     pub async fn outcome_of(
         &self,
         command_id: Uuid,
         hospital: &HospitalId,
     ) -> Result<Option<CommandOutcome>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT aggregate_id, position, sequence, event_type FROM events \
-             WHERE command_id = $1 AND hospital = $2 ORDER BY position",
-        )
-        .bind(command_id)
-        .bind(hospital.as_str())
-        .fetch_all(&self.pool)
-        .await?;
+        let mut rows = sqlx::query(OUTCOME_QUERY)
+            .bind(command_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.retain(|row| {
+            row.try_get::<&str, _>("hospital")
+                .is_ok_and(|stored| stored == hospital.as_str())
+        });
         let Some(first) = rows.first() else {
             return Ok(None);
         };

@@ -404,3 +404,62 @@ async fn a_notification_is_read_only_by_its_recipient() {
         assert_eq!(r.status(), StatusCode::CREATED);
     }
 }
+
+/// Invariant: a command's events are found with one probe of the command index, never by
+/// reading the hospital's history — even before the table has statistics (a fresh or
+/// bulk-loaded store, where PostgreSQL once AND-ed in a scan of the whole hospital) — and
+/// only within the asking hospital.
+#[actix_web::test]
+async fn a_commands_outcome_is_found_without_reading_its_hospitals_history() {
+    // Arrange: 5,000 events of one hospital, each of its own command, never analyzed.
+    let db = crate::helpers::TestDatabase::create().await;
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata) \
+         SELECT 'alert', 'st-marys/' || g, 1, 'AlertRaised', '1.0', '{}', \
+                json_build_object('hospital', 'st-marys', 'command_id', gen_random_uuid()) \
+         FROM generate_series(1, 5000) AS g",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let command: uuid::Uuid = sqlx::query_scalar(
+        "SELECT command_id FROM events WHERE hospital = 'st-marys' AND position = 4000",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+
+    // Act
+    let explain = format!(
+        "EXPLAIN (FORMAT JSON) {}",
+        vigil::command::OUTCOME_QUERY.replace("$1", &format!("'{command}'::uuid"))
+    );
+    let plan: Value = sqlx::query_scalar(&explain).fetch_one(&pool).await.unwrap();
+    let bus = vigil::command::CommandBus::new(pool.clone());
+    let found = bus
+        .outcome_of(command, &aggregates::types::HospitalId::parse(H).unwrap())
+        .await
+        .unwrap()
+        .expect("the command's outcome");
+    let elsewhere = bus
+        .outcome_of(
+            command,
+            &aggregates::types::HospitalId::parse("city").unwrap(),
+        )
+        .await
+        .unwrap();
+
+    // Assert
+    let plan = plan.to_string();
+    assert!(plan.contains("events_command_id"), "{plan}");
+    assert!(!plan.contains("events_hospital_position"), "{plan}");
+    assert_eq!(found.aggregate_id, "4000");
+    assert_eq!(found.events.len(), 1);
+    assert_eq!(found.events[0].position, 4000);
+    assert!(
+        elsewhere.is_none(),
+        "another hospital's command is not an outcome here"
+    );
+}
