@@ -147,7 +147,10 @@ pub struct ServeSettings {
     #[command(flatten)]
     pub presence: crate::realtime::presence::PresenceSettings,
 
-    /// This node's id in a cluster (defaults to a random id per process).
+    /// This node's id in a cluster (defaults to a random id per process). Never give two
+    /// processes that run at the same time the same id, not even briefly during a rolling
+    /// restart: their presence rows would be one node's, and the one that stops takes the
+    /// other's with it until its next heartbeat.
     #[arg(long, env = "VIGIL_NODE_ID")]
     pub node_id: Option<uuid::Uuid>,
 }

@@ -16,8 +16,8 @@
 //! Only nodes heard from within [`PresenceSettings::admission_liveness`] count: a crashed
 //! node's rows would otherwise hold its users' reconnects out until the sweep removes them.
 //! And the count never holds an admission up for long: a query that does not answer within
-//! [`QUERY_TIMEOUT`] (pool exhausted, database unreachable, a lock) counts as unknown, and
-//! the caller admits.
+//! [`QUERY_TIMEOUT`] (pool exhausted, database unreachable, a lock; PostgreSQL cancels it
+//! too) counts as unknown, and the caller admits; a request waits at most 2 s in all.
 //!
 //! [`PresenceSettings::admission_liveness`]: super::PresenceSettings::admission_liveness
 
@@ -36,6 +36,11 @@ const QUEUE: usize = 16_384;
 
 /// Longest a count query may take before its batch is answered "unknown".
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The same limit on PostgreSQL's side, a little shorter: a query abandoned by the client
+/// would otherwise go on waiting (on a lock, say) and keep its pooled connection, one more
+/// per timed-out batch, until the pool had none left for commands.
+const SERVER_TIMEOUT: &str = "SET LOCAL statement_timeout = '900ms'";
 
 /// Longest a request waits for its answer (queued behind other batches, then its own
 /// query) before it is "unknown".
@@ -113,6 +118,8 @@ async fn count(
     hospitals: &[&str],
     users: &[&str],
 ) -> Result<Vec<u32>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(SERVER_TIMEOUT).execute(&mut *tx).await?;
     let rows: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT k.i, count(s.session_id) \
          FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(hospital, user_id, i) \
@@ -126,8 +133,9 @@ async fn count(
     .bind(users)
     .bind(node)
     .bind(live_within.as_secs_f64())
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|(_, n)| u32::try_from(n).unwrap_or(u32::MAX))

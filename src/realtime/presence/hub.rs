@@ -4,6 +4,7 @@
 //! announcement to the store writer. It never waits on PostgreSQL itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub struct PresenceHub {
     peers: Arc<Peers>,
     /// The store writer's ordered, bounded queue.
     outbox: mpsc::Sender<Op>,
+    /// Tells the store writer the node is leaving, so it skips what is queued before the
+    /// leave.
+    leaving: Arc<AtomicBool>,
     /// The node left the cluster ([`Leave`]): nothing is shared any more, and the writer
     /// has stopped.
     left: bool,
@@ -132,7 +136,14 @@ impl PresenceHub {
             );
         }
         PresenceHub::create(move |ctx| {
-            let outbox = store::spawn_writer(pool.clone(), node_id, &settings, peers.clone());
+            let leaving = Arc::new(AtomicBool::new(false));
+            let outbox = store::spawn_writer(
+                pool.clone(),
+                node_id,
+                &settings,
+                peers.clone(),
+                leaving.clone(),
+            );
             listener::spawn(listen_config, ctx.address());
             PresenceHub {
                 pool,
@@ -140,6 +151,7 @@ impl PresenceHub {
                 settings,
                 peers,
                 outbox,
+                leaving,
                 left: false,
                 needs_resync: false,
                 dropped_notes: 0,
@@ -829,11 +841,13 @@ impl Handler<OnlineByRole> for PresenceHub {
 impl Handler<Leave> for PresenceHub {
     type Result = ResponseFuture<()>;
 
-    /// Queued behind every connect and disconnect already sent, so the writer has applied
-    /// them when it deletes the node's rows.
+    /// The writer skips the database work of whatever is queued before the leave (the leave
+    /// deletes every row of the node), so it is carried out at once however much is queued.
     fn handle(&mut self, _: Leave, _: &mut Context<Self>) -> Self::Result {
         let outbox = self.outbox.clone();
         let first = !std::mem::replace(&mut self.left, true);
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Release);
         Box::pin(async move {
             if !first {
                 return;

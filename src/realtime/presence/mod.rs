@@ -220,14 +220,15 @@ impl Default for PresenceSettings {
 
 impl PresenceSettings {
     /// How recently another node must have been heard from for its connections to count
-    /// against the per-user connection limit: two heartbeats (at least 1 s, at most the node
+    /// against the per-user connection limit: two heartbeats (at least 2 s, at most the node
     /// timeout). Shorter than the node timeout on purpose: after a node crashes, its users
     /// reconnect to the others at once, and its stale rows must not hold them out until the
     /// sweep. A live node whose heartbeat is late is briefly not counted, which only makes
     /// the limit more lenient.
     pub fn admission_liveness(&self) -> Duration {
-        (self.node_heartbeat * 2)
-            .max(Duration::from_secs(1))
+        self.node_heartbeat
+            .saturating_mul(2)
+            .max(Duration::from_secs(2))
             .min(self.node_timeout)
     }
 
@@ -455,7 +456,11 @@ mod tests {
             Duration::from_secs(10)
         );
         assert_eq!(
-            with(100, 2_000).admission_liveness(),
+            with(100, 5_000).admission_liveness(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            with(100, 1_000).admission_liveness(),
             Duration::from_secs(1)
         );
         assert_eq!(

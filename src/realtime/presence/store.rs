@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,17 +64,25 @@ impl Op {
 /// (having deleted the node's rows), or when the returned sender is dropped (the hub
 /// stopped) without deleting anything: a node that stops without leaving is, to the
 /// cluster, a dead node, swept after the node timeout.
+///
+/// `leaving` is set by the hub when the node leaves: from then on the writer skips the
+/// database work of everything queued before the [`Op::Leave`] (connects, disconnects,
+/// notifications, heartbeats — the leave deletes all of the node's rows anyway), so a node
+/// shutting down with thousands of connections closing leaves at once instead of after
+/// thousands of single-row deletes.
 pub fn spawn_writer(
     pool: PgPool,
     node: Uuid,
     settings: &PresenceSettings,
     peers: Arc<Peers>,
+    leaving: Arc<AtomicBool>,
 ) -> mpsc::Sender<Op> {
     let (sender, receiver) = mpsc::channel(OUTBOX_CAPACITY);
     let writer = Writer {
         pool,
         node,
         peers,
+        leaving,
         timeout: settings.node_timeout,
         mirror: HashMap::new(),
         dirty: true,
@@ -87,6 +96,8 @@ struct Writer {
     node: Uuid,
     /// Other live nodes, counted at each heartbeat.
     peers: Arc<Peers>,
+    /// Set by the hub when the node leaves the cluster (see [`spawn_writer`]).
+    leaving: Arc<AtomicBool>,
     timeout: Duration,
     /// The sessions this node holds, as far as the writer was told.
     mirror: HashMap<SessionId, SessionRow>,
@@ -119,6 +130,9 @@ impl Writer {
 
     /// Carries out `op`; breaks once the node has left the cluster.
     async fn apply(&mut self, op: Op) -> ControlFlow<()> {
+        if self.leaving.load(Ordering::Acquire) && !matches!(op, Op::Leave(_)) {
+            return ControlFlow::Continue(());
+        }
         match op {
             Op::Connect(row) => {
                 self.mirror.insert(row.session, row.clone());
@@ -175,6 +189,9 @@ impl Writer {
     }
 
     async fn beat(&mut self) {
+        if self.leaving.load(Ordering::Acquire) {
+            return;
+        }
         if !self.dirty {
             match touch_node(&self.pool, self.node).await {
                 Ok(true) => {}
