@@ -459,19 +459,20 @@ async fn views_and_unviews_reach_other_nodes_in_the_order_they_were_made() {
         .await;
 }
 
-#[actix_web::test]
-async fn a_node_that_dies_takes_its_presence_and_views_with_it() {
-    let db = TestDatabase::create().await;
-    let (arbiter, a) = start_node_on_own_arbiter(&db).await;
-    let b = start_node(&db).await;
-    until_listening(&db, 2).await;
-    let (h, target) = (hospital("st-marys"), patient("p-3"));
-    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
-    watcher.watch(&b, WatchTopic::Presence).await;
-    watcher.watch(&b, WatchTopic::Target(target.clone())).await;
-    let doomed = Session::connect(&a, &h, "dr-a", Role::Physician).await;
+/// `dr-a`, connected to node `a`, views `target`; `nurse-b`, on node `b`, watches presence
+/// and `target`. Returns (nurse-b, dr-a) once nurse-b sees dr-a online and viewing.
+async fn seen_viewing_from_the_other_node(
+    a: &Addr<PresenceHub>,
+    b: &Addr<PresenceHub>,
+    target: &ViewTarget,
+) -> (Session, Session) {
+    let h = hospital("st-marys");
+    let watcher = Session::connect(b, &h, "nurse-b", Role::Nurse).await;
+    watcher.watch(b, WatchTopic::Presence).await;
+    watcher.watch(b, WatchTopic::Target(target.clone())).await;
+    let viewer = Session::connect(a, &h, "dr-a", Role::Physician).await;
     a.send(View {
-        session: doomed.id,
+        session: viewer.id,
         target: target.clone(),
     })
     .await
@@ -479,7 +480,18 @@ async fn a_node_that_dies_takes_its_presence_and_views_with_it() {
     watcher
         .until_presence("dr-a online", |p| p.iter().any(|e| e.user == "dr-a"))
         .await;
-    watcher.until_viewers(&target, |v| !v.is_empty()).await;
+    watcher.until_viewers(target, |v| !v.is_empty()).await;
+    (watcher, viewer)
+}
+
+#[actix_web::test]
+async fn a_node_that_dies_takes_its_presence_and_views_with_it() {
+    let db = TestDatabase::create().await;
+    let (arbiter, a) = start_node_on_own_arbiter(&db).await;
+    let b = start_node(&db).await;
+    until_listening(&db, 2).await;
+    let target = patient("p-3");
+    let (watcher, _doomed) = seen_viewing_from_the_other_node(&a, &b, &target).await;
 
     // Act: the node stops without disconnecting anyone.
     let died_at = Instant::now();
@@ -516,21 +528,8 @@ async fn a_node_that_leaves_takes_its_presence_views_and_node_row_with_it_at_onc
     let peers_of_b = Arc::new(Peers::default());
     let b = start_node_with(&db, Uuid::new_v4(), patient_settings, peers_of_b.clone()).await;
     until_listening(&db, 2).await;
-    let (h, target) = (hospital("st-marys"), patient("p-4"));
-    let watcher = Session::connect(&b, &h, "nurse-b", Role::Nurse).await;
-    watcher.watch(&b, WatchTopic::Presence).await;
-    watcher.watch(&b, WatchTopic::Target(target.clone())).await;
-    let still_connected = Session::connect(&a, &h, "dr-a", Role::Physician).await;
-    a.send(View {
-        session: still_connected.id,
-        target: target.clone(),
-    })
-    .await
-    .unwrap();
-    watcher
-        .until_presence("dr-a online", |p| p.iter().any(|e| e.user == "dr-a"))
-        .await;
-    watcher.until_viewers(&target, |v| !v.is_empty()).await;
+    let target = patient("p-4");
+    let (watcher, still_connected) = seen_viewing_from_the_other_node(&a, &b, &target).await;
     until(|| peers_of_b.count() == 1, "b to count a as a peer").await;
 
     // Act: the node leaves (graceful shutdown) while its session is still connected.
