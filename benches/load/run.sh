@@ -3,6 +3,11 @@
 #
 #   benches/load/run.sh           # every scenario, ~7 minutes once built
 #   benches/load/run.sh --quick   # smoke run of each mode, ~20 seconds once built
+#   benches/load/run.sh --compare A B [ROUNDS]
+#                                 # two vigil binaries (paths), interleaved: (c) and (d) on a
+#                                 # fresh server each, A then B, ROUNDS times (default 2);
+#                                 # ~3 minutes a round. On a shared machine whose speed drifts
+#                                 # by the hour, only interleaved runs compare two builds.
 #
 # The server runs on CPU 0 and the load tool on CPU 1 (taskset), so the two do not compete
 # for a core. The server's embedded PostgreSQL inherits CPU 0 from it: the numbers are those
@@ -21,10 +26,21 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 QUICK=0
+COMPARE=()
+ROUNDS=2
+VIGIL_BIN=target/release/vigil
 case "${1:-}" in
   --quick) QUICK=1 ;;
+  --compare)
+    [ $# -ge 3 ] || { echo "usage: $0 --compare A B [ROUNDS]" >&2; exit 2; }
+    COMPARE=("$(realpath "$2")" "$(realpath "$3")")
+    ROUNDS=${4:-2}
+    for bin in "${COMPARE[@]}"; do
+      [ -x "$bin" ] || { echo "not an executable: $bin" >&2; exit 2; }
+    done
+    ;;
   "") ;;
-  *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
+  *) echo "usage: $0 [--quick | --compare A B [ROUNDS]]" >&2; exit 2 ;;
 esac
 
 # 10,000 connections need as many descriptors on each side, plus the REST writer's.
@@ -75,7 +91,7 @@ trap 'exit 130' INT TERM
 
 start_server() {
   stop_server
-  RUST_LOG=warn taskset -c 0 target/release/vigil serve \
+  RUST_LOG=warn taskset -c 0 "$VIGIL_BIN" serve \
     --bind "127.0.0.1:$PORT" \
     --data-dir "$WORK/data" \
     --command-rate 100000 --command-burst 100000 \
@@ -109,15 +125,28 @@ load() {
   fi
 }
 
-echo "== building (release)" >&2
-cargo build --release --bin vigil
+if [ ${#COMPARE[@]} -eq 0 ]; then
+  echo "== building (release)" >&2
+  cargo build --release --bin vigil
+fi
 # The bench's own artifact (the vigil binary is built alongside it, for CARGO_BIN_EXE).
 LOAD=$(cargo bench --bench load --no-run --message-format=json \
   | grep '"kind":\["bench"\]' | grep '"name":"load"' \
   | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d '"' -f 4)
 [ -x "$LOAD" ] || { echo "could not find the load bench executable" >&2; exit 1; }
 
-if [ "$QUICK" = 1 ]; then
+if [ ${#COMPARE[@]} -gt 0 ]; then
+  for round in $(seq 1 "$ROUNDS"); do
+    for side in A B; do
+      if [ "$side" = A ]; then VIGIL_BIN=${COMPARE[0]}; else VIGIL_BIN=${COMPARE[1]}; fi
+      echo "== $side = $VIGIL_BIN" >&2
+      start_server
+      load --label "(c) $side #$round" --mode steady --hospital "c-${side,,}-$round" --connections 1000 --rate 100 --duration 30
+      start_server
+      load --label "(d) $side #$round" --mode steady --hospital "d-${side,,}-$round" --connections 10000 --rate 10 --duration 30
+    done
+  done
+elif [ "$QUICK" = 1 ]; then
   start_server
   load --label "idle 200" --mode idle --hospital q-idle --connections 200 --duration 2
   load --label "connect 500" --mode connect --hospital q-connect --connections 500
