@@ -347,51 +347,58 @@ async fn rewrite_node(pool: &PgPool, node: Uuid, rows: &[&SessionRow]) -> Result
     .await?;
     let mut hospitals: BTreeSet<&str> = rows.iter().map(|r| r.hospital.as_str()).collect();
     hospitals.extend(removed.iter().map(String::as_str));
-    let payloads: Vec<String> = hospitals
-        .into_iter()
-        .filter_map(|h| HospitalId::parse(h).ok())
-        .filter_map(|h| presence_payload(&h))
-        .collect();
-    sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-        .bind(CHANNEL)
-        .bind(&payloads)
-        .execute(&mut *tx)
-        .await?;
+    notify_all(&mut tx, &departure_notes(&[], hospitals)).await?;
     tx.commit().await
 }
 
-/// Deletes `node` and the sessions it still holds, announcing it as down and each of those
-/// sessions' hospitals, in one transaction. Returns how many sessions were deleted.
-async fn leave(pool: &PgPool, node: Uuid) -> Result<u64, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("DELETE FROM presence_nodes WHERE node_id = $1")
-        .bind(node)
-        .execute(&mut *tx)
-        .await?;
-    let hospitals: Vec<String> = sqlx::query_scalar(
-        "WITH removed AS (DELETE FROM presence_sessions WHERE node_id = $1 RETURNING hospital) \
-         SELECT hospital FROM removed",
-    )
-    .bind(node)
-    .fetch_all(&mut *tx)
-    .await?;
-    let sessions = hospitals.len() as u64;
-    let distinct: BTreeSet<&str> = hospitals.iter().map(String::as_str).collect();
-    let mut notes = vec![Note::NodeDown { node }];
+/// What the cluster is told when sessions disappear: each node gone as down, each hospital
+/// whose sessions changed (ids that are not valid hospitals are skipped).
+fn departure_notes<'a>(nodes: &[Uuid], hospitals: impl IntoIterator<Item = &'a str>) -> Vec<Note> {
+    let mut notes: Vec<Note> = nodes.iter().map(|&node| Note::NodeDown { node }).collect();
     notes.extend(
-        distinct
+        hospitals
             .into_iter()
             .filter_map(|h| HospitalId::parse(h).ok())
             .map(|hospital| Note::Presence { hospital }),
     );
+    notes
+}
+
+/// Sends `notes` in the transaction (delivered if and only if it commits).
+async fn notify_all(conn: &mut sqlx::PgConnection, notes: &[Note]) -> Result<(), sqlx::Error> {
     let payloads: Vec<String> = notes.iter().filter_map(Note::to_payload).collect();
+    if payloads.is_empty() {
+        return Ok(());
+    }
     sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
         .bind(CHANNEL)
         .bind(&payloads)
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Deletes `node` and the sessions it still holds, announcing it as down and each of those
+/// sessions' hospitals, in one transaction. Returns how many sessions were deleted.
+async fn leave(pool: &PgPool, node: Uuid) -> Result<i64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "WITH node AS (DELETE FROM presence_nodes WHERE node_id = $1), \
+         gone AS (DELETE FROM presence_sessions WHERE node_id = $1 RETURNING hospital) \
+         SELECT (SELECT count(*) FROM gone) AS sessions, \
+                (SELECT coalesce(array_agg(DISTINCT hospital), '{}') FROM gone) AS hospitals",
+    )
+    .bind(node)
+    .fetch_one(&mut *tx)
+    .await?;
+    let hospitals: Vec<String> = row.try_get("hospitals")?;
+    notify_all(
+        &mut tx,
+        &departure_notes(&[node], hospitals.iter().map(String::as_str)),
+    )
+    .await?;
     tx.commit().await?;
-    Ok(sessions)
+    row.try_get("sessions")
 }
 
 /// Deletes the nodes silent for longer than `timeout` (never this one) with their sessions,
@@ -420,25 +427,17 @@ async fn sweep(pool: &PgPool, node: Uuid, timeout: Duration) -> Result<(), sqlx:
     .await?;
     let nodes: Vec<Uuid> = row.try_get("nodes")?;
     let hospitals: Vec<String> = row.try_get("hospitals")?;
-    let mut notes: Vec<Note> = nodes.iter().map(|&node| Note::NodeDown { node }).collect();
-    notes.extend(
-        hospitals
-            .iter()
-            .filter_map(|h| HospitalId::parse(h).ok())
-            .map(|hospital| Note::Presence { hospital }),
-    );
-    let payloads: Vec<String> = notes.iter().filter_map(Note::to_payload).collect();
-    if !payloads.is_empty() {
+    if !nodes.is_empty() || !hospitals.is_empty() {
         tracing::info!(
             dead_nodes = nodes.len(),
             hospitals = hospitals.len(),
             "swept dead presence"
         );
-        sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-            .bind(CHANNEL)
-            .bind(&payloads)
-            .execute(&mut *tx)
-            .await?;
+        notify_all(
+            &mut tx,
+            &departure_notes(&nodes, hospitals.iter().map(String::as_str)),
+        )
+        .await?;
     }
     tx.commit().await
 }
