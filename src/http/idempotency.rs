@@ -35,7 +35,7 @@ pub const MAX_KEY_LEN: usize = 255;
 /// `idempotency_key_in_flight` instead of resolving the attempt's command. An attempt is over
 /// far sooner (pool wait 5 s, resolution 2 s); past this, a retry resolves (fences) the
 /// command, which is safe even if the attempt were somehow still running: it then fails.
-pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(10);
+pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(3);
 
 /// A keyed request.
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod errors;
 mod events;
+mod exactly_once;
 mod helpers;
 mod idempotency;
 mod operations;
