@@ -365,6 +365,10 @@ impl KeyedClient {
                 (StatusCode::CONFLICT, Some("idempotency_key_in_flight")) => {
                     tally.in_flight.fetch_add(1, Ordering::Relaxed);
                 }
+                (StatusCode::TOO_MANY_REQUESTS, _) => {
+                    let wait = body["retry_after"].as_u64().unwrap_or(1);
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                }
                 other => panic!("{key}: unexpected answer {other:?}: {body}"),
             }
             tally.retries.fetch_add(1, Ordering::Relaxed);
@@ -632,4 +636,138 @@ async fn keyed_commands_apply_at_most_once_across_postgresql_restarts() {
     }
     pool.close().await;
     shutdown.trigger().await;
+}
+
+/// A `vigil serve` child process on a fixed port, killed with SIGKILL (`Child::kill`) by the
+/// test: no shutdown code of the server runs.
+struct KillableServer {
+    child: std::process::Child,
+}
+
+impl KillableServer {
+    /// Starts `vigil serve` on `port` against `database_url`, and waits until it answers.
+    async fn start(port: u16, database_url: &str) -> Self {
+        use std::process::{Command, Stdio};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("VIGIL_") {
+                command.env_remove(key);
+            }
+        }
+        let child = command
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .env("DATABASE_URL", database_url)
+            .env("VIGIL_JWT_SECRET", TEST_SECRET)
+            .env("VIGIL_COMMAND_RATE", "1000")
+            .env("VIGIL_COMMAND_BURST", "1000")
+            .env("RUST_LOG", "error")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn vigil serve");
+        let server = Self { child };
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = client
+                .get(format!("http://127.0.0.1:{port}/readyz"))
+                .send()
+                .await;
+            if matches!(&ready, Ok(r) if r.status() == StatusCode::OK) {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vigil serve not ready: {ready:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL, and reaps the process.
+    fn kill(mut self) {
+        self.child.kill().expect("kill -9 vigil");
+        self.child.wait().expect("reap vigil");
+    }
+}
+
+impl Drop for KillableServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Invariant: with the server killed (`kill -9`) at random moments while keyed commands are
+/// in flight and restarted, every key commits exactly once and its retries answer the same
+/// positions.
+#[actix_web::test]
+async fn keyed_commands_apply_at_most_once_across_kill_9_of_the_server() {
+    // Arrange
+    let db = crate::helpers::TestDatabase::create().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let server = tokio::sync::Mutex::new(Some(KillableServer::start(port, &db.url).await));
+    let keys = vigil::auth::JwtKeys::from_secret(TEST_SECRET).unwrap();
+    let keyed = KeyedClient {
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        address: format!("http://127.0.0.1:{port}"),
+        token: keys
+            .mint(
+                &UserId::parse("nurse-amy").unwrap(),
+                &HospitalId::parse(H).unwrap(),
+                Role::Nurse,
+                Duration::from_secs(3600),
+            )
+            .unwrap(),
+    };
+    let tally = Tally::default();
+    let stop = AtomicBool::new(false);
+
+    // Act: four writers while the server is killed and restarted five times.
+    let writers = join_all((0..4).map(|w| {
+        let (keyed, tally, stop) = (&keyed, &tally, &stop);
+        async move {
+            let mut answers = HashMap::new();
+            let mut i = 0;
+            while i < 10 || !stop.load(Ordering::Relaxed) {
+                let key = format!("kill9-w{w}-k{i}");
+                answers.insert(key.clone(), keyed.raise(&key, tally).await);
+                i += 1;
+            }
+            answers
+        }
+    }));
+    let kills = async {
+        for round in 0..5u64 {
+            tokio::time::sleep(Duration::from_millis(150 + round * 61)).await;
+            if let Some(running) = server.lock().await.take() {
+                running.kill();
+            }
+            *server.lock().await = Some(KillableServer::start(port, &db.url).await);
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (answers, ()) = tokio::join!(writers, kills);
+
+    // Assert
+    tally.print("kill -9 of the server", 5);
+    assert!(
+        tally.transport_errors.load(Ordering::Relaxed) > 0,
+        "the kills cut requests off"
+    );
+    let answers: HashMap<String, Value> = answers.into_iter().flatten().collect();
+    let pool = PgPool::connect(&db.url).await.unwrap();
+    assert_each_key_applied_once(&pool, &answers).await;
+    for (key, answer) in &answers {
+        assert_eq!(&keyed.raise(key, &tally).await, answer, "{key}");
+    }
+    pool.close().await;
+    drop(server);
 }
