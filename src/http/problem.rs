@@ -234,11 +234,8 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
-        match self {
-            ApiError::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-            }
-            _ => {}
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
         }
         if let Some(retry_after) = self.retry_after() {
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
