@@ -140,7 +140,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (result, embedded) = system.block_on(run_command(cli.command));
     drop(system);
     if let Some(pg) = embedded {
-        pg.stop().context("cannot stop the embedded PostgreSQL")?;
+        let stopped = pg.stop().context("cannot stop the embedded PostgreSQL");
+        // The command's own failure is what the operator must see first.
+        if let (Err(error), Err(_)) = (&stopped, &result) {
+            tracing::error!(error = %format!("{error:#}"), "cannot stop the embedded PostgreSQL");
+            return result;
+        }
+        stopped?;
     }
     result
 }

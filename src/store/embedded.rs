@@ -1316,6 +1316,28 @@ mod tests {
     }
 
     #[test]
+    fn the_data_dirs_owner_adopts_a_server_left_running_and_stops_it() {
+        let dir = TempDir::new("adopt");
+        let data_dir = dir.0.join("data");
+        // Arrange: a server whose starter went away without stopping it, as after a kill -9.
+        let left = EmbeddedPostgres::start(&data_dir, 5437).expect("start");
+        assert!(left.owns_server());
+        drop(left);
+
+        // Act
+        let lock = super::super::owner::OwnerLock::try_acquire(&dir.0, "serve", Some(1))
+            .expect("lock")
+            .expect("free");
+        let pg = EmbeddedPostgres::start_owned(&data_dir, 5437, lock).expect("adopt");
+
+        // Assert: the same server, now owned, so stop stops it.
+        assert!(pg.owns_server());
+        assert_eq!(select_one_sqlx(&pg.url("postgres")), 1);
+        pg.stop().expect("stop");
+        assert_eq!(pg.status().expect("status"), ServerState::NotRunning);
+    }
+
+    #[test]
     fn concurrent_starts_initialize_once_and_start_one_server() {
         let dir = TempDir::new("concurrent");
         let data_dir = dir.0.join("data");

@@ -173,18 +173,21 @@ pub fn require_data_dir(data_dir: &Path, parts: &[DataDirPart]) -> Result<(), Da
         missing: what,
     };
     if !data_dir.is_dir() {
-        return Err(missing("the directory".to_owned()));
+        return Err(missing("the directory does not exist".to_owned()));
     }
     for part in parts {
         let (path, what) = match part {
             DataDirPart::Cluster => (
                 data_dir.join("postgres/pgdata/PG_VERSION"),
-                "its PostgreSQL cluster, postgres/pgdata,",
+                "it holds no PostgreSQL cluster, postgres/pgdata",
             ),
-            DataDirPart::JwtSecret => (data_dir.join("jwt-secret"), "its JWT secret, jwt-secret,"),
+            DataDirPart::JwtSecret => (
+                data_dir.join("jwt-secret"),
+                "it holds no JWT secret, jwt-secret",
+            ),
         };
         if !path.is_file() {
-            return Err(missing(what.trim_end_matches(',').to_owned()));
+            return Err(missing(what.to_owned()));
         }
     }
     Ok(())

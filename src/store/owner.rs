@@ -50,13 +50,13 @@ pub enum DataDirError {
 
     /// A command other than `vigil serve` found no data dir (only `serve` creates one).
     #[error(
-        "no Vigil data dir at {data_dir} ({missing} is missing): `vigil serve` creates it on \
-         its first start; to use an existing one, pass --data-dir <dir> (or set VIGIL_DATA_DIR)"
+        "no Vigil data dir at {data_dir} ({missing}): `vigil serve` creates one on its first \
+         start; to use an existing one, pass --data-dir <dir> (or set VIGIL_DATA_DIR)"
     )]
     Missing {
         /// The data dir looked for, made absolute so the message says where it looked.
         data_dir: String,
-        /// What was missing in it (the directory itself, its cluster, its secret).
+        /// What is missing, as a clause: "the directory does not exist", "it holds no ...".
         missing: String,
     },
 
