@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod helpers;
 mod idempotency;
+mod listener_faults;
 mod operations;
 mod policies;
 mod presence;
