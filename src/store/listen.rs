@@ -227,18 +227,18 @@ async fn connection(
             }
             Ok(())
         });
-        let listening = client.batch_execute(&format!("LISTEN {channel}")).await;
-        if let Err(error) = listening {
-            pump.abort();
-            return Err(error);
-        }
-        Ok::<_, tokio_postgres::Error>((client, pump, received))
+        // Aborts the pump, and with it the connection, whatever way this attempt or the
+        // connection's life ends (an error, the timeout, the consumer gone).
+        let guard = AbortOnDrop(pump.abort_handle());
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
+        Ok::<_, tokio_postgres::Error>((client, pump, guard, received))
     };
-    let (client, pump, mut received) = match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
-        Ok(Ok(connected)) => connected,
-        Ok(Err(error)) => return End::Failed(error.into()),
-        Err(_) => return End::Failed(Failure::TimedOut),
-    };
+    let (client, pump, _guard, mut received) =
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt).await {
+            Ok(Ok(connected)) => connected,
+            Ok(Err(error)) => return End::Failed(error.into()),
+            Err(_) => return End::Failed(Failure::TimedOut),
+        };
     match outage_began {
         Some(began) => tracing::info!(
             listener = name,
@@ -248,8 +248,6 @@ async fn connection(
         ),
         None => tracing::info!(listener = name, channel, "listener listening"),
     }
-    // Aborts the pump, and with it the connection, whatever way this function returns.
-    let _pump_guard = AbortOnDrop(pump.abort_handle());
     if consumer.send(Heard::Listening).await.is_err() {
         return End::ConsumerGone;
     }
