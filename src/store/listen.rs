@@ -116,9 +116,10 @@ enum End {
 /// Why a connection failed or was lost.
 #[derive(Debug, thiserror::Error)]
 enum Failure {
-    /// The server said it is shutting down (`57P01 admin_shutdown`): a restart or a stop,
-    /// expected, so worth an info line rather than a warning.
-    #[error("PostgreSQL is shutting down")]
+    /// The server ended the session (`57P01 admin_shutdown`): PostgreSQL stopping or
+    /// restarting (expected, so worth an info line rather than a warning), or an
+    /// administrator terminating the backend.
+    #[error("PostgreSQL ended the session (shutting down, or the backend was terminated)")]
     Shutdown,
     /// The server closed the connection without an error.
     #[error("the server closed the connection")]
@@ -167,7 +168,7 @@ where
                 match failure {
                     Failure::Shutdown => tracing::info!(
                         listener = name,
-                        "PostgreSQL is shutting down or restarting; listener reconnecting"
+                        "PostgreSQL ended the listener's session (shutting down or restarting, or the backend was terminated); reconnecting"
                     ),
                     other => tracing::warn!(
                         listener = name,
