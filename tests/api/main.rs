@@ -9,6 +9,7 @@ mod events;
 mod exactly_once;
 mod helpers;
 mod idempotency;
+mod listener_faults;
 mod operations;
 mod policies;
 mod presence;
