@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+// One file at a time: the tests start real servers (embedded PostgreSQL) on a 2-core machine.
+export default defineConfig({
+  test: {
+    include: ['packages/*/test/**/*.test.{ts,tsx}', 'test/**/*.test.ts'],
+    fileParallelism: false,
+    testTimeout: 60_000,
+    hookTimeout: 180_000,
+    globalSetup: ['test/global-setup.ts'],
+  },
+});
