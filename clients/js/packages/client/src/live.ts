@@ -184,9 +184,16 @@ export class LiveQuery<T> implements Observable<LiveResult<T>> {
     this.stopFns = [];
   }
 
-  private want(position: number, force = false): void {
-    if (force) this.forced = true;
-    this.wanted = Math.max(this.wanted, position);
+  /**
+   * Asks for a read at `position` or later. `reset`: the stream restarted at `position` (another
+   * history after `recovered: false`), so older wishes are void — they may lie beyond its end.
+   */
+  private want(position: number, reset = false): void {
+    if (reset) {
+      this.forced = true;
+      this.wanted = position;
+      if (this.get().position !== null) this.store.set({ ...this.get(), position: null });
+    } else this.wanted = Math.max(this.wanted, position);
     if (!this.loading) void this.load();
   }
 
