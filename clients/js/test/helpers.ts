@@ -147,7 +147,6 @@ export class TcpProxy {
     client.on('error', () => undefined);
     let upstream: net.Socket | null = null;
     let first = true;
-    const swallow = this.swallowResponses;
     client.on('data', (chunk) => {
       if (first) {
         first = false;
@@ -165,7 +164,7 @@ export class TcpProxy {
         upstream.on('error', () => client.destroy());
         client.on('close', () => upstream?.destroy());
         upstream.on('data', (d) => {
-          if (swallow) {
+          if (this.swallowResponses) {
             // The server answered: the request was applied. Cut the line before the answer.
             upstream?.destroy();
             client.destroy();
