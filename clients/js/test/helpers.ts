@@ -108,6 +108,10 @@ export async function api<T = unknown>(
  */
 export class TcpProxy {
   refuseUpgrades = false;
+  /** Requests whose first line matches are answered 403 (e.g. SSE blocked too). */
+  refuseRequests: RegExp | null = null;
+  /** Stops forwarding in both directions without closing anything (a dead, silent link). */
+  frozen = false;
   swallowResponses = false;
   private isDown = false;
   private readonly sockets = new Set<net.Socket>();
@@ -148,6 +152,13 @@ export class TcpProxy {
     let upstream: net.Socket | null = null;
     let first = true;
     client.on('data', (chunk) => {
+      // Checked on every chunk: keep-alive connections carry several requests.
+      const line = chunk.toString('latin1').split('\r\n', 1)[0] ?? '';
+      if (/^[A-Z]+ \S+ HTTP\/1/.test(line) && this.refuseRequests?.test(line)) {
+        client.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+        upstream?.destroy();
+        return;
+      }
       if (first) {
         first = false;
         if (this.refuseUpgrades && /^upgrade:\s*websocket/im.test(chunk.toString('latin1'))) {
@@ -155,6 +166,7 @@ export class TcpProxy {
           client.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
           return;
         }
+
         upstream = net.connect(this.target.port, this.target.host);
         this.sockets.add(upstream);
         upstream.on('close', () => {
@@ -170,10 +182,10 @@ export class TcpProxy {
             client.destroy();
             return;
           }
-          client.write(d);
+          if (!this.frozen) client.write(d);
         });
       }
-      upstream?.write(chunk);
+      if (!this.frozen) upstream?.write(chunk);
     });
   }
 
