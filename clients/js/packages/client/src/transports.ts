@@ -105,6 +105,7 @@ export function openWebSocket(params: OpenParams): TransportConnection {
   const h = once(params.handlers);
   let opened = false;
   let closing: { code: number; reason: string } | null = null;
+  let subscribed = false;
   const socket = new Ctor(wsUrl(params.http.baseUrl, params.http.hospital));
   socket.onopen = () => {
     opened = true;
@@ -117,7 +118,9 @@ export function openWebSocket(params: OpenParams): TransportConnection {
     } catch {
       return;
     }
-    if (frame.type === 'authenticated' && !h.closed) {
+    // Only the first `authenticated` answers `auth`; later ones answer `refresh`.
+    if (frame.type === 'authenticated' && !subscribed && !h.closed) {
+      subscribed = true;
       socket.send(JSON.stringify(subscribeFrame(params)));
     }
     if (frame.type === 'closing') closing = { code: frame.code, reason: frame.reason };
