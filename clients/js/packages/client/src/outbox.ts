@@ -46,6 +46,11 @@ export class PendingCommand implements Observable<CommandStatus> {
   /** Resolves with the outcome once committed; rejects with a {@link VigilHttpError} if rejected. */
   readonly result: Promise<CommandOutcome>;
   private settle!: { resolve: (o: CommandOutcome) => void; reject: (e: VigilHttpError) => void };
+  /**
+   * Resolves once the command is in storage: from then on it survives a reload or an app
+   * restart (await it before telling the user "saved, will send when online").
+   */
+  stored: Promise<void> = Promise.resolve();
 
   constructor(readonly record: OutboxRecord) {
     this.result = new Promise((resolve, reject) => {
@@ -111,7 +116,9 @@ export class Outbox {
     const command = new PendingCommand(record);
     this.queue.push(command);
     this.publish();
-    void this.loaded.then(() => this.persist()).then(() => this.kick());
+    command.stored = this.loaded.then(() => this.persist());
+    command.stored.catch(() => undefined);
+    void command.stored.then(() => this.kick());
     return command;
   }
 

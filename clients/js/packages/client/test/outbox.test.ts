@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { CommandStatus, PendingCommand, StreamEvent } from '../src/index.js';
+import { memoryStorage, type CommandStatus, type PendingCommand, type StreamEvent } from '../src/index.js';
 import { api, closeClients, freshHospital, makeClient, sharedUrl, TcpProxy, waitFor } from '../../../test/helpers.js';
 
 afterEach(() => closeClients());
@@ -76,5 +76,54 @@ describe('the command outbox', () => {
     const p1 = (ack1.get() as { positions: number[] }).positions[0]!;
     const p3 = (resolve.get() as { positions: number[] }).positions[0]!;
     expect(p3).toBeGreaterThan(p1);
+  });
+});
+
+describe('the outbox across restarts and offline', () => {
+  it('a command issued offline survives an app restart and is sent once when the network returns', async () => {
+    const hospital = freshHospital();
+    const storage = memoryStorage();
+    const proxy = await TcpProxy.start(sharedUrl());
+    proxy.down();
+    const first = makeClient(proxy.url, hospital, { storage, topics: ['alerts'] });
+    first.setNetworkState(false); // what the platform says (browser `offline`, NetInfo)
+    const c = first.alerts.raise({ severity: 'critical', message: 'issued offline' });
+    await c.stored;
+    expect(first.outbox.pending.get()).toHaveLength(1);
+    expect(c.get().status).toBe('pending');
+    first.close();
+
+    // The app restarts with the same storage; the network is back.
+    proxy.up();
+    const second = makeClient(proxy.url, hospital, { storage, topics: ['alerts'] });
+    let restored: PendingCommand | undefined;
+    second.outbox.pending.subscribe((list) => (restored ??= list[0]));
+    await waitFor(() => restored, 5_000, 'restored');
+    if (!restored) throw new Error('unreachable');
+    expect(restored.key).toBe(c.key);
+    const outcome = await restored.result;
+    expect(outcome.events[0]!.type).toBe('AlertRaised');
+    expect(second.outbox.pending.get()).toHaveLength(0);
+    const board = await api<{ alerts: { message: string }[] }>(sharedUrl(), hospital, 'GET', 'alerts');
+    expect(board.body.alerts.map((a) => a.message)).toEqual(['issued offline']);
+    await proxy.close();
+  });
+
+  it('holds commands while the platform says offline and sends them, in order, once it says online', async () => {
+    const hospital = freshHospital();
+    const vigil = makeClient(sharedUrl(), hospital, { topics: ['alerts'] });
+    await waitFor(() => vigil.connection.get().status === 'connected', 15_000, 'connected');
+    vigil.setNetworkState(false);
+    expect(vigil.connection.get()).toEqual({ status: 'offline' });
+    const a = vigil.alerts.raise({ severity: 'low', message: 'first' });
+    const b = vigil.alerts.raise({ severity: 'low', message: 'second' });
+    // Nothing is sent while offline: the server's board stays empty.
+    const during = await api<{ alerts: unknown[] }>(sharedUrl(), hospital, 'GET', 'alerts');
+    expect(during.body.alerts).toHaveLength(0);
+    expect([a.get().status, b.get().status]).toEqual(['pending', 'pending']);
+    vigil.setNetworkState(true);
+    const [oa, ob] = await Promise.all([a.result, b.result]);
+    expect(Number(ob.events[0]!.position)).toBeGreaterThan(Number(oa.events[0]!.position));
+    await waitFor(() => vigil.connection.get().status === 'connected', 15_000, 'connected again');
   });
 });
