@@ -7,6 +7,7 @@ export default defineConfig({
   resolve: {
     alias: { '@vigil/client': fileURLToPath(new URL('./packages/client/src/index.ts', import.meta.url)) },
   },
+  esbuild: { jsx: 'automatic' },
   test: {
     include: ['packages/*/test/**/*.test.{ts,tsx}', 'test/**/*.test.ts'],
     fileParallelism: false,
