@@ -46,7 +46,9 @@ describe('the command outbox', () => {
     expect(commands[0]!.get()).toMatchObject({ status: 'committed', replayed: true });
 
     // Applied once each: one alert per message on the server.
-    const board = await api<{ alerts: { message: string; id: string }[] }>(sharedUrl(), hospital, 'GET', 'alerts?limit=500');
+    const last = Math.max(...outcomes.map((o) => Number(o.events[0]!.position)));
+    const board = await api<{ alerts: { message: string }[] }>(
+      sharedUrl(), hospital, 'GET', `alerts?limit=500&min_position=${last}`);
     const messages = board.body.alerts.map((a) => a.message).sort();
     expect(messages).toEqual([...statuses.keys()].sort());
     // Outcomes name distinct aggregates, in the order issued (positions increase).
@@ -104,7 +106,8 @@ describe('the outbox across restarts and offline', () => {
     const outcome = await restored.result;
     expect(outcome.events[0]!.type).toBe('AlertRaised');
     expect(second.outbox.pending.get()).toHaveLength(0);
-    const board = await api<{ alerts: { message: string }[] }>(sharedUrl(), hospital, 'GET', 'alerts');
+    const board = await api<{ alerts: { message: string }[] }>(
+      sharedUrl(), hospital, 'GET', `alerts?min_position=${outcome.events[0]!.position}`);
     expect(board.body.alerts.map((a) => a.message)).toEqual(['issued offline']);
     await proxy.close();
   });
