@@ -3,7 +3,7 @@
  * that hand a server snapshot over to the stream without a gap, an exactly-once command outbox,
  * token refresh, and WebSocket → SSE → polling fallback. No runtime dependencies.
  */
-export { Vigil, type VigilOptions, type Clock, type ResetReason, type VigilErrorInfo } from './vigil.js';
+export { Vigil, type VigilOptions, type Clock, type ResetReason, type VigilErrorInfo, type TabRole } from './vigil.js';
 export { backoffDelay, backoffCap, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
 export {
   transition,

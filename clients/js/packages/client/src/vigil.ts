@@ -32,6 +32,8 @@ import {
   type WebSocketConstructor,
 } from './transports.js';
 import { createCommands, type Commands } from './commands.js';
+import { canShare, tabId, TabShare, type TabMessage } from './share.js';
+import type { ClientFrame } from './frames.js';
 
 /** Timers the client uses; injected in tests so delays are checked with a fake clock. */
 export interface Clock {
@@ -89,7 +91,15 @@ export interface VigilOptions {
   readonly watchNetwork?: boolean;
   /** Do not connect until {@link Vigil.connect} is called. */
   readonly manualConnect?: boolean;
+  /**
+   * Share one connection between this origin's tabs (Web Locks + BroadcastChannel; ignored where
+   * they are missing). Each tab keeps its own outbox.
+   */
+  readonly share?: boolean;
 }
+
+/** This client's part in tab sharing: `solo` (not sharing), `leader` (holds the connection), `follower`. */
+export type TabRole = 'solo' | 'leader' | 'follower';
 
 /** Why the stream could not be resumed (`subscribed.reason`). */
 export type ResetReason = 'too_old' | 'epoch_changed' | 'unknown_position';
@@ -129,6 +139,8 @@ export class Vigil {
   readonly notifications: Commands['notifications'];
   /** Commands without a final answer yet (including those restored from storage). */
   readonly outbox: Outbox;
+  /** Whether this tab holds the shared connection (see the `share` option). */
+  readonly role = new Store<TabRole>('solo');
 
   private readonly options: VigilOptions;
   private readonly storage: VigilStorage;
@@ -164,6 +176,10 @@ export class Vigil {
   private readonly typingStores = new Map<string, Store<readonly UserRef[]>>();
   private readonly viewingStores = new Map<string, Store<readonly UserRef[]>>();
   private unwatch: (() => void) | null = null;
+  private readonly tab: string | null;
+  private readonly prefix: string;
+  private tabs: TabShare | null = null;
+  private readonly remoteTopics = new Map<string, readonly string[]>();
   private started = false;
   private online = true;
 
@@ -183,11 +199,14 @@ export class Vigil {
       timeout: options.requestTimeout ?? 15_000,
     };
     const prefix = options.storageKey ?? `vigil:${options.baseUrl}:${options.hospital}`;
+    this.prefix = prefix;
+    this.tab = options.share && canShare() ? tabId() : null;
     this.positionWriter = new CoalescingWriter(this.storage, `${prefix}:position`);
     const outboxHost: OutboxHost = {
       http: this.http,
       storage: this.storage,
-      storageKey: `${prefix}:outbox`,
+      // Tabs sharing a connection share storage too: each keeps its own outbox.
+      storageKey: this.tab ? `${prefix}:outbox:${this.tab}` : `${prefix}:outbox`,
       retryDelay: (attempt) => Math.max(250, backoffDelay(attempt, this.policy.random, this.policy.backoff)),
       isOnline: () => this.online,
     };
@@ -226,6 +245,13 @@ export class Vigil {
     if (this.started) return;
     this.started = true;
     this.watchNetwork();
+    if (this.tab) {
+      this.role.set('follower');
+      this.tabs = new TabShare(this.tab, this.prefix, (m) => this.onTabMessage(m), () => this.becomeLeader());
+      this.tabs.post({ kind: 'hello', tab: this.tab });
+      this.tabs.post({ kind: 'topics', tab: this.tab, topics: this.localTopics() });
+      return;
+    }
     // Let live queries created in the same tick register their topics first.
     this.clock.setTimeout(() => void this.loaded.then(() => this.input({ type: 'connect' })), 0);
   }
@@ -235,6 +261,7 @@ export class Vigil {
     this.input({ type: 'close' });
     this.outbox.close();
     this.unwatch?.();
+    this.tabs?.close();
   }
 
   /**
@@ -321,7 +348,7 @@ export class Vigil {
         const now = this.clock.now();
         if (now - last < 1000) return;
         last = now;
-        this.transport?.send({ type: 'typing', case: caseId });
+        this.sendFrame({ type: 'typing', case: caseId });
       },
     };
   }
@@ -338,7 +365,7 @@ export class Vigil {
     }
     const release = this.subscribeTopics([target]);
     this.views.set(target, (this.views.get(target) ?? 0) + 1);
-    if ((this.views.get(target) ?? 0) === 1) this.transport?.send({ type: 'view', target });
+    if ((this.views.get(target) ?? 0) === 1) this.sendFrame({ type: 'view', target });
     let disposed = false;
     return {
       viewers: store,
@@ -348,7 +375,7 @@ export class Vigil {
         const n = (this.views.get(target) ?? 1) - 1;
         if (n <= 0) {
           this.views.delete(target);
-          this.transport?.send({ type: 'unview', target });
+          this.sendFrame({ type: 'unview', target });
         } else this.views.set(target, n);
         release();
       },
@@ -412,8 +439,14 @@ export class Vigil {
     // Narrowing the subscription is not worth a reconnect: extra events are cheap.
   }
 
+  private localTopics(): string[] {
+    return [...this.topicCounts.keys()].sort();
+  }
+
   private currentTopics(): string[] {
-    const topics = [...this.topicCounts.keys()].sort();
+    const all = new Set(this.topicCounts.keys());
+    for (const topics of this.remoteTopics.values()) for (const t of topics) all.add(t);
+    const topics = [...all].sort();
     // A subscription needs a topic; everyone may subscribe to their own notifications.
     return topics.length ? topics : ['notifications'];
   }
@@ -423,6 +456,7 @@ export class Vigil {
    * protocol honours `last_event_id` on the first subscription only), batched over a tick.
    */
   private topicsChanged(): void {
+    if (this.tab && this.tabs) this.tabs.post({ kind: 'topics', tab: this.tab, topics: this.localTopics() });
     if (!this.transport || this.topicTimer !== null) return;
     this.topicTimer = this.clock.setTimeout(() => {
       this.topicTimer = null;
@@ -468,6 +502,8 @@ export class Vigil {
   }
 
   private perform(effect: ConnectionEffect): void {
+    // A follower tab never opens a transport: the leader's connection serves it.
+    if (this.role.get() === 'follower' && effect.type !== 'stop') return;
     this.clearTimer('retryTimer');
     switch (effect.type) {
       case 'stop':
@@ -569,6 +605,9 @@ export class Vigil {
   private handleFrame(frame: ServerFrame, name: TransportName): void {
     this.lastFrameAt = this.clock.now();
     for (const l of [...this.frameListeners]) l(frame);
+    if (this.tabs && (frame.type === 'presence' || frame.type === 'typing' || frame.type === 'viewing' || frame.type === 'error')) {
+      this.tabs.post({ kind: 'frame', frame });
+    }
     switch (frame.type) {
       case 'subscribed':
         this.onSubscribed(frame, name);
@@ -619,7 +658,14 @@ export class Vigil {
       this.stableTimer = null;
       this.input({ type: 'stable' });
     }, this.options.stablePeriod ?? 10_000);
-    for (const target of this.views.keys()) this.transport?.send({ type: 'view', target });
+    for (const target of this.views.keys()) this.sendFrame({ type: 'view', target });
+    this.tabs?.post({
+      kind: 'subscribed',
+      position: this.saved.position,
+      epoch: this.saved.epoch,
+      ...(reset && frame.reason ? { reason: frame.reason } : {}),
+      snapshot: false,
+    });
     if (reset && frame.reason) for (const l of [...this.resetListeners]) l(frame.reason);
     if (reload && !firstTime) for (const l of [...this.reloadListeners]) l(position);
     const waiters = this.positionWaiters;
@@ -633,7 +679,7 @@ export class Vigil {
   private onStreamEvent(frame: Extract<ServerFrame, { type: 'event' }>): void {
     const position = Number(frame.position);
     if (this.saved && position <= this.saved.position) return; // already processed: never twice
-    const event: StreamEvent = {
+    this.deliverEvent({
       id: frame.id,
       position,
       event_type: frame.event_type,
@@ -643,10 +689,110 @@ export class Vigil {
       topics: frame.topics ?? (frame.topic ? [frame.topic] : []),
       data: frame.data,
       ts: frame.ts,
-    };
-    this.saved = { position, epoch: this.saved?.epoch ?? null };
+    });
+  }
+
+  /** Applies one event: the position rule, storage, listeners, and the other tabs. */
+  private deliverEvent(event: StreamEvent): void {
+    if (this.saved && event.position <= this.saved.position) return; // already processed: never twice
+    this.saved = { position: event.position, epoch: this.saved?.epoch ?? null };
     void this.positionWriter.write(JSON.stringify(this.saved));
+    if (this.role.get() === 'leader') this.tabs?.post({ kind: 'event', event });
     for (const l of [...this.eventListeners]) l(event);
+  }
+
+  /** Sends a frame on the connection, through the leader tab when this tab is a follower. */
+  private sendFrame(frame: ClientFrame): void {
+    if (this.role.get() === 'follower') this.tabs?.post({ kind: 'send', frame });
+    else this.transport?.send(frame);
+  }
+
+  /** This tab got the lock: it opens the connection, from the last event it applied. */
+  private becomeLeader(): void {
+    this.role.set('leader');
+    if (this.tab) this.tabs?.post({ kind: 'leader', tab: this.tab });
+    this.connection.subscribe((state) => this.tabs?.post({ kind: 'state', state }));
+    if (this.connection.get().status === 'closed') return;
+    void this.loaded.then(() => this.input({ type: 'connect' }));
+  }
+
+  private onTabMessage(m: TabMessage): void {
+    const leader = this.role.get() === 'leader';
+    switch (m.kind) {
+      case 'hello':
+        if (this.tab) this.tabs?.post({ kind: 'topics', tab: this.tab, topics: this.localTopics() });
+        if (leader) {
+          if (this.positionKnown && this.saved) {
+            this.tabs?.post({ kind: 'subscribed', position: this.saved.position, epoch: this.saved.epoch, snapshot: true });
+          }
+          this.tabs?.post({ kind: 'state', state: this.connection.get() });
+          this.tabs?.post({ kind: 'frame', frame: { type: 'presence', online: this.presenceStore.get() } });
+        }
+        break;
+      case 'topics':
+        this.remoteTopics.set(m.tab, m.topics);
+        if (leader) this.topicsChanged();
+        break;
+      case 'bye':
+        this.remoteTopics.delete(m.tab);
+        break;
+      case 'send':
+        if (leader) this.transport?.send(m.frame);
+        break;
+      case 'event':
+        if (!leader && this.positionKnown) this.deliverEvent(m.event);
+        break;
+      case 'subscribed':
+        if (!leader) this.followerSubscribed(m);
+        break;
+      case 'state':
+        if (!leader) this.connection.set(m.state.status === 'closed' ? { status: 'connecting' } : m.state);
+        break;
+      case 'frame':
+        if (!leader) this.handleSharedFrame(m.frame);
+        break;
+      case 'leader':
+        break;
+    }
+  }
+
+  /** A follower learns where the shared stream stands (on joining, and at each resubscription). */
+  private followerSubscribed(m: Extract<TabMessage, { kind: 'subscribed' }>): void {
+    if (!this.positionKnown) {
+      // Joining: continue from the leader's position (like a fresh subscription at the head).
+      this.saved = { position: m.position, epoch: m.epoch };
+      this.positionKnown = true;
+      const waiters = this.positionWaiters;
+      this.positionWaiters = [];
+      for (const w of waiters) w(m.position);
+    } else if (m.reason) {
+      this.saved = { position: m.position, epoch: m.epoch };
+      for (const l of [...this.resetListeners]) l(m.reason);
+      for (const l of [...this.reloadListeners]) l(m.position);
+    } else if (this.saved) {
+      this.saved = { position: this.saved.position, epoch: m.epoch ?? this.saved.epoch };
+    }
+    if (!m.snapshot || this.views.size) for (const target of this.views.keys()) this.sendFrame({ type: 'view', target });
+    this.outbox.kick();
+  }
+
+  private handleSharedFrame(frame: ServerFrame): void {
+    switch (frame.type) {
+      case 'presence':
+        this.presenceStore.set(frame.online);
+        break;
+      case 'typing':
+        this.typingStores.get(frame.case)?.set(frame.users);
+        break;
+      case 'viewing':
+        this.viewingStores.get(frame.target)?.set(frame.viewers);
+        break;
+      case 'error':
+        this.emitError({ code: frame.code, message: frame.message });
+        break;
+      default:
+        break;
+    }
   }
 
   private emitError(e: VigilErrorInfo): void {
