@@ -14,5 +14,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 180_000,
     globalSetup: ['test/global-setup.ts'],
+    reporters: ['default', './test/plain-summary-reporter.ts'],
   },
 });

@@ -1,7 +1,7 @@
 // Starts a real `vigil serve` for the tests and the OpenAPI generator: its own temporary data dir
 // (embedded PostgreSQL), a free port, tokens minted with `vigil token`. No mocks.
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,10 +14,12 @@ export const repoRoot = resolve(here, '..', '..', '..');
 /** The vigil binary: VIGIL_BIN, else target/release, else target/debug (built if missing). */
 export function vigilBinary() {
   if (process.env.VIGIL_BIN) return process.env.VIGIL_BIN;
-  for (const profile of ['release', 'debug']) {
-    const p = join(repoRoot, 'target', profile, 'vigil');
-    if (existsSync(p)) return p;
-  }
+  // The newest of the release and debug builds (a stale one must not shadow a fresh one).
+  const built = ['release', 'debug']
+    .map((profile) => join(repoRoot, 'target', profile, 'vigil'))
+    .filter((p) => existsSync(p))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+  if (built[0]) return built[0];
   execFileSync('cargo', ['build', '--bin', 'vigil'], { cwd: repoRoot, stdio: 'inherit' });
   return join(repoRoot, 'target', 'debug', 'vigil');
 }
