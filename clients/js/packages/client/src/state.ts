@@ -91,7 +91,8 @@ function reconnect(
  *
  * Close codes (docs/PROTOCOL.md, "Closing"): 1001 `server_shutdown` → a quick reconnect with
  * jitter (the whole fleet lost that node at once); 4008 `slow_consumer` and 4001 `token_expired`
- * → at once (4001 with a new token, which every open fetches); 4013 `too_many_connections` and
+ * → at once (4001 with a new token, which every open fetches), backing off if it repeats before
+ * the connection was stable; 4013 `too_many_connections` and
  * anything else → exponential backoff with full jitter; 4003/1008 → closed with the error,
  * since retrying the same credentials or frames would fail the same way.
  */
@@ -130,7 +131,13 @@ export function transition(
           effects: [{ type: 'stop' }],
         };
       }
-      if (code === 4008 || code === 4001) return reconnect(context, 0, reason, context.attempt);
+      if (code === 4008 || code === 4001) {
+        // At once the first time; if it happens again before the connection was stable (a
+        // token() that keeps returning expired tokens, a consumer that cannot keep up), back
+        // off rather than hammer the server.
+        const delay = context.attempt === 0 ? 0 : backoffDelay(context.attempt, policy.random, policy.backoff);
+        return reconnect(context, delay, reason, context.attempt + 1);
+      }
       if (code === 1001) {
         const delay = Math.floor(policy.random() * policy.quickReconnectMax);
         return reconnect(context, delay, reason, context.attempt);
