@@ -75,8 +75,8 @@ describe('the command outbox', () => {
     await expect(ack2.result).rejects.toMatchObject({ status: 409, code: 'alert_already_acknowledged' });
     await expect(resolve.result).resolves.toMatchObject({ aggregate_id: id });
     expect(ack2.get()).toMatchObject({ status: 'rejected', httpStatus: 409, problem: { code: 'alert_already_acknowledged' } });
-    const p1 = (ack1.get() as { positions: number[] }).positions[0]!;
-    const p3 = (resolve.get() as { positions: number[] }).positions[0]!;
+    const p1 = (ack1.get() as { readonly positions: readonly number[] }).positions[0]!;
+    const p3 = (resolve.get() as { readonly positions: readonly number[] }).positions[0]!;
     expect(p3).toBeGreaterThan(p1);
   });
 });
