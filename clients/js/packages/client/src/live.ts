@@ -157,6 +157,13 @@ export class LiveQuery<T> implements Observable<LiveResult<T>> {
     });
   }
 
+  /** Stops following the stream now (the client is closing), whoever still listens. */
+  dispose(): void {
+    if (this.stopTimer) clearTimeout(this.stopTimer);
+    this.stopTimer = null;
+    if (this.active) this.stop();
+  }
+
   private start(): void {
     this.active = true;
     const generation = ++this.generation;

@@ -259,6 +259,7 @@ export class Vigil {
   /** Closes the connection for good; pending commands stay in storage for the next client. */
   close(): void {
     this.input({ type: 'close' });
+    for (const query of this.queries.values()) query.dispose();
     this.outbox.close();
     this.unwatch?.();
     this.tabs?.close();
