@@ -16,3 +16,22 @@ it('goes offline on the window `offline` event and reconnects at once on `online
   window.dispatchEvent(new Event('online'));
   await waitFor(() => vigil.connection.get().status === 'connected', 5_000, 'reconnected on online');
 });
+
+it('reconnects at once when the page becomes visible while waiting to retry', async () => {
+  const { TcpProxy } = await import('../../../test/helpers.js');
+  const proxy = await TcpProxy.start(sharedUrl());
+  proxy.down();
+  const vigil = makeClient(proxy.url, freshHospital(), {
+    topics: ['alerts'],
+    WebSocket: WebSocket as never,
+    transports: ['websocket'],
+    backoff: { baseDelay: 60_000, maxDelay: 60_000 },
+    random: () => 0.99,
+  });
+  await waitFor(() => vigil.connection.get().status === 'reconnecting', 10_000, 'waiting a minute to retry');
+  proxy.up();
+  expect(document.visibilityState).toBe('visible');
+  document.dispatchEvent(new Event('visibilitychange'));
+  await waitFor(() => vigil.connection.get().status === 'connected', 5_000, 'reconnected when visible');
+  await proxy.close();
+});

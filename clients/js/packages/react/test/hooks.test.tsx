@@ -2,7 +2,8 @@
 import { StrictMode, createElement as h } from 'react';
 import { act, render, screen, waitFor as rtlWaitFor, cleanup } from '@testing-library/react';
 import { afterEach, describe, expect, it } from 'vitest';
-import { VigilProvider, useCommand, useConnectionState, useLive, usePresence, useViewing } from '../src/index.js';
+import { VigilProvider, useCommand, useConnectionState, useLive, usePresence, useTyping, useViewing } from '../src/index.js';
+import { api } from '../../../test/helpers.js';
 import { closeClients, freshHospital, makeClient, sharedUrl } from '../../../test/helpers.js';
 
 afterEach(() => {
@@ -64,5 +65,27 @@ describe('@vigil/react', () => {
     await rtlWaitFor(() => expect(screen.getByTestId('viewers').textContent).toContain('dr-rao'), { timeout: 15_000 });
     doctorView.dispose();
     await rtlWaitFor(() => expect(screen.getByTestId('viewers').textContent).not.toContain('dr-rao'), { timeout: 15_000 });
+  });
+
+  it('useTyping shows who is typing in a case thread', async () => {
+    const hospital = freshHospital();
+    const opened = await api<{ aggregate_id: string }>(sharedUrl(), hospital, 'POST', 'cases', { patient: 'p-2', title: 'rash' });
+    const caseId = opened.body.aggregate_id;
+    const nurse = makeClient(sharedUrl(), hospital, { user: 'nurse-amy' });
+    const doctor = makeClient(sharedUrl(), hospital, { user: 'dr-rao', role: 'physician' });
+    function Typing() {
+      const { users } = useTyping(caseId);
+      return h('p', { 'data-testid': 'typing' }, users.map((u) => u.user).join(','));
+    }
+    render(h(StrictMode, null, h(VigilProvider, { client: nurse }, h(Typing))));
+    const doctorTyping = doctor.typing(caseId);
+    doctorTyping.subscribe(() => undefined);
+    await rtlWaitFor(() => expect(nurse.connection.get().status).toBe('connected'), { timeout: 15_000 });
+    await rtlWaitFor(() => expect(doctor.connection.get().status).toBe('connected'), { timeout: 15_000 });
+    // Typing is ephemeral: say it until the other side shows it (the first may precede its subscription).
+    await rtlWaitFor(() => {
+      doctorTyping.notify();
+      expect(screen.getByTestId('typing').textContent).toContain('dr-rao');
+    }, { timeout: 15_000, interval: 1100 });
   });
 });
