@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+mod realtime;
+pub use realtime::{PresenceSettings, RealtimeSettings};
+
 /// Largest accepted request body. Commands are small JSON documents (the longest field, a
 /// case message, is 4,000 characters); 64 KiB leaves room for that and refuses anything that
 /// could only be abuse.
@@ -222,10 +225,10 @@ pub struct ServeSettings {
     pub demo: bool,
 
     #[command(flatten)]
-    pub realtime: crate::realtime::RealtimeSettings,
+    pub realtime: RealtimeSettings,
 
     #[command(flatten)]
-    pub presence: crate::realtime::presence::PresenceSettings,
+    pub presence: PresenceSettings,
 
     /// This node's id in a cluster (defaults to a random id per process). Never give two
     /// processes that run at the same time the same id, not even briefly during a rolling

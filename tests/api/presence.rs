@@ -11,9 +11,10 @@ use actix::{Actor, Addr, Arbiter, Context, Handler, Recipient};
 use aggregates::types::{HospitalId, PatientId, Role, UserId};
 use sqlx::PgPool;
 use uuid::Uuid;
+use vigil::config::PresenceSettings;
 use vigil::realtime::presence::{
-    Connect, Disconnect, Leave, OnlineByRole, Peers, PresenceHub, PresenceSettings, Typing, Unview,
-    View, ViewTarget, Watch, WatchTopic,
+    Connect, Disconnect, Leave, OnlineByRole, Peers, PresenceHub, Typing, Unview, View, ViewTarget,
+    Watch, WatchTopic,
 };
 use vigil::realtime::protocol::{Participant, PresenceEntry, ServerFrame};
 use vigil::realtime::{next_session_id, Push, SessionId};

@@ -23,10 +23,11 @@ use super::state::{count_by_role, presence_entries, OnlineUser, SessionKey};
 use super::store::{self, Op, SessionRow};
 use super::thread::{CaseThreadActor, Change, ChangeKind, Idle, Stop, TargetKey};
 use super::{
-    Connect, Disconnect, Leave, OnlineByRole, Peers, PresenceSettings, Touch, Typing, Unview, View,
-    ViewTarget, Watch, WatchTopic, MAX_TARGETS, MAX_VIEWS_PER_SESSION, MAX_WATCHES_PER_SESSION,
+    Connect, Disconnect, Leave, OnlineByRole, Peers, Touch, Typing, Unview, View, ViewTarget,
+    Watch, WatchTopic, MAX_TARGETS, MAX_VIEWS_PER_SESSION, MAX_WATCHES_PER_SESSION,
     PRESENCE_DEBOUNCE,
 };
+use crate::config::PresenceSettings;
 use crate::realtime::protocol::{Participant, PresenceEntry, ServerFrame};
 use crate::realtime::{Push, SessionId};
 

@@ -99,7 +99,6 @@ use std::time::Duration;
 
 use actix::{Message, Recipient};
 use aggregates::types::{HospitalId, InvalidValue, PatientId, Role, UserId};
-use clap::Args;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -175,70 +174,6 @@ pub const PRESENCE_DEBOUNCE: Duration = Duration::from_millis(20);
 /// typing and views it holds expire within this time unless re-announced; the other nodes
 /// answer the `hello` within milliseconds.
 pub const RESYNC_GRACE: Duration = Duration::from_secs(2);
-
-fn millis(raw: &str) -> Result<Duration, String> {
-    let duration = super::millis(raw)?;
-    if duration.is_zero() {
-        return Err("must be at least 1 ms".to_owned());
-    }
-    Ok(duration)
-}
-
-/// Timers of presence, typing and viewing. Durations are in milliseconds so tests can
-/// shorten them; each has a flag and a `VIGIL_*` variable.
-#[derive(Clone, Debug, Args)]
-pub struct PresenceSettings {
-    /// How long "typing" lasts without a new `typing` frame. Clients repeat it about once a
-    /// second while the user types, so 5 s survives a few lost frames without flickering.
-    #[arg(long, env = "VIGIL_TYPING_TTL_MS", value_parser = millis, default_value = "5000")]
-    pub typing_ttl: Duration,
-
-    /// A view not refreshed (by `view` or by the connection's heartbeat) for this long is
-    /// released. Two server heartbeats (30 s each) fit in it.
-    #[arg(long, env = "VIGIL_VIEW_TTL_MS", value_parser = millis, default_value = "60000")]
-    pub view_ttl: Duration,
-
-    /// How often this node proves it is alive (and sweeps dead nodes).
-    #[arg(long, env = "VIGIL_NODE_HEARTBEAT_MS", value_parser = millis, default_value = "5000")]
-    pub node_heartbeat: Duration,
-
-    /// A node silent for this long is dead and its presence removed: three heartbeats, so a
-    /// slow query or a short pause is not mistaken for a death.
-    #[arg(long, env = "VIGIL_NODE_TIMEOUT_MS", value_parser = millis, default_value = "15000")]
-    pub node_timeout: Duration,
-}
-
-impl Default for PresenceSettings {
-    fn default() -> Self {
-        Self {
-            typing_ttl: Duration::from_secs(5),
-            view_ttl: Duration::from_secs(60),
-            node_heartbeat: Duration::from_secs(5),
-            node_timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-impl PresenceSettings {
-    /// How recently another node must have been heard from for its connections to count
-    /// against the per-user connection limit: two heartbeats (at least 2 s, at most the node
-    /// timeout). Shorter than the node timeout on purpose: after a node crashes, its users
-    /// reconnect to the others at once, and its stale rows must not hold them out until the
-    /// sweep. A live node whose heartbeat is late is briefly not counted, which only makes
-    /// the limit more lenient.
-    pub fn admission_liveness(&self) -> Duration {
-        self.node_heartbeat
-            .saturating_mul(2)
-            .max(Duration::from_secs(2))
-            .min(self.node_timeout)
-    }
-
-    /// How often a node re-announces its live views: three times per `view_ttl`, so two
-    /// lost announcements do not release a view.
-    pub fn view_refresh_interval(&self) -> Duration {
-        (self.view_ttl / 3).max(Duration::from_millis(1))
-    }
-}
 
 /// What a session views: the soft lock's subject.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -446,31 +381,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn another_nodes_connections_count_for_two_heartbeats_within_the_node_timeout() {
-        let with = |heartbeat_ms, timeout_ms| PresenceSettings {
-            node_heartbeat: Duration::from_millis(heartbeat_ms),
-            node_timeout: Duration::from_millis(timeout_ms),
-            ..PresenceSettings::default()
-        };
-        assert_eq!(
-            PresenceSettings::default().admission_liveness(),
-            Duration::from_secs(10)
-        );
-        assert_eq!(
-            with(100, 5_000).admission_liveness(),
-            Duration::from_secs(2)
-        );
-        assert_eq!(
-            with(100, 1_000).admission_liveness(),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            with(5_000, 8_000).admission_liveness(),
-            Duration::from_secs(8)
-        );
-    }
-
-    #[test]
     fn view_targets_round_trip_through_their_names() {
         let id = Uuid::new_v4();
         let case: ViewTarget = format!("case:{id}").parse().unwrap();
@@ -536,11 +446,5 @@ mod tests {
         );
         assert_eq!(WatchTopic::of_topic(&Topic::Alerts), None);
         assert_eq!(ViewTarget::Case(id).topic(), Topic::Case(id));
-    }
-
-    #[test]
-    fn every_duration_setting_refuses_zero() {
-        assert!(millis("0").is_err());
-        assert_eq!(millis("250"), Ok(Duration::from_millis(250)));
     }
 }

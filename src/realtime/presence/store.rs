@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use super::note::Note;
 use super::state::{aggregate_presence, OnlineUser, PresenceRow};
-use super::{Peers, PresenceSettings, CHANNEL, OUTBOX_CAPACITY};
+use super::{Peers, CHANNEL, OUTBOX_CAPACITY};
+use crate::config::PresenceSettings;
 use crate::realtime::SessionId;
 
 /// One connection as stored in `presence_sessions`.

@@ -18,7 +18,8 @@ use uuid::Uuid;
 
 use super::hub::PresenceHub;
 use super::state::{SessionKey, TargetState};
-use super::{PresenceSettings, ViewTarget, RESYNC_GRACE};
+use super::{ViewTarget, RESYNC_GRACE};
+use crate::config::PresenceSettings;
 use crate::realtime::protocol::{Participant, ServerFrame};
 use crate::realtime::{Push, SessionId};
 
