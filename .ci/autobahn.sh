@@ -19,14 +19,18 @@ work=target/autobahn
 report=$work/report
 mkdir -p "$work"
 
+# A CPython 2.7 that runs (pyenv's shim for python2.7 exists but fails unless 2.7 is selected).
 find_python2() {
-  if [ -n "${AUTOBAHN_PYTHON2:-}" ]; then echo "$AUTOBAHN_PYTHON2"; return; fi
-  if command -v python2.7 >/dev/null 2>&1; then command -v python2.7; return; fi
-  local root
+  local root candidate
   root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
-  local candidate
-  candidate=$(ls -d "$root"/versions/2.7*/bin/python2.7 2>/dev/null | sort -V | tail -n 1 || true)
-  if [ -n "$candidate" ]; then echo "$candidate"; return; fi
+  for candidate in ${AUTOBAHN_PYTHON2:-} \
+    $(ls -d "$root"/versions/2.7*/bin/python2.7 2>/dev/null | sort -rV) \
+    $(command -v python2.7 2>/dev/null || true); do
+    if "$candidate" -c 'import sys; assert sys.version_info[:2] == (2, 7)' >/dev/null 2>&1; then
+      echo "$candidate"
+      return
+    fi
+  done
   return 1
 }
 
@@ -46,11 +50,16 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-echo "== building the echo server (examples/ws_echo.rs, release)"
-cargo build --release --locked --example ws_echo
+# release by default (the layer as deployed); AUTOBAHN_PROFILE=dev reuses what
+# `cargo test --workspace` already built (every case gives the same result, section 9 takes
+# seconds longer) and saves a release build of every dependency.
+profile=${AUTOBAHN_PROFILE:-release}
+echo "== building the echo server (examples/ws_echo.rs, $profile)"
+cargo build --profile "$profile" --locked --example ws_echo
+bin_dir=target/$([ "$profile" = dev ] && echo debug || echo "$profile")/examples
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-RUST_LOG=warn target/release/examples/ws_echo --listen "127.0.0.1:$port" --max-message "$MAX_MESSAGE" \
+RUST_LOG=warn "$bin_dir/ws_echo" --listen "127.0.0.1:$port" --max-message "$MAX_MESSAGE" \
   >"$work/ws_echo.log" 2>&1 &
 echo_pid=$!
 stop_echo() { kill "$echo_pid" 2>/dev/null || true; wait "$echo_pid" 2>/dev/null || true; }
@@ -62,9 +71,10 @@ for _ in $(seq 1 100); do
 done
 
 # The checked-in spec, pointed at this run's port.
-python3 - "$port" <.ci/autobahn/fuzzingclient.json >"$work/fuzzingclient.json" <<'PY'
+python3 - "$port" .ci/autobahn/fuzzingclient.json >"$work/fuzzingclient.json" <<'PY'
 import json, sys
-spec = json.load(sys.stdin)
+with open(sys.argv[2]) as f:
+    spec = json.load(f)
 spec["servers"][0]["url"] = "ws://127.0.0.1:%s" % sys.argv[1]
 json.dump(spec, sys.stdout, indent=3)
 PY
