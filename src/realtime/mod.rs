@@ -13,11 +13,13 @@
 //! - [`session`]: the `SessionActor` behind each WebSocket: frames in, timers, limits;
 //! - [`presence`]: who is online, typing and viewing, across nodes;
 //! - [`ws`] and [`sse`]: the HTTP endpoints;
-//! - [`socket`]: a WebSocket connection's socket, run by Vigil after the handshake.
+//! - [`socket`]: a WebSocket connection's socket, run by Vigil after the handshake, and
+//!   [`assemble`]: whole messages from its frames (fragments, UTF-8, limits).
 //!
 //! Invariant: sessions receive events only from their hospital's stream reader, never from
 //! the command path, so events committed on other nodes arrive exactly like local ones.
 
+pub mod assemble;
 pub mod hospital;
 pub mod presence;
 pub mod protocol;

@@ -257,6 +257,11 @@ pub enum CloseReason {
     FrameTooLarge,
     /// The server is shutting down; reconnect (to another node) and resume.
     ServerShutdown,
+    /// Frames that break RFC 6455 (a continuation out of sequence, a bad close payload,
+    /// reserved bits or opcodes).
+    ProtocolError,
+    /// A text message that is not valid UTF-8.
+    InvalidPayload,
 }
 
 impl CloseReason {
@@ -264,6 +269,8 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::ServerShutdown => 1001,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidPayload => 1007,
             CloseReason::PolicyViolation => 1008,
             CloseReason::FrameTooLarge => 1009,
             CloseReason::TokenExpired => 4001,
@@ -289,6 +296,8 @@ impl CloseReason {
             CloseReason::PolicyViolation => "policy_violation",
             CloseReason::FrameTooLarge => "frame_too_large",
             CloseReason::ServerShutdown => "server_shutdown",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::InvalidPayload => "invalid_payload",
         }
     }
 }

@@ -11,13 +11,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{Message as WsMessage, ProtocolError};
+use actix_ws::Message as WsMessage;
 use aggregates::types::HospitalId;
 use bytestring::ByteString;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use super::assemble::Failure;
 use super::hospital::{
     ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, SessionProgress,
     WatchMetrics,
@@ -854,8 +855,11 @@ impl Actor for SessionActor {
     }
 }
 
-impl StreamHandler<Result<WsMessage, ProtocolError>> for SessionActor {
-    fn handle(&mut self, item: Result<WsMessage, ProtocolError>, ctx: &mut Self::Context) {
+/// Whole messages from the socket: fragments arrive reassembled (a `Continuation` never
+/// does), and a frame sequence that breaks RFC 6455 arrives as the [`Failure`] whose close
+/// code ends the connection.
+impl StreamHandler<Result<WsMessage, Failure>> for SessionActor {
+    fn handle(&mut self, item: Result<WsMessage, Failure>, ctx: &mut Self::Context) {
         self.last_seen = Instant::now();
         match item {
             Ok(WsMessage::Text(text)) => self.on_text(&text, ctx),
@@ -877,10 +881,9 @@ impl StreamHandler<Result<WsMessage, ProtocolError>> for SessionActor {
             }
             Ok(WsMessage::Close(_)) => ctx.stop(),
             Ok(WsMessage::Nop) => {}
-            Err(ProtocolError::Overflow) => self.kill(CloseReason::FrameTooLarge, ctx),
-            Err(error) => {
-                tracing::debug!(session = self.id, %error, "websocket protocol error");
-                self.kill(CloseReason::PolicyViolation, ctx);
+            Err(failure) => {
+                tracing::debug!(session = self.id, %failure, "websocket protocol error");
+                self.kill(failure.reason(), ctx);
             }
         }
     }

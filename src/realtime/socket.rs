@@ -3,7 +3,10 @@
 //! actix-http hands an upgraded connection over (its `upgrade` service) with the socket and
 //! its two 8 KiB buffers; Vigil drops the buffers and runs the connection itself:
 //!
-//! - [`SocketReader`] decodes the client's frames. It holds a read buffer only while bytes
+//! - [`SocketReader`] decodes the client's frames and hands the session whole messages
+//!   (fragments reassembled within the message limit, text checked as UTF-8, see
+//!   [`assemble`](super::assemble)); a frame sequence that breaks RFC 6455 ends the stream
+//!   with a [`Failure`] carrying its close code. It holds a read buffer only while bytes
 //!   are arriving or a frame is incomplete, so an idle connection holds none;
 //! - [`Connection`] runs the connection's writer (a cursor over the hospital's stream, see
 //!   [`writer`](super::writer)) and writes what it encoded in one `write` per wake-up, then
@@ -24,12 +27,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use actix_codec::{Decoder, Encoder};
-use actix_http::ws::{Codec, Frame, Message, ProtocolError};
+use actix_http::ws::{CloseReason as WsCloseReason, Codec, Message};
 use bytes::{Buf, Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
 use tokio::net::TcpStream;
 
+use super::assemble::{echo_close, Assembler, Failure};
 use super::protocol::CloseReason;
 use super::window::WindowEvent;
 use super::writer::{closing_frame, Closed, Sink, CLOSE_TIMEOUT};
@@ -56,12 +60,30 @@ struct Shared {
     reader_gone: Cell<bool>,
     /// The writer task, to be woken when the reader is dropped.
     task_waiting: RefCell<Option<Waker>>,
+    /// The peer's close frame, once received: the close that answers it echoes its code.
+    peer_close: RefCell<Option<Option<WsCloseReason>>>,
+}
+
+/// The `101 Switching Protocols` answering a checked WebSocket handshake whose
+/// `Sec-WebSocket-Key` is `key`. No `Sec-WebSocket-Extensions`: extensions such as
+/// `permessage-deflate` are declined (RFC 6455 §9.1), so every frame's reserved bits must
+/// be clear.
+pub fn switching_protocols(key: &[u8]) -> BytesMut {
+    let accept = actix_http::ws::hash_key(key);
+    let mut response = BytesMut::with_capacity(128);
+    response.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+          connection: upgrade\r\nsec-websocket-accept: ",
+    );
+    response.extend_from_slice(&accept);
+    response.extend_from_slice(b"\r\n\r\n");
+    response
 }
 
 /// Splits an upgraded socket into its reader (frames in, for the session actor) and its
 /// writer (frames out). `pending` holds bytes the client sent right after its handshake
-/// (e.g. an `auth` frame), which the reader decodes first; `max_frame` is the largest frame
-/// accepted before the connection is closed (1009).
+/// (e.g. an `auth` frame), which the reader decodes first; `max_frame` is the largest
+/// message, fragmented or not, accepted before the connection is closed (1009).
 ///
 /// `first` is written before any frame: the handshake's `101` response, which then leaves
 /// in the same `write` (and the same packet) as the first frames the session sends.
@@ -81,43 +103,66 @@ pub fn split(
         reader_waiting: RefCell::new(None),
         reader_gone: Cell::new(false),
         task_waiting: RefCell::new(None),
+        peer_close: RefCell::new(None),
     });
     let reader = SocketReader {
         shared: shared.clone(),
         buf: pending,
         codec: Codec::new().max_size(max_frame),
+        assembler: Assembler::new(max_frame),
         eof: false,
         failed: false,
     };
     (reader, Outgoing { shared })
 }
 
-/// The client's frames, as the session actor's stream.
+/// The client's messages, as the session's stream: whole messages (never a fragment), then
+/// the end of the stream, or a [`Failure`] and the end of the stream.
 pub struct SocketReader {
     shared: Rc<Shared>,
     /// Bytes read and not yet decoded; empty (and unallocated) between frames.
     buf: BytesMut,
     codec: Codec,
+    /// Fragments of the message being received.
+    assembler: Assembler,
     /// The client closed its side.
     eof: bool,
-    /// A protocol error was reported: nothing more is read.
+    /// A failure or the client's close frame was reported: nothing more is read.
     failed: bool,
 }
 
 impl SocketReader {
-    fn decode(&mut self) -> Option<Result<Message, ProtocolError>> {
-        if self.buf.is_empty() {
-            return None;
-        }
-        let decoded = self.codec.decode(&mut self.buf);
-        if self.buf.is_empty() {
-            // Give the allocation back: an idle connection holds no read buffer.
-            self.buf = BytesMut::new();
-        }
-        match decoded {
-            Ok(None) => None,
-            Ok(Some(frame)) => Some(message(frame)),
-            Err(error) => Some(Err(error)),
+    /// The next whole message in what was read, if there is one.
+    fn decode(&mut self) -> Option<Result<Message, Failure>> {
+        loop {
+            if self.buf.is_empty() {
+                return None;
+            }
+            // Refuse a frame too large for the limit from its header, before reading it.
+            if let Err(failure) = self.assembler.check_header(&self.buf) {
+                self.buf = BytesMut::new();
+                return Some(Err(failure));
+            }
+            let decoded = self.codec.decode(&mut self.buf);
+            if self.buf.is_empty() {
+                // Give the allocation back: an idle connection holds no read buffer.
+                self.buf = BytesMut::new();
+            }
+            let frame = match decoded {
+                Ok(None) => return None,
+                Ok(Some(frame)) => frame,
+                Err(error) => return Some(Err(Failure::from_codec(error, self.assembler.limit()))),
+            };
+            match self.assembler.push(frame) {
+                // A fragment: the message goes on in the next frame.
+                Ok(None) => {}
+                Ok(Some(Message::Close(reason))) => {
+                    *self.shared.peer_close.borrow_mut() = Some(reason.clone());
+                    return Some(Ok(Message::Close(reason)));
+                }
+                Ok(Some(message)) => return Some(Ok(message)),
+                Err(failure) => return Some(Err(failure)),
+            }
         }
     }
 }
@@ -131,21 +176,8 @@ impl Drop for SocketReader {
     }
 }
 
-fn message(frame: Frame) -> Result<Message, ProtocolError> {
-    Ok(match frame {
-        Frame::Text(bytes) => ByteString::try_from(bytes)
-            .map(Message::Text)
-            .map_err(|e| ProtocolError::Io(io::Error::new(io::ErrorKind::InvalidData, e)))?,
-        Frame::Binary(bytes) => Message::Binary(bytes),
-        Frame::Ping(bytes) => Message::Ping(bytes),
-        Frame::Pong(bytes) => Message::Pong(bytes),
-        Frame::Close(reason) => Message::Close(reason),
-        Frame::Continuation(item) => Message::Continuation(item),
-    })
-}
-
 impl Stream for SocketReader {
-    type Item = Result<Message, ProtocolError>;
+    type Item = Result<Message, Failure>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
@@ -154,7 +186,8 @@ impl Stream for SocketReader {
         }
         loop {
             if let Some(item) = this.decode() {
-                this.failed = item.is_err();
+                // Nothing follows a failure or a close frame (RFC 6455 §5.5.1).
+                this.failed = matches!(item, Err(_) | Ok(Message::Close(_)));
                 return Poll::Ready(Some(item));
             }
             if this.eof || this.shared.finished.get() {
@@ -165,7 +198,7 @@ impl Stream for SocketReader {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(error)) => {
                     this.failed = true;
-                    return Poll::Ready(Some(Err(ProtocolError::Io(error))));
+                    return Poll::Ready(Some(Err(Failure::Io(error))));
                 }
                 Poll::Ready(Ok(())) => {}
             }
@@ -176,7 +209,7 @@ impl Stream for SocketReader {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => {
                     this.failed = true;
-                    return Poll::Ready(Some(Err(ProtocolError::Io(error))));
+                    return Poll::Ready(Some(Err(Failure::Io(error))));
                 }
             }
             if this.buf.is_empty() {
@@ -344,6 +377,22 @@ impl WsSink {
         let mut out = self.shared.out.borrow_mut();
         self.codec.encode(message, &mut out).map_err(|_| Closed)
     }
+
+    /// Writes a binary message. Vigil's sessions send only text; this is for other
+    /// sessions on the same socket layer (the echo server that Autobahn|Testsuite checks).
+    pub async fn binary(&mut self, payload: Bytes) -> Result<(), Closed> {
+        self.write(Message::Binary(payload)).await
+    }
+
+    /// Fails the connection with `code` and no `closing` frame: for sessions that do not
+    /// speak Vigil's protocol (the echo server).
+    pub async fn fail(mut self, code: u16) {
+        let close = WsCloseReason {
+            code: code.into(),
+            description: None,
+        };
+        let _ = self.write(Message::Close(Some(close))).await;
+    }
 }
 
 impl Sink for WsSink {
@@ -374,7 +423,13 @@ impl Sink for WsSink {
                     description: Some(reason.as_str().to_owned()),
                 })
             }
-            None => None,
+            // The client closed: answer with its code (RFC 6455 §5.5.1).
+            None => self
+                .shared
+                .peer_close
+                .borrow()
+                .as_ref()
+                .and_then(echo_close),
         };
         let _ = self.write(Message::Close(close)).await;
     }

@@ -17,7 +17,7 @@ use actix::{Actor, AsyncContext};
 use actix_codec::Framed;
 use actix_http::body::MessageBody;
 use actix_http::header::HeaderMap;
-use actix_http::ws::{hash_key, verify_handshake};
+use actix_http::ws::verify_handshake;
 use actix_http::{h1, Method, Request, RequestHead};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
@@ -142,22 +142,11 @@ pub async fn upgrade(rt: Arc<Realtime>, req: Request, framed: Framed<TcpStream, 
                     .head()
                     .headers
                     .get(header::SEC_WEBSOCKET_KEY)
-                    .map(|k| hash_key(k.as_bytes()))
+                    .map(|k| k.as_bytes())
                     .unwrap_or_default();
-                let accept = String::from_utf8_lossy(&key);
                 // Not written here: it leaves with the session's first frames, in one write.
-                let response = format!(
-                    "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
-                     connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\r\n"
-                );
-                start(
-                    rt,
-                    hospital,
-                    identity,
-                    io,
-                    parts.read_buf,
-                    bytes::BytesMut::from(response.as_bytes()),
-                );
+                let response = socket::switching_protocols(key);
+                start(rt, hospital, identity, io, parts.read_buf, response);
             }
         }
     }

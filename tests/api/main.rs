@@ -19,3 +19,4 @@ mod realtime;
 mod resume;
 mod robustness;
 mod stream_ordering;
+mod websocket_frames;
