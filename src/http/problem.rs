@@ -73,6 +73,11 @@ pub enum ApiError {
     /// 429: rate limited.
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// 429: the user already holds the most realtime connections allowed (WebSocket and SSE
+    /// together); distinct from `rate_limited` so a client closes a connection rather than
+    /// waiting and retrying a command.
+    #[error("at most {limit} realtime connections per user; close one first")]
+    TooManyConnections { limit: u32, retry_after: u64 },
     /// 503: the database is unreachable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -127,6 +132,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal_error",
         }
@@ -143,7 +149,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Unprocessable { .. } => "Unprocessable request",
-            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
+                "Too many requests"
+            }
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::Internal(_) => "Internal server error",
         }
@@ -166,7 +174,8 @@ impl ApiError {
                 _ => None,
             },
             retry_after: match self {
-                ApiError::RateLimited { retry_after } => Some(*retry_after),
+                ApiError::RateLimited { retry_after }
+                | ApiError::TooManyConnections { retry_after, .. } => Some(*retry_after),
                 _ => None,
             },
         }
@@ -185,7 +194,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -201,7 +212,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
             }
-            ApiError::RateLimited { retry_after } => {
+            ApiError::RateLimited { retry_after }
+            | ApiError::TooManyConnections { retry_after, .. } => {
                 response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
             }
             _ => {}

@@ -30,9 +30,26 @@ use super::{Push, Realtime, SessionId};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
 use crate::rate_limit::TokenBucket;
+use crate::stream::entitlement::{case_access, Viewer};
 
 /// Window over which limit violations are counted.
 pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a session waits for the log to say whether a case is the user's (subscribing to
+/// `case:<id>`, `typing`, `view`) before answering `unavailable`. The session handles
+/// nothing else meanwhile (so a `view` and the `unview` after it stay in order); the
+/// connection's events keep flowing, as its writer reads the stream itself.
+pub const CASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the log said about the cases a frame names.
+enum CaseCheck {
+    /// The user may touch every one of them.
+    Granted,
+    /// The user may not touch this one (or it does not exist: the same answer).
+    Refused(Uuid),
+    /// The log could not be read in time.
+    Unavailable,
+}
 
 /// What the heartbeat timer should do.
 #[derive(Debug, PartialEq, Eq)]
@@ -470,10 +487,13 @@ impl SessionActor {
                     self.typing_sent
                         .retain(|_, t| now.saturating_duration_since(*t) < throttle);
                 }
+                // Throttled before the entitlement check, so typing cannot flood the log.
                 self.typing_sent.insert(case, now);
-                self.rt.presence.do_send(presence::Typing {
-                    session: self.id,
-                    case,
+                self.with_cases(&identity, id, vec![case], ctx, move |act, _, _| {
+                    act.rt.presence.do_send(presence::Typing {
+                        session: act.id,
+                        case,
+                    });
                 });
             }
             ClientFrame::View { id, target } | ClientFrame::Unview { id, target }
@@ -507,10 +527,16 @@ impl SessionActor {
                     let frame = ServerFrame::error(id, "too_many_views", "release a view first");
                     return self.violation(CloseReason::PolicyViolation, frame, ctx);
                 }
-                self.views.insert(target.clone());
-                self.rt.presence.do_send(presence::View {
-                    session: self.id,
-                    target,
+                let cases = match &target {
+                    ViewTarget::Case(case) => vec![*case],
+                    ViewTarget::Patient(_) => vec![],
+                };
+                self.with_cases(&identity, id, cases, ctx, move |act, _, _| {
+                    act.views.insert(target.clone());
+                    act.rt.presence.do_send(presence::View {
+                        session: act.id,
+                        target,
+                    });
                 });
             }
             ClientFrame::Unview { target, .. } => {
@@ -525,7 +551,14 @@ impl SessionActor {
                 }
             }
             ClientFrame::Refresh { id, token } => match self.rt.keys.verify(&token) {
-                Ok(fresh) if fresh.user == identity.user && fresh.hospital == identity.hospital => {
+                // A refresh extends the connection's life, never what it may receive: the
+                // subscriptions were authorized for this user, hospital and role, so a token
+                // for another role is refused (either way: a downgrade must reconnect too).
+                Ok(fresh)
+                    if fresh.user == identity.user
+                        && fresh.hospital == identity.hospital
+                        && fresh.role == identity.role =>
+                {
                     self.identity = Some(fresh.clone());
                     self.schedule_token_timers(ctx);
                     if let Some(filter) = self.filter() {
@@ -545,7 +578,7 @@ impl SessionActor {
                 Ok(_) => self.error(
                     id,
                     "refresh_mismatch",
-                    "a refresh token must be for the same user and hospital",
+                    "a refresh token must be for the same user, hospital and role; reconnect to change role",
                     ctx,
                 ),
                 Err(error) => self.error(id, error.code(), error.to_string(), ctx),
@@ -610,6 +643,88 @@ impl SessionActor {
                 ctx,
             );
         }
+        let cases = topics
+            .iter()
+            .filter_map(|t| match t {
+                Topic::Case(case) => Some(*case),
+                _ => None,
+            })
+            .collect();
+        self.with_cases(&identity, id, cases, ctx, move |act, id, ctx| {
+            act.subscribe_entitled(id, topics, last_event_id, epoch, ctx)
+        });
+    }
+
+    /// Runs `then` once the log confirms that the user may touch every case in `cases`
+    /// (`stream::entitlement::case_access`, the rule every path shares); otherwise answers
+    /// `case_not_found` — the same for a case assigned to someone else as for one that does
+    /// not exist — or `unavailable`. Without cases, `then` runs at once. Nothing else is
+    /// handled while the log is asked, so frames keep their order.
+    fn with_cases(
+        &mut self,
+        identity: &Identity,
+        id: Option<FrameId>,
+        cases: Vec<Uuid>,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, Option<FrameId>, &mut Context<Self>) + 'static,
+    ) {
+        if cases.is_empty() {
+            return then(self, id, ctx);
+        }
+        let pool = self.rt.pool.clone();
+        let (user, role, hospital) = (
+            identity.user.clone(),
+            identity.role,
+            identity.hospital.clone(),
+        );
+        let check = async move {
+            let viewer = Viewer { user: &user, role };
+            for case in cases {
+                let granted = tokio::time::timeout(
+                    CASE_CHECK_TIMEOUT,
+                    case_access(&pool, viewer, &hospital, &case),
+                )
+                .await;
+                match granted {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => return CaseCheck::Refused(case),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "cannot check a case's assignee");
+                        return CaseCheck::Unavailable;
+                    }
+                    Err(_) => return CaseCheck::Unavailable,
+                }
+            }
+            CaseCheck::Granted
+        };
+        ctx.wait(check.into_actor(self).map(move |check, act, ctx| {
+            if act.closing {
+                return;
+            }
+            match check {
+                CaseCheck::Granted => then(act, id, ctx),
+                CaseCheck::Refused(case) => {
+                    act.error(id, "case_not_found", format!("no case `{case}`"), ctx)
+                }
+                CaseCheck::Unavailable => {
+                    act.error(id, "unavailable", "cannot check the case now; retry", ctx)
+                }
+            }
+        }));
+    }
+
+    /// [`Self::subscribe`] once the topics are known to be the user's.
+    fn subscribe_entitled(
+        &mut self,
+        id: Option<FrameId>,
+        topics: Vec<Topic>,
+        last_event_id: Option<i64>,
+        epoch: Option<Uuid>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
         let new: Vec<Topic> = topics
             .iter()
             .filter(|t| !self.subscriptions.contains(t))
