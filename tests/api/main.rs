@@ -1,11 +1,13 @@
 //! Integration tests: the real server on port 0, a real PostgreSQL started by the harness,
 //! real HTTP. One binary, one module per area.
 
+mod abuse;
 mod auth_keys;
 mod cli;
 mod commands;
 mod errors;
 mod events;
+mod field_workers;
 mod helpers;
 mod idempotency;
 mod operations;
