@@ -7,7 +7,13 @@
 //!
 //! Browsers' `EventSource` cannot send an `Authorization` header, so a client may instead
 //! `POST .../events/stream/tickets` (authenticated) for a single-use ticket valid for
-//! [`TICKET_TTL`], passed as `?ticket=`. Request logs never include query strings.
+//! [`TICKET_TTL`], passed as `?ticket=`. Request logs never include query strings. A ticket
+//! is spent last, once every other check has passed, so a refused request leaves it usable.
+//!
+//! The stream's per-user connection slot lives as long as its actor, which stops when the
+//! response body is dropped: the HTTP server shuts a connection whose client closed its side
+//! (`h1_allow_half_closed(false)` in `startup`), so a client that goes away frees its slot at
+//! once rather than when a heartbeat write fails.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -272,7 +278,12 @@ impl Handler<WriterEnded> for SseSession {
 #[utoipa::path(get, path = "/api/hospitals/{hospital}/events/stream", tag = "events",
     params(("hospital" = String, Path, description = "Hospital id"), StreamQuery,
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position")),
-    responses((status = 200, description = "text/event-stream of `data:` frames; events carry `id:`", content_type = "text/event-stream"), ReadErrors),
+    responses((status = 200, description = "text/event-stream of `data:` frames; events carry `id:`", content_type = "text/event-stream"),
+        (status = 404, description = "`case_not_found`: a `case:<id>` topic for a case that does not exist or (for a field worker) is not assigned to the caller",
+            body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_connections`: the user holds the most realtime connections allowed; see `Retry-After`",
+            body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        ReadErrors),
     security(("bearer" = [])))]
 pub async fn stream(
     req: HttpRequest,
