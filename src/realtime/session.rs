@@ -30,7 +30,7 @@ use super::{Push, Realtime, SessionId};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
 use crate::rate_limit::TokenBucket;
-use crate::stream::entitlement::{case_access, Viewer};
+use crate::stream::entitlement::{case_access, depends_on_the_case, Viewer};
 
 /// Window over which limit violations are counted.
 pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
@@ -40,6 +40,14 @@ pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
 /// nothing else meanwhile (so a `view` and the `unview` after it stay in order); the
 /// connection's events keep flowing, as its writer reads the stream itself.
 pub const CASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a field worker's connection re-checks the cases it follows (its `case:<id>`
+/// topics and case views) against their current assignee: a case reassigned away from them
+/// is dropped from the connection (unsubscribed, unviewed, with a `case_not_found` error
+/// frame) within this time. Their stream events stop at once regardless (each is filtered by
+/// `may_see`); this bounds how long they still see, and appear in, the case's typing and
+/// viewing. One indexed query per followed case per interval, and only for field workers.
+pub const CASE_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the log said about the cases a frame names.
 enum CaseCheck {
@@ -713,6 +721,100 @@ impl SessionActor {
         }));
     }
 
+    /// Re-checks the cases a field worker's connection follows ([`CASE_RECHECK_INTERVAL`]),
+    /// dropping those no longer theirs. Runs beside other frames (nothing waits for it).
+    fn recheck_cases(&mut self, ctx: &mut Context<Self>) {
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
+        if self.closing || !depends_on_the_case(identity.role) {
+            return;
+        }
+        let mut cases: BTreeSet<Uuid> = self
+            .subscriptions
+            .topics()
+            .filter_map(|t| match t {
+                Topic::Case(case) => Some(*case),
+                _ => None,
+            })
+            .collect();
+        cases.extend(self.views.iter().filter_map(|v| match v {
+            ViewTarget::Case(case) => Some(*case),
+            ViewTarget::Patient(_) => None,
+        }));
+        if cases.is_empty() {
+            return;
+        }
+        let pool = self.rt.pool.clone();
+        let check = async move {
+            let viewer = Viewer {
+                user: &identity.user,
+                role: identity.role,
+            };
+            let mut refused = Vec::new();
+            for case in cases {
+                let granted = tokio::time::timeout(
+                    CASE_CHECK_TIMEOUT,
+                    case_access(&pool, viewer, &identity.hospital, &case),
+                )
+                .await;
+                // Only a definite refusal revokes: an unreachable database is not a reason
+                // to drop a worker's own case (the next round checks again).
+                if let Ok(Ok(false)) = granted {
+                    refused.push(case);
+                }
+            }
+            refused
+        };
+        ctx.spawn(check.into_actor(self).map(|refused, act, ctx| {
+            for case in refused {
+                act.revoke_case(case, ctx);
+            }
+        }));
+    }
+
+    /// Drops everything the connection follows of `case`: its topic, its view, its typing
+    /// throttle; tells the client why.
+    fn revoke_case(&mut self, case: Uuid, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let topic = Topic::Case(case);
+        let mut dropped = false;
+        if self.subscriptions.contains(&topic) {
+            dropped = true;
+            Metrics::dec(&self.rt.metrics.subscriptions);
+            self.subscriptions.remove([&topic]);
+            if let Some(watch) = watch_topic(&topic) {
+                self.rt.presence.do_send(presence::Watch {
+                    session: self.id,
+                    topic: watch,
+                    on: false,
+                });
+            }
+            if let Some(filter) = self.filter() {
+                self.send(WriterCommand::Filter(Box::new(filter)), ctx);
+            }
+        }
+        let target = ViewTarget::Case(case);
+        if self.views.remove(&target) {
+            dropped = true;
+            self.rt.presence.do_send(presence::Unview {
+                session: self.id,
+                target,
+            });
+        }
+        self.typing_sent.remove(&case);
+        if dropped {
+            self.error(
+                None,
+                "case_not_found",
+                format!("case `{case}` is no longer assigned to you: no longer followed"),
+                ctx,
+            );
+        }
+    }
+
     /// [`Self::subscribe`] once the topics are known to be the user's.
     fn subscribe_entitled(
         &mut self,
@@ -943,6 +1045,7 @@ impl Actor for SessionActor {
                 act.close(CloseReason::Idle, ctx);
             }
         }));
+        ctx.run_interval(CASE_RECHECK_INTERVAL, |act, ctx| act.recheck_cases(ctx));
         ctx.run_interval(settings.heartbeat, move |act, ctx| {
             match heartbeat(act.last_seen, Instant::now(), settings.heartbeat) {
                 Heartbeat::Ping => act.send(WriterCommand::Ping, ctx),

@@ -77,8 +77,9 @@ pub fn may_touch_case(viewer: Viewer<'_>, assignees: &[UserId]) -> bool {
 }
 
 /// Whether [`may_touch_case`] depends on the case at all for `role` (only field workers'
-/// access does): when it does not, [`case_access`] answers without reading the log.
-fn depends_on_the_case(role: Role) -> bool {
+/// access does): when it does not, [`case_access`] answers without reading the log, and a
+/// connection's cases need no re-checking when they change hands.
+pub fn depends_on_the_case(role: Role) -> bool {
     matches!(role, Role::Chw | Role::Asha)
 }
 

@@ -355,3 +355,81 @@ async fn a_field_worker_cannot_stream_or_poll_another_workers_case() {
     assert_eq!(concerns_case(&app.events(H, &other, 0).await), 0);
     assert_eq!(concerns_case(&app.events(H, &owner, 0).await), 3);
 }
+
+/// Invariant: a case reassigned away from a field worker stops being followed by her
+/// connection within `CASE_RECHECK_INTERVAL` (5 s): she is told (`case_not_found`), leaves
+/// the case's viewers, and its events stop reaching her at once.
+#[actix_web::test]
+async fn a_case_reassigned_away_is_no_longer_followed_by_the_previous_worker() {
+    // Arrange: asha-1 follows and views her case; a nurse watches who views it.
+    let app = spawn_app().await;
+    let case = case_with_messages(&app, OWNER, 0).await;
+    let topic = format!("case:{case}");
+    let mut watcher = connect(&app, "nurse-amy", Role::Nurse).await;
+    subscribe(&mut watcher, &[&topic], None).await;
+    let mut owner = connect(&app, OWNER, Role::Asha).await;
+    subscribe(&mut owner, &[&topic], None).await;
+    send(&mut owner, json!({"type": "view", "target": topic})).await;
+    let viewers = |f: &Value| -> Vec<String> {
+        f["viewers"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|u| u["user"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    loop {
+        let f = frame_of(&mut watcher, "viewing").await;
+        if viewers(&f) == vec![OWNER] {
+            break;
+        }
+    }
+
+    // Act
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let assigned = app
+        .post(
+            &format!("/api/hospitals/{H}/cases/{case}/assign"),
+            &nurse,
+            json!({"assignee": "asha-2"}),
+        )
+        .await;
+    assert_eq!(assigned.status(), StatusCode::OK);
+    let posted = app
+        .post(
+            &format!("/api/hospitals/{H}/cases/{case}/messages"),
+            &nurse,
+            json!({"body": "for asha-2 only"}),
+        )
+        .await;
+    assert_eq!(posted.status(), StatusCode::OK);
+
+    // Assert: she sees the reassignment (it concerns her), not the message after it, and is
+    // then told the case is no longer followed.
+    let mut seen = Vec::new();
+    let dropped = loop {
+        let f = frame(&mut owner).await;
+        match f["type"].as_str() {
+            Some("event") => seen.push(f["event_type"].as_str().unwrap_or_default().to_owned()),
+            Some("error") => break f,
+            _ => {}
+        }
+    };
+    assert_eq!(dropped["code"], "case_not_found", "{dropped}");
+    assert!(seen.contains(&"CaseAssigned".to_owned()), "{seen:?}");
+    assert!(!seen.contains(&"MessagePosted".to_owned()), "{seen:?}");
+    loop {
+        let f = frame_of(&mut watcher, "viewing").await;
+        if viewers(&f).is_empty() {
+            break;
+        }
+    }
+    send(
+        &mut owner,
+        json!({"type": "typing", "id": "t", "case": case}),
+    )
+    .await;
+    assert_eq!(reply(&mut owner, "t").await["code"], "case_not_found");
+}
