@@ -2,9 +2,15 @@
 //! never misses one, even across disconnects.
 //!
 //! ```text
-//! TOKEN=$(cargo run -q -- token --hospital demo --user nurse-1 --role nurse)
+//! export VIGIL_TOKEN=$(cargo run -q -- token --hospital demo --user nurse-1 --role nurse)
 //! cargo run --example watch -- --url ws://127.0.0.1:8080 --hospital demo \
-//!     --token "$TOKEN" --topics alerts,cases [--last-event-id 42]
+//!     --topics alerts,cases [--last-event-id 42]
+//! ```
+//!
+//! The token is read from `VIGIL_TOKEN` (or `TOKEN`): `--token` works too, but a command line
+//! is visible to every user of the machine through `ps`.
+//!
+//! ```text
 //! ```
 //!
 //! What every Vigil client does, in order:
@@ -52,9 +58,10 @@ struct Args {
     /// Hospital id.
     #[arg(long)]
     hospital: String,
-    /// Bearer token (`vigil token …`).
-    #[arg(long, env = "TOKEN", hide_env_values = true)]
-    token: String,
+    /// Bearer token (`vigil token …`). Prefer the VIGIL_TOKEN variable (TOKEN works too):
+    /// a command line is visible to every user of the machine through `ps`.
+    #[arg(long, env = "VIGIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Comma-separated topics: alerts, cases, case:<uuid>, patient:<id>, appointments,
     /// notifications, presence, metrics.
     #[arg(long, default_value = "alerts", value_delimiter = ',')]
@@ -75,6 +82,14 @@ enum End {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let Some(token) = args
+        .token
+        .clone()
+        .or_else(|| std::env::var("TOKEN").ok())
+        .filter(|token| !token.trim().is_empty())
+    else {
+        bail!("no token: export VIGIL_TOKEN=$(vigil token --hospital ... --user ... --role ...)");
+    };
     let url = format!(
         "{}/api/hospitals/{}/ws",
         args.url.trim_end_matches('/'),
@@ -85,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         // Ctrl-C ends the client wherever it is: connected, connecting or backing off.
         let end = tokio::select! {
-            end = connection(&url, &args, &mut last_event_id, &mut backoff) => {
+            end = connection(&url, &token, &args, &mut last_event_id, &mut backoff) => {
                 end.unwrap_or_else(|e| End::Disconnected(e.root_cause().to_string()))
             }
             _ = tokio::signal::ctrl_c() => End::Interrupted,
@@ -110,14 +125,14 @@ async fn main() -> anyhow::Result<()> {
 /// the connection ends. Keeps `last_event_id` current and resets `backoff` once subscribed.
 async fn connection(
     url: &str,
+    token: &str,
     args: &Args,
     last_event_id: &mut Option<u64>,
     backoff: &mut Duration,
 ) -> anyhow::Result<End> {
     // 1. Connect with the token in the Authorization header.
     let mut request = url.into_client_request().context("invalid --url")?;
-    let bearer =
-        HeaderValue::from_str(&format!("Bearer {}", args.token)).context("invalid token")?;
+    let bearer = HeaderValue::from_str(&format!("Bearer {token}")).context("invalid token")?;
     request.headers_mut().insert(AUTHORIZATION, bearer);
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
 

@@ -8,12 +8,17 @@ use std::time::Duration;
 use aggregates::types::{HospitalId, Role, UserId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 use projections::engine::{self, ProjectionError, ReadModel, Scope};
 
-use crate::config::{DatabaseSettings, JwtSettings, LogFormat, ServeSettings};
+use crate::config::{
+    parse_duration, BareUnit, DatabaseSettings, JwtAlgorithm, JwtSettings, LogFormat,
+    ServeSettings, DURATIONS_HELP,
+};
 use crate::http::admin::RebuildLock;
 use crate::startup::{jwt_keys, Application};
+use crate::store::embedded::EmbeddedPostgres;
+use crate::store::DataDirPart;
 use crate::{demo, store, telemetry};
 
 /// Vigil: realtime, event-sourced engine for hospital software.
@@ -40,9 +45,12 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server. Without DATABASE_URL it starts its own PostgreSQL under the data dir.
+    /// Run the server. Without DATABASE_URL it starts its own PostgreSQL under the data dir
+    /// (creating the data dir on first start); one server per data dir.
+    #[command(after_help = DURATIONS_HELP)]
     Serve(ServeSettings),
-    /// Apply database migrations to DATABASE_URL (or the embedded database) and exit.
+    /// Apply database migrations to DATABASE_URL (or the embedded database of an existing
+    /// data dir) and exit.
     Migrate(DatabaseSettings),
     /// Print a token signed with the server's configured key.
     Token(TokenArgs),
@@ -94,14 +102,15 @@ pub struct TokenArgs {
     /// Role: admin, physician, nurse, operator, chw or asha.
     #[arg(long)]
     pub role: Role,
-    /// Lifetime, e.g. `90s`, `15m`, `1h`, `7d`.
+    /// Lifetime, e.g. `90s`, `15m`, `1h`, `7d`, `1h30m` (a bare number is seconds).
     #[arg(long, default_value = "1h", value_parser = parse_ttl)]
     pub ttl: Duration,
 
     #[command(flatten)]
     pub jwt: JwtSettings,
 
-    /// Data dir holding the zero-config secret (same default as `vigil serve`).
+    /// Data dir holding the zero-config secret (same default as `vigil serve`). It must exist:
+    /// only `vigil serve` creates one.
     #[arg(long, env = "VIGIL_DATA_DIR", default_value = "./var")]
     pub data_dir: std::path::PathBuf,
 
@@ -110,99 +119,128 @@ pub struct TokenArgs {
     pub database_url: Option<String>,
 }
 
-/// Parses `<n>[s|m|h|d]` (a bare number is seconds).
+/// Parses a token lifetime: a duration (`90s`, `15m`, `1h`, `7d`; a bare number is seconds),
+/// which must be positive.
 pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => raw.split_at(i),
-        None => (raw, "s"),
-    };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{raw}` is not a duration like 90s, 15m, 1h or 7d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        "d" => n.saturating_mul(86_400),
-        _ => return Err(format!("unknown unit `{unit}` (use s, m, h or d)")),
-    };
-    if secs == 0 {
+    let ttl = parse_duration(raw, BareUnit::Seconds)?;
+    if ttl.is_zero() {
         return Err("the lifetime must be positive".into());
     }
-    Ok(Duration::from_secs(secs))
+    Ok(ttl)
 }
 
-/// Runs the parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the parsed command line: the command on an actix runtime, then, once that runtime
+/// and every task on it have ended, the stop of the embedded PostgreSQL `vigil serve` owns.
+///
+/// That order is what lets a server stop without a warning: stopped earlier, PostgreSQL would
+/// go away under the stream listeners and projectors, which would log it as a failure.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
     telemetry::init(cli.log_format);
-    match cli.command {
+    let system = actix_web::rt::System::new();
+    let (result, embedded) = system.block_on(run_command(cli.command));
+    drop(system);
+    if let Some(pg) = embedded {
+        let stopped = pg.stop().context("cannot stop the embedded PostgreSQL");
+        // The command's own failure is what the operator must see first.
+        if let (Err(error), Err(_)) = (&stopped, &result) {
+            tracing::error!(error = %format!("{error:#}"), "cannot stop the embedded PostgreSQL");
+            return result;
+        }
+        stopped?;
+    }
+    result
+}
+
+/// Runs one command; returns with its result the embedded PostgreSQL left for [`run`] to stop.
+async fn run_command(command: Command) -> (anyhow::Result<()>, Option<EmbeddedPostgres>) {
+    match command {
         Command::Serve(settings) => serve(settings).await,
-        Command::Migrate(settings) => {
-            let db = store::connect(&settings).await?;
-            tracing::info!("migrations applied");
-            db.pool.close().await;
-            if let Some(pg) = db.embedded.filter(|pg| pg.started_by_us()) {
-                tokio::task::spawn_blocking(move || pg.stop()).await??;
-            }
-            Ok(())
-        }
-        Command::Projections(command) => projections(command).await,
-        Command::Token(args) => {
-            let settings = ServeSettings {
-                bind: ([127, 0, 0, 1], 0).into(),
-                database: DatabaseSettings {
-                    database_url: args.database_url.clone(),
-                    data_dir: args.data_dir.clone(),
-                    db_pool_size: 1,
-                },
-                jwt: args.jwt.clone(),
-                command_rate: 1.0,
-                command_burst: 1.0,
-                projection_spacing_ms: crate::config::DEFAULT_PROJECTION_SPACING_MS,
-                workers: None,
-                demo: false,
-                realtime: Default::default(),
-                presence: Default::default(),
-                node_id: None,
-            };
-            let keys = jwt_keys(&settings)?;
-            let token = keys
-                .mint(&args.user, &args.hospital, args.role, args.ttl)
-                .context("cannot mint a token")?;
-            // The token is the command's output, for shells to capture: stdout, not a log.
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{token}");
-            }
-            Ok(())
-        }
+        Command::Migrate(settings) => (migrate(settings).await, None),
+        Command::Projections(command) => (projections(command).await, None),
+        Command::Token(args) => (token(args), None),
     }
 }
 
-async fn serve(settings: ServeSettings) -> anyhow::Result<()> {
-    let app = Application::build(&settings).await?;
+/// `vigil migrate`: connects (which migrates) and stops what it started.
+async fn migrate(settings: DatabaseSettings) -> anyhow::Result<()> {
+    let db = store::connect(&settings, "migrate").await?;
+    tracing::info!("migrations applied");
+    db.pool.close().await;
+    if let Some(pg) = db.embedded.filter(|pg| pg.owns_server()) {
+        tokio::task::spawn_blocking(move || pg.stop()).await??;
+    }
+    Ok(())
+}
+
+/// `vigil token`: prints a token signed with the server's key.
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let zero_config = args.jwt.algorithm == JwtAlgorithm::Hs256
+        && args.jwt.secret.is_none()
+        && args.database_url.is_none();
+    if zero_config {
+        // The secret is the server's: a missing one means the wrong data dir, and a new one
+        // would only mint tokens the server rejects ("bad signature").
+        store::require_data_dir(&args.data_dir, &[DataDirPart::JwtSecret])?;
+    }
+    let settings = ServeSettings {
+        bind: ([127, 0, 0, 1], 0).into(),
+        database: DatabaseSettings {
+            database_url: args.database_url.clone(),
+            data_dir: args.data_dir.clone(),
+            db_pool_size: 1,
+        },
+        jwt: args.jwt.clone(),
+        command_rate: 1.0,
+        command_burst: 1.0,
+        projection_spacing_ms: crate::config::DEFAULT_PROJECTION_SPACING_MS,
+        workers: None,
+        demo: false,
+        realtime: Default::default(),
+        presence: Default::default(),
+        node_id: None,
+    };
+    let keys = jwt_keys(&settings)?;
+    let token = keys
+        .mint(&args.user, &args.hospital, args.role, args.ttl)
+        .context("cannot mint a token")?;
+    // The token is the command's output, for shells to capture: stdout, not a log.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{token}");
+    }
+    Ok(())
+}
+
+/// `vigil serve`: runs the server; returns its embedded PostgreSQL for [`run`] to stop.
+async fn serve(settings: ServeSettings) -> (anyhow::Result<()>, Option<EmbeddedPostgres>) {
+    let mut app = match Application::build(&settings).await {
+        Ok(app) => app,
+        Err(error) => return (Err(error), None),
+    };
+    let embedded = app.take_embedded();
     tracing::info!(port = app.port(), bind = %settings.bind, "vigil listening");
     if settings.demo {
-        demo::seed(&app.state(), &settings, app.port()).await?;
+        if let Err(error) = demo::seed(&app.state(), &settings, app.port()).await {
+            return (Err(error), embedded);
+        }
     }
-    app.run_until_stopped().await
+    (app.run_until_stopped().await, embedded)
 }
 
 /// Runs a `vigil projections` command against DATABASE_URL or the embedded database (started
 /// for the command and stopped after it, as `vigil migrate` does, unless a server owns it).
 async fn projections(command: ProjectionsCommand) -> anyhow::Result<()> {
-    let settings = match &command {
-        ProjectionsCommand::Status(settings) => settings,
-        ProjectionsCommand::Rebuild(args) => &args.database,
+    let (settings, name) = match &command {
+        ProjectionsCommand::Status(settings) => (settings, "projections status"),
+        ProjectionsCommand::Rebuild(args) => (&args.database, "projections rebuild"),
     };
-    let db = store::connect(settings).await?;
+    let db = store::connect(settings, name).await?;
     let result = match &command {
         ProjectionsCommand::Status(_) => projection_status(&db.pool).await,
         ProjectionsCommand::Rebuild(args) => rebuild(&db.pool, args).await,
     };
     db.pool.close().await;
-    if let Some(pg) = db.embedded.filter(|pg| pg.started_by_us()) {
+    if let Some(pg) = db.embedded.filter(|pg| pg.owns_server()) {
         tokio::task::spawn_blocking(move || pg.stop()).await??;
     }
     result
@@ -279,6 +317,9 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
             known.join(", ")
         );
     };
+    if let Some(hospital) = &args.hospital {
+        ensure_hospital_has_events(pool, hospital.as_str()).await?;
+    }
     let Some(lock) = RebuildLock::try_acquire(pool, model.name())
         .await
         .context("cannot take the rebuild lock")?
@@ -291,9 +332,16 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template(
             "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} events, \
-             {per_sec}, ETA {eta}",
+             {rate}, ETA {eta}",
         )
-        .context("progress bar template")?,
+        .context("progress bar template")?
+        // indicatif's own `{per_sec}` prints four decimals ("1234.5678/s").
+        .with_key(
+            "rate",
+            |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0} events/s", state.per_sec());
+            },
+        ),
     );
     let scope = match &args.hospital {
         Some(hospital) => Scope::Hospital(hospital.as_str().to_owned()),
@@ -335,18 +383,20 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
     lock.release().await;
     match result {
         Ok(report) => {
-            bar.finish_with_message(format!("rebuilt {}", model.name()));
+            // Cleared, not finished: indicatif leaves a finished bar's line open, and the log
+            // line that follows would be written onto its end.
+            bar.finish_and_clear();
             tracing::info!(
                 model = model.name(),
                 events = report.events,
-                seconds = report.seconds,
-                events_per_second = report.events_per_second,
+                seconds = %format_args!("{:.1}", report.seconds),
+                events_per_second = %format_args!("{:.0}", report.events_per_second),
                 "rebuild completed"
             );
             Ok(())
         }
         Err(ProjectionError::Cancelled) => {
-            bar.abandon_with_message("cancelled");
+            bar.finish_and_clear();
             let again = match &args.hospital {
                 Some(hospital) => format!("{} --hospital {hospital}", model.name()),
                 None => model.name().to_owned(),
@@ -358,8 +408,37 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
             )
         }
         Err(error) => {
-            bar.abandon_with_message("failed");
+            bar.finish_and_clear();
             Err(error).with_context(|| format!("rebuild of `{}` failed", model.name()))
         }
     }
+}
+
+/// Fails, naming the hospitals that have events, unless `hospital`'s stream has any: a
+/// `--hospital` with no events is almost always a typo, and rebuilding it would succeed
+/// silently with 0 events.
+async fn ensure_hospital_has_events(pool: &sqlx::PgPool, hospital: &str) -> anyhow::Result<()> {
+    let head: Option<i64> =
+        sqlx::query_scalar("SELECT position FROM stream_heads WHERE hospital = $1")
+            .bind(hospital)
+            .fetch_optional(pool)
+            .await
+            .context("cannot read the hospitals' streams")?;
+    if head.is_some() {
+        return Ok(());
+    }
+    let known: Vec<String> =
+        sqlx::query_scalar("SELECT hospital FROM stream_heads ORDER BY hospital LIMIT 21")
+            .fetch_all(pool)
+            .await
+            .context("cannot read the hospitals' streams")?;
+    let known = match known.len() {
+        0 => "no hospital has any yet".to_owned(),
+        1..=20 => format!("hospitals with events: {}", known.join(", ")),
+        _ => format!(
+            "hospitals with events include: {}, ...",
+            known[..20].join(", ")
+        ),
+    };
+    anyhow::bail!("hospital `{hospital}` has no events, so there is nothing to rebuild ({known})")
 }

@@ -98,6 +98,81 @@ pub struct JwtSettings {
     pub audience: Option<String>,
 }
 
+/// What a bare number (no unit) means to a duration flag: each flag keeps the unit it took
+/// before units were accepted, so existing scripts and environment files keep working.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BareUnit {
+    /// The `*_MS` flags (`--heartbeat`, `--projection-spacing-ms`, ...).
+    Millis,
+    /// `vigil token --ttl`.
+    Seconds,
+}
+
+/// What `--help` says about durations, shared by the commands that take them.
+pub const DURATIONS_HELP: &str = "Durations take a unit: 500ms, 30s, 5m, 1h, 7d, or a sum such \
+     as 1m30s. A bare number keeps each flag's old unit: milliseconds for the server's timers \
+     (--heartbeat 30000 is 30s), seconds for `vigil token --ttl`.";
+
+/// Parses a duration such as `500ms`, `30s`, `5m`, `1h`, `7d` or `1h30m`; a bare number is in
+/// `bare` units. The one parser of every duration on the command line.
+pub fn parse_duration(raw: &str, bare: BareUnit) -> Result<Duration, String> {
+    let text = raw.trim();
+    let not_a_duration = || format!("`{raw}` is not a duration like 500ms, 30s, 15m, 1h or 7d");
+    if text.is_empty() {
+        return Err(not_a_duration());
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        let n: u64 = text.parse().map_err(|_| not_a_duration())?;
+        return Ok(match bare {
+            BareUnit::Millis => Duration::from_millis(n),
+            BareUnit::Seconds => Duration::from_secs(n),
+        });
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(not_a_duration());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| not_a_duration())?;
+        rest = &rest[digits..];
+        let letters = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..letters];
+        rest = &rest[letters..];
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{raw}`: a unit is needed after {n} in a sum")),
+            _ => {
+                return Err(format!(
+                    "unknown unit `{unit}` in `{raw}` (use ms, s, m, h or d)"
+                ))
+            }
+        };
+        let part = n
+            .checked_mul(millis_per_unit)
+            .ok_or_else(|| format!("`{raw}` is too long"))?;
+        total = total
+            .checked_add(Duration::from_millis(part))
+            .ok_or_else(|| format!("`{raw}` is too long"))?;
+    }
+    Ok(total)
+}
+
+/// `--projection-spacing-ms`: a duration (bare number: milliseconds), kept as milliseconds.
+fn parse_spacing(raw: &str) -> Result<u64, String> {
+    let duration = parse_duration(raw, BareUnit::Millis)?;
+    u64::try_from(duration.as_millis()).map_err(|_| format!("`{raw}` is too long"))
+}
+
 /// Default of `--projection-spacing-ms`: under load a read model lags by at most this
 /// (plus its pass), well inside the 50 ms projection-lag goal, while a pass takes ~2–3
 /// commits at 100 commands/s.
@@ -125,12 +200,17 @@ pub struct ServeSettings {
     pub command_burst: f64,
 
     /// Shortest time between two passes of a read model's projector, or of the policies,
-    /// over the stream, in milliseconds. A commit after a quiet spell is projected at once;
+    /// over the stream (a bare number is milliseconds; `50ms`, `1s` work too). A commit after a quiet spell is projected at once;
     /// under load, commits are taken in batches at most this far apart, which is what keeps
     /// the projectors' statements per command (and PostgreSQL's CPU) down. Read models lag
     /// by up to this much under load: a read that must see a command's effect passes its
     /// position (`min_position`). 0 disables the pacing.
-    #[arg(long, env = "VIGIL_PROJECTION_SPACING_MS", default_value_t = DEFAULT_PROJECTION_SPACING_MS)]
+    #[arg(
+        long,
+        env = "VIGIL_PROJECTION_SPACING_MS",
+        default_value_t = DEFAULT_PROJECTION_SPACING_MS,
+        value_parser = parse_spacing
+    )]
     pub projection_spacing_ms: u64,
 
     /// HTTP worker threads (defaults to the number of cores).
@@ -153,4 +233,38 @@ pub struct ServeSettings {
     /// other's with it until its next heartbeat.
     #[arg(long, env = "VIGIL_NODE_ID")]
     pub node_id: Option<uuid::Uuid>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units_and_bare_numbers_keep_the_flags_old_unit() {
+        let ms = |raw| parse_duration(raw, BareUnit::Millis);
+        assert_eq!(ms("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(ms("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(ms("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(ms("1h30m"), Ok(Duration::from_secs(5_400)));
+        assert_eq!(ms("2d"), Ok(Duration::from_secs(172_800)));
+        assert_eq!(ms(" 30000 "), Ok(Duration::from_secs(30)));
+        assert_eq!(ms("0"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration("90", BareUnit::Seconds),
+            Ok(Duration::from_secs(90))
+        );
+    }
+
+    #[test]
+    fn malformed_durations_say_what_is_wrong() {
+        let ms = |raw| parse_duration(raw, BareUnit::Millis).expect_err(raw);
+        assert!(ms("soon").contains("is not a duration"));
+        assert!(ms("").contains("is not a duration"));
+        assert!(ms("-5s").contains("is not a duration"));
+        assert!(ms("1.5s").contains("unknown unit `.`"));
+        assert!(ms("5y").contains("unknown unit `y`"));
+        assert!(ms("1m30").contains("a unit is needed"));
+        assert!(ms("99999999999999999999d").contains("not a duration"));
+        assert!(ms("9999999999999999d").contains("too long"));
+    }
 }

@@ -1,8 +1,8 @@
-//! The `vigil` binary: parses the command line and hands over to [`vigil::cli`].
+//! The `vigil` binary: parses the command line and hands over to [`vigil::cli`], which runs
+//! the command on its own actix runtime.
 
 use clap::Parser;
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
-    vigil::cli::run(vigil::cli::Cli::parse()).await
+fn main() -> anyhow::Result<()> {
+    vigil::cli::run(vigil::cli::Cli::parse())
 }

@@ -93,8 +93,12 @@ pub fn jwt_keys(settings: &ServeSettings) -> anyhow::Result<JwtKeys> {
         && settings.database.database_url.is_none();
     let generated = if zero_config {
         Some(
-            load_or_create_secret(&settings.database.data_dir)
-                .context("cannot read or create the JWT secret in the data dir")?,
+            load_or_create_secret(&settings.database.data_dir).with_context(|| {
+                format!(
+                    "cannot read or create the JWT secret {}",
+                    settings.database.data_dir.join("jwt-secret").display()
+                )
+            })?,
         )
     } else {
         None
@@ -122,7 +126,10 @@ impl Application {
         let listener = bind_listener(settings.bind)
             .with_context(|| format!("cannot bind {}", settings.bind))?;
         let keys = jwt_keys(settings)?;
-        let database = store::connect(&settings.database).await?;
+        let port = listener
+            .local_addr()
+            .context("the listener has no address")?;
+        let database = store::connect_server(&settings.database, port.port()).await?;
         let metrics = std::sync::Arc::new(Metrics::default());
         let stream_listener = StreamListener::spawn(database.listen_config.clone());
         let realtime_settings = std::sync::Arc::new(settings.realtime.clone());
@@ -208,8 +215,16 @@ impl Application {
         self.shutdown.clone()
     }
 
+    /// Hands the embedded PostgreSQL (and with it the data dir's lock) to the caller, which
+    /// then stops it itself instead of [`Self::run_until_stopped`]: `vigil serve` stops it only
+    /// once its runtime has ended, so that no background task still running sees the database
+    /// go away and logs it as a failure.
+    pub fn take_embedded(&mut self) -> Option<store::embedded::EmbeddedPostgres> {
+        self.database.embedded.take()
+    }
+
     /// Runs until the server stops (SIGINT/SIGTERM or [`Shutdown::trigger`]), then stops the
-    /// embedded PostgreSQL if this process started it.
+    /// embedded PostgreSQL if this process owns it.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
         actix_web::rt::spawn(async move {
@@ -219,7 +234,7 @@ impl Application {
         let result = self.server.await;
         self.database.pool.close().await;
         if let Some(pg) = self.database.embedded {
-            if pg.started_by_us() {
+            if pg.owns_server() {
                 tokio::task::spawn_blocking(move || pg.stop())
                     .await
                     .context("stopping PostgreSQL panicked")??;

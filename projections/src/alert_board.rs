@@ -61,7 +61,7 @@ impl ReadModel for AlertBoard {
             let DomainEvent::Alert(event) = &e.event else {
                 return Ok(());
             };
-            let table = tables.get("alert_board");
+            let table = tables.get("alert_board")?;
             match event {
                 AlertEvent::AlertRaised {
                     severity,
@@ -156,7 +156,7 @@ impl ReadModel for AlertBoard {
         events: &'a [Envelope],
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
-            let table = tables.get("alert_board");
+            let table = tables.get("alert_board")?;
             let changes = Changes::fold(events);
             if !changes.raised.is_empty() {
                 let raised = &changes.raised;

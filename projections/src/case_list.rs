@@ -69,7 +69,7 @@ impl ReadModel for CaseList {
             let DomainEvent::Case(event) = &e.event else {
                 return Ok(());
             };
-            let list = tables.get("case_list");
+            let list = tables.get("case_list")?;
             match event {
                 CaseEvent::CaseOpened {
                     patient,
@@ -129,7 +129,7 @@ impl ReadModel for CaseList {
                     at,
                     ..
                 } => {
-                    let messages = tables.get("case_messages");
+                    let messages = tables.get("case_messages")?;
                     sqlx::query(&format!(
                         "INSERT INTO {messages} (hospital, case_id, message_id, author, body, posted_at) \
                          VALUES ($1, $2, $3, $4, $5, $6) \
@@ -160,7 +160,7 @@ impl ReadModel for CaseList {
                     .await?;
                 }
                 CaseEvent::MessagesRead { up_to, by, at, .. } => {
-                    let reads = tables.get("case_reads");
+                    let reads = tables.get("case_reads")?;
                     sqlx::query(&format!(
                         "INSERT INTO {reads} AS r (hospital, case_id, user_id, up_to, read_at) \
                          VALUES ($1, $2, $3, $4, $5) \

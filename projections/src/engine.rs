@@ -73,8 +73,15 @@ impl Tables {
     }
 
     /// The physical name of base table `base`.
-    pub fn get<'a>(&'a self, base: &'a str) -> &'a str {
-        self.0.get(base).map(String::as_str).unwrap_or(base)
+    ///
+    /// Fails for a table the model did not declare in [`ReadModel::tables`]: falling back to
+    /// the base name would make a rebuild write the *live* table it is meant to leave alone.
+    pub fn get(&self, base: &str) -> Result<&str, sqlx::Error> {
+        self.0.get(base).map(String::as_str).ok_or_else(|| {
+            sqlx::Error::Configuration(
+                format!("table `{base}` is not one of the read model's declared tables").into(),
+            )
+        })
     }
 }
 
@@ -527,7 +534,7 @@ pub async fn rebuild_scoped(
     if restart || pending.is_none() {
         let mut tx = pool.begin().await?;
         for table in model.tables() {
-            let name = shadow.get(table);
+            let name = shadow.get(table)?;
             sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
                 .execute(&mut *tx)
                 .await?;
@@ -682,7 +689,7 @@ pub async fn rebuild_scoped(
         .await?;
     }
     for table in model.tables() {
-        let name = shadow.get(table);
+        let name = shadow.get(table)?;
         match only {
             None => {
                 sqlx::query(&format!("DROP TABLE {table}"))
@@ -743,3 +750,28 @@ pub async fn rebuild_scoped(
 
 /// When a hospital's stream head was last read by a model (for `as_of` timestamps).
 pub type AsOf = (i64, Option<DateTime<Utc>>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert_board::AlertBoard;
+
+    #[test]
+    fn shadow_tables_are_named_apart_from_the_live_ones() {
+        let shadow = Tables::shadow(&AlertBoard);
+        assert_eq!(
+            shadow.get("alert_board").unwrap(),
+            format!("alert_board{SHADOW_SUFFIX}")
+        );
+        assert_eq!(
+            Tables::live(&AlertBoard).get("alert_board").unwrap(),
+            "alert_board"
+        );
+    }
+
+    #[test]
+    fn a_table_the_model_did_not_declare_is_an_error_not_the_live_table() {
+        let shadow = Tables::shadow(&AlertBoard);
+        assert!(shadow.get("case_list").is_err());
+    }
+}

@@ -58,7 +58,7 @@ impl ReadModel for NotificationInbox {
             let DomainEvent::Notification(event) = &e.event else {
                 return Ok(());
             };
-            let table = tables.get("notification_inbox");
+            let table = tables.get("notification_inbox")?;
             match event {
                 NotificationEvent::NotificationSent {
                     recipient,

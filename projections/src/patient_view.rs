@@ -48,7 +48,7 @@ impl ReadModel for PatientView {
             let DomainEvent::Vitals(event) = &e.event else {
                 return Ok(());
             };
-            let table = tables.get("patient_vitals");
+            let table = tables.get("patient_vitals")?;
             match event {
                 VitalsEvent::VitalsRecorded {
                     patient,

@@ -45,7 +45,7 @@ impl ReadModel for Schedule {
             let DomainEvent::Appointment(event) = &e.event else {
                 return Ok(());
             };
-            let table = tables.get("schedule");
+            let table = tables.get("schedule")?;
             match event {
                 AppointmentEvent::AppointmentScheduled {
                     patient,

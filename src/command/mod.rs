@@ -7,6 +7,7 @@
 //! committed, including the positions the database assigned.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use aggregates::alert::Alert;
 use aggregates::appointment::Appointment;
@@ -86,7 +87,11 @@ pub struct CommandOutcome {
     pub events: Vec<CommittedEvent>,
 }
 
-/// Why a command was not applied. Nothing was persisted in any case.
+/// Why a command did not answer with its outcome.
+///
+/// Every variant but [`CommandError::OutcomeUnknown`] is *certain*: nothing of the command
+/// was persisted and nothing ever will be (see [`CommandBus::resolve`] for how the bus makes
+/// a database failure certain before it reports one).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error> {
     /// The aggregate refused the command (a business rule).
@@ -95,12 +100,79 @@ pub enum CommandError<E: std::error::Error> {
     /// Concurrent writers kept changing the aggregate; retries were exhausted.
     #[error("the aggregate was changed concurrently; retry")]
     Conflict,
-    /// The database could not be reached.
+    /// The database could not be reached, and the command certainly did not commit.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// Anything else (corrupt events, unexpected database errors).
+    /// The database failed around the commit and could not be asked afterwards: the command
+    /// may or may not have committed. [`CommandBus::resolve`] decides it later.
+    #[error("the outcome of command {command_id} is unknown: {reason}")]
+    OutcomeUnknown {
+        /// The command to resolve later.
+        command_id: Uuid,
+        /// What failed.
+        reason: String,
+    },
+    /// Anything else (corrupt events, unexpected database errors); nothing committed.
     #[error("event store error: {0}")]
     Store(String),
+}
+
+/// What the log says about a command id once it has been fenced: final, never to change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    /// The command committed these events.
+    Committed(CommandOutcome),
+    /// The command did not commit, and can no longer commit.
+    NeverCommitted,
+}
+
+/// How long the bus keeps asking the database for a failed command's outcome before it
+/// answers [`CommandError::OutcomeUnknown`]. A fast PostgreSQL restart fits in it; an outage
+/// does not, and the caller is told the truth: unknown.
+pub const RESOLVE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Pause between two resolution attempts inside [`RESOLVE_WITHIN`].
+const RESOLVE_RETRY: Duration = Duration::from_millis(200);
+
+/// SQLSTATE raised by the event trigger when a command id already committed in another
+/// transaction, or was fenced (`migrations/*_guard_command_ids.sql`).
+const ALREADY_COMMITTED_OR_FENCED: &str = "VG001";
+
+/// Why a run failed, kept while the bus resolves the command.
+struct Failure {
+    /// The database was unreachable (503) rather than faulty (500).
+    unavailable: bool,
+    /// What failed, for the error.
+    reason: String,
+}
+
+/// Bounds the fence's wait for a transaction of the same command that is still running.
+const FENCE_TIMEOUT: &str = "SET LOCAL statement_timeout = '1500ms'";
+
+/// How one run of the framework ended, before the bus reads or resolves the outcome.
+enum Attempt<E: std::error::Error> {
+    /// The transaction committed.
+    Committed,
+    /// The guard refused the events: the id committed before, or was fenced.
+    Guarded,
+    /// Certain failures: nothing persisted.
+    Refused(CommandError<E>),
+    /// A database failure around the commit: resolved before answering.
+    Failed {
+        /// The database was unreachable (503) rather than faulty (500).
+        unavailable: bool,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Whether the event trigger refused the command's events because its id already committed
+/// (another attempt of the same command) or was fenced.
+fn is_guarded(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    matches!(
+        error.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::Database(db)) if db.code().as_deref() == Some(ALREADY_COMMITTED_OR_FENCED)
+    )
 }
 
 /// Whether an event-store error means "the database cannot be reached right now" (pool
@@ -180,12 +252,68 @@ impl CommandBus {
 
     /// Runs `make_command()` against aggregate `id` of the context's hospital, retrying on
     /// concurrency conflicts, and reports the committed events.
+    ///
+    /// At most once: the event trigger refuses events of a command id that already committed,
+    /// so running the same [`CommandContext::command_id`] again (a retry) answers the first
+    /// run's outcome instead of applying twice. When the database fails around the commit,
+    /// the bus [resolves](Self::resolve) the command before answering, so every error but
+    /// [`CommandError::OutcomeUnknown`] means "nothing persisted, ever".
     pub async fn execute<A>(
         &self,
         ctx: &CommandContext,
         id: &str,
         make_command: impl Fn() -> A::Command,
     ) -> Result<CommandOutcome, CommandError<A::Error>>
+    where
+        Self: Routes<A>,
+        A: Aggregate,
+    {
+        let reason = match self.attempt::<A>(ctx, id, make_command).await {
+            Attempt::Refused(error) => return Err(error),
+            Attempt::Committed | Attempt::Guarded => {
+                match self.outcome_of(ctx.command_id, &ctx.hospital).await {
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    // Guarded with no events: the id was fenced before this run could commit.
+                    Ok(None) => {
+                        return Err(CommandError::Unavailable(format!(
+                            "command {} was withdrawn before it committed; nothing was persisted",
+                            ctx.command_id
+                        )))
+                    }
+                    Err(error) => Failure {
+                        unavailable: true,
+                        reason: format!("reading the committed events back failed: {error}"),
+                    },
+                }
+            }
+            Attempt::Failed {
+                unavailable,
+                reason,
+            } => Failure {
+                unavailable,
+                reason,
+            },
+        };
+        match self.resolve_within(ctx.command_id, &ctx.hospital).await {
+            Some(Resolution::Committed(outcome)) => Ok(outcome),
+            Some(Resolution::NeverCommitted) if reason.unavailable => {
+                Err(CommandError::Unavailable(reason.reason))
+            }
+            Some(Resolution::NeverCommitted) => Err(CommandError::Store(reason.reason)),
+            None => Err(CommandError::OutcomeUnknown {
+                command_id: ctx.command_id,
+                reason: reason.reason,
+            }),
+        }
+    }
+
+    /// One run of the framework, conflicts retried, classified by what is certain.
+    async fn attempt<A>(
+        &self,
+        ctx: &CommandContext,
+        id: &str,
+        make_command: impl Fn() -> A::Command,
+    ) -> Attempt<A::Error>
     where
         Self: Routes<A>,
         A: Aggregate,
@@ -198,30 +326,91 @@ impl CommandBus {
                 .framework()
                 .execute_with_metadata(&key, make_command(), ctx.metadata())
                 .await;
-            match result {
-                Ok(()) => break,
-                Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
+            return match result {
+                Ok(()) => Attempt::Committed,
+                Err(AggregateError::UserError(e)) => Attempt::Refused(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
                     tracing::debug!(attempt, aggregate = %key, "concurrency conflict; retrying");
+                    continue;
                 }
-                Err(AggregateError::AggregateConflict) => return Err(CommandError::Conflict),
-                Err(AggregateError::DatabaseConnectionError(e)) => {
-                    return Err(CommandError::Unavailable(e.to_string()))
+                // A unique violation rolled the transaction back: certain.
+                Err(AggregateError::AggregateConflict) => Attempt::Refused(CommandError::Conflict),
+                Err(AggregateError::UnexpectedError(e)) if is_guarded(e.as_ref()) => {
+                    Attempt::Guarded
                 }
-                Err(AggregateError::UnexpectedError(e)) if is_unavailable(e.as_ref()) => {
-                    return Err(CommandError::Unavailable(e.to_string()))
+                Err(AggregateError::DatabaseConnectionError(e)) => Attempt::Failed {
+                    unavailable: true,
+                    reason: e.to_string(),
+                },
+                Err(AggregateError::UnexpectedError(e)) => Attempt::Failed {
+                    unavailable: is_unavailable(e.as_ref()),
+                    reason: e.to_string(),
+                },
+                Err(other) => Attempt::Failed {
+                    unavailable: false,
+                    reason: other.to_string(),
+                },
+            };
+        }
+    }
+
+    /// [`Self::resolve`], retried for at most [`RESOLVE_WITHIN`]; `None` if the database
+    /// could not be asked in that time.
+    async fn resolve_within(&self, command_id: Uuid, hospital: &HospitalId) -> Option<Resolution> {
+        let deadline = tokio::time::Instant::now() + RESOLVE_WITHIN;
+        loop {
+            match tokio::time::timeout_at(deadline, self.resolve(command_id, hospital)).await {
+                Ok(Ok(resolution)) => return Some(resolution),
+                Ok(Err(error)) => {
+                    tracing::debug!(%command_id, %error, "cannot resolve the command yet")
                 }
-                Err(other) => return Err(CommandError::Store(other.to_string())),
+                Err(_elapsed) => return None,
             }
+            if tokio::time::Instant::now() + RESOLVE_RETRY >= deadline {
+                return None;
+            }
+            tokio::time::sleep(RESOLVE_RETRY).await;
         }
-        match self.outcome_of(ctx.command_id, &ctx.hospital).await {
-            Ok(Some(outcome)) => Ok(outcome),
-            Ok(None) => Err(CommandError::Store(format!(
-                "command {} committed but its events were not found",
-                ctx.command_id
-            ))),
-            Err(e) => Err(CommandError::Unavailable(e.to_string())),
-        }
+    }
+
+    /// Decides, for good, whether `command_id` committed in `hospital`.
+    ///
+    /// It first *fences* the id (a `command_ids` row with no committing transaction), then
+    /// looks for its events. The fence is the key to certainty: if the id had not committed,
+    /// no transaction can commit it afterwards (the event trigger refuses ids with a row),
+    /// and a transaction committing it right now makes the fence wait for its end. So once
+    /// this returns, its answer never changes. Costs one row for an id that never committed.
+    pub async fn resolve(
+        &self,
+        command_id: Uuid,
+        hospital: &HospitalId,
+    ) -> Result<Resolution, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        // A transaction of the command still running holds the fence up; bounded so the
+        // caller can answer "unknown" instead of hanging with it.
+        sqlx::query(FENCE_TIMEOUT).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO command_ids (command_id, fenced) VALUES ($1, true)              ON CONFLICT (command_id) DO NOTHING",
+        )
+        .bind(command_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(match self.outcome_of(command_id, hospital).await? {
+            Some(outcome) => Resolution::Committed(outcome),
+            None => Resolution::NeverCommitted,
+        })
+    }
+
+    /// The user who issued `command_id`, if it committed (from its events' metadata).
+    pub async fn issuer_of(&self, command_id: Uuid) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT metadata ->> 'user' FROM events WHERE command_id = $1 ORDER BY position LIMIT 1",
+        )
+        .bind(command_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map(Option::flatten)
     }
 
     /// The committed events of `command_id`, if it committed any (in `hospital`: another

@@ -33,6 +33,24 @@ pub enum Target {
     Record(String),
 }
 
+impl Target {
+    /// The aggregate a command with `command_id` acts on.
+    fn aggregate_id(&self, command_id: Uuid) -> String {
+        match self {
+            Target::Create => command_id.to_string(),
+            Target::Existing(id) | Target::Record(id) => id.clone(),
+        }
+    }
+
+    /// What an accepted command answers: 201 when it records something new.
+    fn success_status(&self) -> StatusCode {
+        match self {
+            Target::Existing(_) => StatusCode::OK,
+            Target::Create | Target::Record(_) => StatusCode::CREATED,
+        }
+    }
+}
+
 /// Confines `identity` to the hospital in the path and checks the role may perform `action`.
 /// The one place requests are authorized.
 pub fn authorize(
@@ -86,6 +104,10 @@ fn command_error<E: Rejection + std::error::Error>(error: CommandError<E>) -> Ap
             detail: "the record was changed concurrently; retry".into(),
         },
         CommandError::Unavailable(e) => ApiError::Unavailable(e),
+        CommandError::OutcomeUnknown { command_id, reason } => {
+            tracing::warn!(%command_id, %reason, "command outcome unknown");
+            ApiError::OutcomeUnknown { command_id }
+        }
         CommandError::Store(e) => ApiError::Internal(e),
     }
 }
@@ -148,6 +170,7 @@ where
             retry_after: wait.as_secs().max(1),
         })?;
 
+    let status = target.success_status();
     let keyed = idempotency::from_request(call.req, &call.body_digest)?;
     let command_id = match &keyed {
         None => Uuid::new_v4(),
@@ -158,6 +181,7 @@ where
                 &call.hospital,
                 &identity.user,
                 keyed,
+                status.as_u16(),
             )
             .await?
             {
@@ -188,35 +212,40 @@ where
         correlation_id,
         causation_id: command_id,
     };
-    let (id, status) = match &target {
-        Target::Create => (command_id.to_string(), StatusCode::CREATED),
-        Target::Existing(id) => (id.clone(), StatusCode::OK),
-        Target::Record(id) => (id.clone(), StatusCode::CREATED),
-    };
     let result = state
         .bus
-        .execute::<A>(&ctx, &id, || make_command(&ctx))
+        .execute::<A>(&ctx, &target.aggregate_id(command_id), || {
+            make_command(&ctx)
+        })
         .await;
+    let (pool, hospital, user) = (&state.pool, &call.hospital, &identity.user);
     match result {
         Ok(outcome) => {
             let body =
                 serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
             if let Some(keyed) = &keyed {
-                idempotency::complete(
-                    &state.pool,
-                    &call.hospital,
-                    &identity.user,
+                idempotency::store_response(
+                    pool,
+                    hospital,
+                    user,
                     &keyed.key,
+                    command_id,
                     status.as_u16(),
                     &body,
                 )
-                .await?;
+                .await;
             }
             Ok(HttpResponse::build(status).json(body))
         }
         Err(error) => {
             if let Some(keyed) = &keyed {
-                idempotency::release(&state.pool, &call.hospital, &identity.user, &keyed.key).await;
+                if matches!(error, CommandError::OutcomeUnknown { .. }) {
+                    // Not released: the retry resolves this command id from the log.
+                    idempotency::end_attempt(pool, hospital, user, &keyed.key, command_id).await;
+                } else {
+                    // Certain: nothing persisted, ever (the bus resolved database failures).
+                    idempotency::release(pool, hospital, user, &keyed.key, command_id).await;
+                }
             }
             Err(command_error(error))
         }

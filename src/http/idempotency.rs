@@ -1,9 +1,18 @@
-//! `Idempotency-Key` support for command endpoints.
+//! `Idempotency-Key` support for command endpoints: a keyed command is applied at most
+//! once, whatever fails.
 //!
-//! A retried command (same key, same hospital and user, same request) returns the first
-//! result and writes nothing new. The command id of a keyed request is derived from the key,
-//! so the committed events can always be found again: if the process dies after committing
-//! but before storing the response, the retry recovers the response from the events.
+//! A key row (hospital, user, key) names the command id its current attempt runs with. The
+//! guarantee does not rest on timing but on two facts of the database (see ARCHITECTURE.md,
+//! "At most once"):
+//! - a command id commits events in at most one transaction (the event trigger's guard);
+//! - a key moves to a new command id only after the old one was *fenced*
+//!   ([`CommandBus::resolve`]): found committed (then its outcome is the answer) or made
+//!   unable to ever commit.
+//!
+//! So at most one command id of a key can ever commit. The key is released (deleted, so
+//! the client may send a corrected request) only when its command certainly persisted
+//! nothing; when the outcome is unknown the key stays with its command id, and the retry
+//! resolves the truth from the log.
 
 use std::time::Duration;
 
@@ -14,7 +23,7 @@ use sqlx::{PgPool, Row};
 use uuid::Uuid;
 
 use super::problem::ApiError;
-use crate::command::CommandBus;
+use crate::command::{CommandBus, Resolution};
 
 /// The request header.
 pub const HEADER: &str = "Idempotency-Key";
@@ -22,9 +31,11 @@ pub const HEADER: &str = "Idempotency-Key";
 /// Longest accepted key. UUIDs and ULIDs are far shorter; this refuses abuse.
 pub const MAX_KEY_LEN: usize = 255;
 
-/// How long a first request may be in flight before a retry with the same key is allowed to
-/// take it over (it crashed without committing). Far longer than any command takes.
-pub const IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an attempt counts as running: a retry inside it answers 409
+/// `idempotency_key_in_flight` instead of resolving the attempt's command. An attempt is over
+/// far sooner (pool wait 5 s, resolution 2 s); past this, a retry resolves (fences) the
+/// command, which is safe even if the attempt were somehow still running: it then fails.
+pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(3);
 
 /// A keyed request.
 #[derive(Clone, Debug)]
@@ -67,7 +78,8 @@ pub fn from_request(req: &HttpRequest, body_digest: &[u8; 32]) -> Result<Option<
 /// What to do with a keyed request.
 #[derive(Debug)]
 pub enum Begin {
-    /// First time (or the previous attempt is known dead): run the command with this id.
+    /// Run the command with this id (the key's first attempt, or a new id after the previous
+    /// one was resolved as never committed).
     Run { command_id: Uuid },
     /// Already done: answer with this.
     Replay {
@@ -76,156 +88,268 @@ pub enum Begin {
     },
 }
 
-/// Claims the key, or finds the earlier result.
+/// The stored state of a claimed key.
+struct Claim {
+    request_hash: String,
+    command_id: Uuid,
+    success_status: Option<i16>,
+    response: Option<(i16, serde_json::Value)>,
+    /// Seconds since the running attempt started, if one is running.
+    attempt_age: Option<f64>,
+}
+
+/// Claims the key, or finds the earlier result. `success_status` is what the command
+/// answers when it commits (kept so an outcome recovered from the log answers the same).
 pub async fn begin(
     pool: &PgPool,
     bus: &CommandBus,
     hospital: &HospitalId,
     user: &UserId,
     keyed: &Keyed,
+    success_status: u16,
 ) -> Result<Begin, ApiError> {
-    let command_id = Uuid::new_v4();
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (hospital, user_id, key, request_hash, command_id) \
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(hospital.as_str())
-    .bind(user.as_str())
-    .bind(&keyed.key)
-    .bind(&keyed.request_hash)
-    .bind(command_id)
-    .execute(pool)
-    .await
-    .map_err(ApiError::database)?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(Begin::Run { command_id });
+    // A row purged between the claim and the read is claimed again; twice is enough.
+    for _ in 0..2 {
+        let command_id = Uuid::new_v4();
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys \
+               (hospital, user_id, key, request_hash, command_id, success_status, attempt_started_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp()) ON CONFLICT DO NOTHING",
+        )
+        .bind(hospital.as_str())
+        .bind(user.as_str())
+        .bind(&keyed.key)
+        .bind(&keyed.request_hash)
+        .bind(command_id)
+        .bind(success_status as i16)
+        .execute(pool)
+        .await
+        .map_err(ApiError::database)?
+        .rows_affected();
+        if inserted == 1 {
+            return Ok(Begin::Run { command_id });
+        }
+        if let Some(claim) = read_claim(pool, hospital, user, &keyed.key).await? {
+            return retry(pool, bus, hospital, user, keyed, claim, success_status).await;
+        }
     }
+    Err(ApiError::KeyInFlight { retry_after: 1 })
+}
+
+async fn read_claim(
+    pool: &PgPool,
+    hospital: &HospitalId,
+    user: &UserId,
+    key: &str,
+) -> Result<Option<Claim>, ApiError> {
     let row = sqlx::query(
-        "SELECT request_hash, command_id, response_status, response_body, \
-                extract(epoch FROM clock_timestamp() - created_at)::float8 AS age \
+        "SELECT request_hash, command_id, success_status, response_status, response_body, \
+                extract(epoch FROM clock_timestamp() - attempt_started_at)::float8 AS attempt_age \
          FROM idempotency_keys WHERE hospital = $1 AND user_id = $2 AND key = $3",
     )
     .bind(hospital.as_str())
     .bind(user.as_str())
-    .bind(&keyed.key)
+    .bind(key)
     .fetch_optional(pool)
     .await
     .map_err(ApiError::database)?;
     let Some(row) = row else {
-        // Purged between the two statements: treat as new.
-        return Box::pin(begin(pool, bus, hospital, user, keyed)).await;
+        return Ok(None);
     };
-    let get_err = |e: sqlx::Error| ApiError::Internal(e.to_string());
-    let stored_hash: String = row.try_get("request_hash").map_err(get_err)?;
-    let command_id: Uuid = row.try_get("command_id").map_err(get_err)?;
-    let status: Option<i16> = row.try_get("response_status").map_err(get_err)?;
-    let body: Option<serde_json::Value> = row.try_get("response_body").map_err(get_err)?;
-    let age = Duration::from_secs_f64(row.try_get::<f64, _>("age").map_err(get_err)?.max(0.0));
-    if stored_hash != keyed.request_hash {
+    let get = |e: sqlx::Error| ApiError::Internal(e.to_string());
+    let status: Option<i16> = row.try_get("response_status").map_err(get)?;
+    let body: Option<serde_json::Value> = row.try_get("response_body").map_err(get)?;
+    Ok(Some(Claim {
+        request_hash: row.try_get("request_hash").map_err(get)?,
+        command_id: row.try_get("command_id").map_err(get)?,
+        success_status: row.try_get("success_status").map_err(get)?,
+        response: status.zip(body),
+        attempt_age: row.try_get("attempt_age").map_err(get)?,
+    }))
+}
+
+/// A request whose key is already claimed: replay, wait, or take over.
+async fn retry(
+    pool: &PgPool,
+    bus: &CommandBus,
+    hospital: &HospitalId,
+    user: &UserId,
+    keyed: &Keyed,
+    claim: Claim,
+    success_status: u16,
+) -> Result<Begin, ApiError> {
+    if claim.request_hash != keyed.request_hash {
         return Err(ApiError::Unprocessable {
             code: "idempotency_key_reused",
             detail: format!("{HEADER} was already used with a different request"),
         });
     }
-    if let (Some(status), Some(body)) = (status, body) {
-        // Rows past retention are purged by `purge_expired`; until then they answer.
+    // Rows past retention are purged by `purge_expired`; until then they answer.
+    if let Some((status, body)) = claim.response {
         return Ok(Begin::Replay {
             status: status as u16,
             body,
         });
     }
-    // No stored response: either in flight, or the first attempt died. Its events, if it
-    // committed any, carry the derived command id.
-    if let Some(outcome) = bus
-        .outcome_of(command_id, hospital)
-        .await
-        .map_err(ApiError::database)?
-    {
-        let body = serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
-        // The status of the first attempt is unknown here; a created aggregate has version 1.
-        let status = if outcome.version == 1 { 201 } else { 200 };
-        complete(pool, hospital, user, &keyed.key, status, &body).await?;
-        return Ok(Begin::Replay { status, body });
+    if let Some(age) = claim.attempt_age {
+        let window = IN_FLIGHT_WINDOW.as_secs_f64();
+        if age < window {
+            return Err(ApiError::KeyInFlight {
+                retry_after: (window - age).ceil().max(1.0) as u64,
+            });
+        }
     }
-    if age < IN_FLIGHT_TIMEOUT {
-        return Err(ApiError::Conflict {
-            code: "idempotency_key_in_flight",
-            detail: "a request with this Idempotency-Key is still being processed".into(),
-        });
-    }
-    let taken = sqlx::query(
-        "UPDATE idempotency_keys SET created_at = clock_timestamp(), response_status = NULL, \
-         response_body = NULL WHERE hospital = $1 AND user_id = $2 AND key = $3 \
-         AND clock_timestamp() - created_at >= make_interval(secs => $4)",
-    )
-    .bind(hospital.as_str())
-    .bind(user.as_str())
-    .bind(&keyed.key)
-    .bind(IN_FLIGHT_TIMEOUT.as_secs_f64())
-    .execute(pool)
-    .await
-    .map_err(ApiError::database)?
-    .rows_affected();
-    if taken == 1 {
-        Ok(Begin::Run { command_id })
-    } else {
-        Err(ApiError::Conflict {
-            code: "idempotency_key_in_flight",
-            detail: "a request with this Idempotency-Key is still being processed".into(),
-        })
+    // No attempt is running: decide the last one's command for good.
+    let resolution =
+        bus.resolve(claim.command_id, hospital)
+            .await
+            .map_err(|_| ApiError::OutcomeUnknown {
+                command_id: claim.command_id,
+            })?;
+    match resolution {
+        Resolution::Committed(outcome) => {
+            let status = claim
+                .success_status
+                .map_or(success_status, |status| status as u16);
+            let body =
+                serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
+            store_response(
+                pool,
+                hospital,
+                user,
+                &keyed.key,
+                claim.command_id,
+                status,
+                &body,
+            )
+            .await;
+            Ok(Begin::Replay { status, body })
+        }
+        Resolution::NeverCommitted => {
+            // The old id is fenced: a new one cannot make the key apply twice.
+            let command_id = Uuid::new_v4();
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET command_id = $5, attempt_started_at = clock_timestamp() \
+                 WHERE hospital = $1 AND user_id = $2 AND key = $3 AND command_id = $4 \
+                 AND response_status IS NULL",
+            )
+            .bind(hospital.as_str())
+            .bind(user.as_str())
+            .bind(&keyed.key)
+            .bind(claim.command_id)
+            .bind(command_id)
+            .execute(pool)
+            .await
+            .map_err(ApiError::database)?
+            .rows_affected();
+            if taken == 1 {
+                Ok(Begin::Run { command_id })
+            } else {
+                // Another retry took it over first.
+                Err(ApiError::KeyInFlight { retry_after: 1 })
+            }
+        }
     }
 }
 
-/// Stores the response of a completed keyed request.
-pub async fn complete(
+/// Stores the response of a keyed command that committed. Best effort: if it cannot be
+/// stored (the database went away after the commit), a retry recovers the same outcome from
+/// the log, so the client still gets its success now.
+pub async fn store_response(
     pool: &PgPool,
     hospital: &HospitalId,
     user: &UserId,
     key: &str,
+    command_id: Uuid,
     status: u16,
     body: &serde_json::Value,
-) -> Result<(), ApiError> {
-    sqlx::query(
-        "UPDATE idempotency_keys SET response_status = $4, response_body = $5 \
-         WHERE hospital = $1 AND user_id = $2 AND key = $3",
+) {
+    let result = sqlx::query(
+        "UPDATE idempotency_keys SET response_status = $5, response_body = $6, \
+                attempt_started_at = NULL \
+         WHERE hospital = $1 AND user_id = $2 AND key = $3 AND command_id = $4",
     )
     .bind(hospital.as_str())
     .bind(user.as_str())
     .bind(key)
+    .bind(command_id)
     .bind(status as i16)
     .bind(body)
     .execute(pool)
-    .await
-    .map_err(ApiError::database)?;
-    Ok(())
+    .await;
+    if let Err(error) = result {
+        tracing::info!(%error, %command_id, "could not store a keyed response; a retry recovers it from the log");
+    }
 }
 
-/// Forgets a key whose command was rejected, so nothing at all is persisted for it and the
-/// client may retry after fixing the request.
-pub async fn release(pool: &PgPool, hospital: &HospitalId, user: &UserId, key: &str) {
+/// Forgets a key whose command certainly persisted nothing (rejected, or resolved as never
+/// committed), so the client may retry, even with a corrected request. Only the attempt's own
+/// command id is released: a key another retry has moved on is left alone.
+pub async fn release(
+    pool: &PgPool,
+    hospital: &HospitalId,
+    user: &UserId,
+    key: &str,
+    command_id: Uuid,
+) {
     let result = sqlx::query(
         "DELETE FROM idempotency_keys WHERE hospital = $1 AND user_id = $2 AND key = $3 \
-         AND response_status IS NULL",
+         AND command_id = $4 AND response_status IS NULL",
     )
     .bind(hospital.as_str())
     .bind(user.as_str())
     .bind(key)
+    .bind(command_id)
     .execute(pool)
     .await;
     if let Err(error) = result {
-        // The key then stays "in flight" until IN_FLIGHT_TIMEOUT; harmless.
-        tracing::warn!(%error, "could not release idempotency key");
+        // The key then stays claimed: a retry resolves its command (never committed) and
+        // runs again. Harmless.
+        tracing::info!(%error, "could not release an idempotency key");
     }
 }
 
-/// Deletes keys older than `retention`. Run periodically by the server.
+/// Marks the attempt of a command whose outcome is unknown as over, so a retry need not wait
+/// for [`IN_FLIGHT_WINDOW`] before resolving it. Best effort: the database just failed.
+pub async fn end_attempt(
+    pool: &PgPool,
+    hospital: &HospitalId,
+    user: &UserId,
+    key: &str,
+    command_id: Uuid,
+) {
+    let result = sqlx::query(
+        "UPDATE idempotency_keys SET attempt_started_at = NULL \
+         WHERE hospital = $1 AND user_id = $2 AND key = $3 AND command_id = $4",
+    )
+    .bind(hospital.as_str())
+    .bind(user.as_str())
+    .bind(key)
+    .bind(command_id)
+    .execute(pool)
+    .await;
+    if let Err(error) = result {
+        tracing::debug!(%error, "could not end the attempt of a keyed command");
+    }
+}
+
+/// Deletes keys older than `retention`, and fences older than `retention` (no attempt of
+/// their command can still be running, and no key can still name them). Run periodically by
+/// the server.
 pub async fn purge_expired(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    let keys = sqlx::query(
         "DELETE FROM idempotency_keys WHERE created_at < clock_timestamp() - make_interval(secs => $1)",
     )
     .bind(retention.as_secs_f64())
     .execute(pool)
     .await?
-    .rows_affected())
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM command_ids WHERE fenced \
+         AND recorded_at < clock_timestamp() - make_interval(secs => $1)",
+    )
+    .bind(retention.as_secs_f64())
+    .execute(pool)
+    .await?;
+    Ok(keys)
 }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod alerts;
 pub mod appointments;
 pub mod cases;
+pub mod command_outcomes;
 pub mod commands;
 pub mod events;
 pub mod extract;
@@ -170,6 +171,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::resource("/metrics")
                     .route(web::get().to(reads_metrics::metrics))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/commands/{command_id}")
+                    .route(web::get().to(command_outcomes::outcome))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

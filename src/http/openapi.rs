@@ -9,7 +9,10 @@ use super::{
     admin, alerts, appointments, cases, events, health, notifications, policies, problem, reads,
     vitals,
 };
-use super::{reads_cases, reads_metrics, reads_notifications, reads_patients, reads_schedule};
+use super::{
+    command_outcomes, reads_cases, reads_metrics, reads_notifications, reads_patients,
+    reads_schedule,
+};
 use crate::command::{CommandOutcome, CommittedEvent};
 
 /// Declares the bearer-JWT security scheme the endpoints refer to.
@@ -43,7 +46,7 @@ impl Modify for BearerAuth {
         vitals::record,
         appointments::schedule, appointments::reschedule, appointments::check_in, appointments::cancel,
         notifications::send, notifications::mark_read,
-        events::list,
+        events::list, command_outcomes::outcome,
         reads::alert_board,
         reads_cases::list, reads_cases::detail, reads_patients::view, reads_schedule::list,
         reads_notifications::inbox, reads_metrics::metrics,

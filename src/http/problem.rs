@@ -14,6 +14,9 @@ use crate::auth::AuthError;
 /// Prefix of every problem `type` URI.
 pub const PROBLEM_TYPE_PREFIX: &str = "urn:vigil:problem:";
 
+/// Seconds an `outcome_unknown` answer asks a client to wait: about one PostgreSQL restart.
+pub const OUTCOME_UNKNOWN_RETRY_AFTER: u64 = 1;
+
 /// A problem details document (RFC 9457), as sent to clients.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -31,9 +34,15 @@ pub struct Problem {
     /// The offending request field (JSON path), for validation errors.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
-    /// Seconds to wait before retrying (429).
+    /// Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+    /// `outcome_unknown`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The command whose outcome is unknown (`outcome_unknown`): ask
+    /// `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+    /// `Idempotency-Key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<String>,
 }
 
 /// Every way a request can fail.
@@ -61,6 +70,11 @@ pub enum ApiError {
     /// 409: a rejected state transition or a concurrency conflict.
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// 409: an earlier request with the same `Idempotency-Key` is still running.
+    #[error(
+        "a request with this Idempotency-Key is still being processed; retry in {retry_after} s"
+    )]
+    KeyInFlight { retry_after: u64 },
     /// 413: body larger than the limit.
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
@@ -81,6 +95,10 @@ pub enum ApiError {
     /// 503: the database is unreachable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// 503: the database failed around the commit and the command may or may not have
+    /// committed. Unlike [`ApiError::Unavailable`], this does not say "nothing persisted".
+    #[error("the database failed while the command was committing; whether command {command_id} committed is not known yet")]
+    OutcomeUnknown { command_id: uuid::Uuid },
     /// 500: a server fault (logged, never detailed to the client).
     #[error("internal error: {0}")]
     Internal(String),
@@ -134,6 +152,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::KeyInFlight { .. } => "idempotency_key_in_flight",
+            ApiError::OutcomeUnknown { .. } => "outcome_unknown",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -153,7 +173,20 @@ impl ApiError {
                 "Too many requests"
             }
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::KeyInFlight { .. } => "Conflict",
+            ApiError::OutcomeUnknown { .. } => "Outcome unknown",
             ApiError::Internal(_) => "Internal server error",
+        }
+    }
+
+    /// Seconds a client should wait before retrying, where the error says so.
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::RateLimited { retry_after }
+            | ApiError::KeyInFlight { retry_after }
+            | ApiError::TooManyConnections { retry_after, .. } => Some(*retry_after),
+            ApiError::OutcomeUnknown { .. } => Some(OUTCOME_UNKNOWN_RETRY_AFTER),
+            _ => None,
         }
     }
 
@@ -173,9 +206,9 @@ impl ApiError {
                 ApiError::BadRequest { field, .. } => field.clone(),
                 _ => None,
             },
-            retry_after: match self {
-                ApiError::RateLimited { retry_after }
-                | ApiError::TooManyConnections { retry_after, .. } => Some(*retry_after),
+            retry_after: self.retry_after(),
+            command_id: match self {
+                ApiError::OutcomeUnknown { command_id } => Some(command_id.to_string()),
                 _ => None,
             },
         }
@@ -197,7 +230,10 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::OutcomeUnknown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::KeyInFlight { .. } => StatusCode::CONFLICT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -208,15 +244,11 @@ impl ResponseError for ApiError {
         }
         let mut response = HttpResponse::build(self.status_code());
         response.insert_header((header::CONTENT_TYPE, "application/problem+json"));
-        match self {
-            ApiError::Unauthorized(_) => {
-                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
-            }
-            ApiError::RateLimited { retry_after }
-            | ApiError::TooManyConnections { retry_after, .. } => {
-                response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
-            }
-            _ => {}
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Some(retry_after) = self.retry_after() {
+            response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
         }
         // Serializing this struct cannot fail (strings and integers only).
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();

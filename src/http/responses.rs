@@ -19,7 +19,8 @@ pub enum CommandErrors {
     /// Unknown aggregate.
     #[response(status = 404, content_type = "application/problem+json")]
     NotFound(#[to_schema] Problem),
-    /// Rejected transition, concurrency conflict, or the same Idempotency-Key still in flight.
+    /// Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
+    /// request with the same Idempotency-Key is still running (see `Retry-After`).
     #[response(status = 409, content_type = "application/problem+json")]
     Conflict(#[to_schema] Problem),
     /// Body larger than 64 KiB.
@@ -34,7 +35,10 @@ pub enum CommandErrors {
     /// Rate limited; see `Retry-After`.
     #[response(status = 429, content_type = "application/problem+json")]
     RateLimited(#[to_schema] Problem),
-    /// Database unreachable.
+    /// `unavailable`: the database is unreachable and nothing was persisted; or
+    /// `outcome_unknown`: the database failed around the commit, and whether the command
+    /// (`command_id` in the body) committed is not known yet — retry with the same
+    /// Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
     #[response(status = 503, content_type = "application/problem+json")]
     Unavailable(#[to_schema] Problem),
 }

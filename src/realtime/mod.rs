@@ -56,10 +56,9 @@ pub struct Push {
     pub frame: ServerFrame,
 }
 
+/// A duration flag: `30s`, `500ms`, ..., or a bare number of milliseconds (the old form).
 fn millis(raw: &str) -> Result<Duration, String> {
-    raw.parse::<u64>()
-        .map(Duration::from_millis)
-        .map_err(|_| format!("`{raw}` is not a number of milliseconds"))
+    crate::config::parse_duration(raw, crate::config::BareUnit::Millis)
 }
 
 /// Limits and timers of the realtime gateway. Every value has a flag and a `VIGIL_*`

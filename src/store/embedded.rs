@@ -23,8 +23,11 @@
 //!   is what makes `--auth=trust` safe.
 //! - PostgreSQL never runs as root (it refuses to): when vigil runs as root, as it does in CI and
 //!   containers, every PostgreSQL binary runs as the unprivileged `postgres` system user.
-//! - A process stops only a server it started itself ([`EmbeddedPostgres::started_by_us`]), so
-//!   several test processes can share one cluster without pulling it from under each other.
+//! - A process stops only a server it owns ([`EmbeddedPostgres::owns_server`]): one it started
+//!   itself, or, with [`EmbeddedPostgres::start_owned`], one it adopted. So several test
+//!   processes can share one cluster without pulling it from under each other, while `vigil
+//!   serve`, which holds its data dir's owner lock (`store::owner`), stops a PostgreSQL left
+//!   running by a crashed predecessor, because under that lock nobody else can be using it.
 
 use std::ffi::{CString, OsStr};
 use std::fs::{self, File, OpenOptions};
@@ -175,8 +178,12 @@ pub struct EmbeddedPostgres {
     port: u16,
     /// The user to run PostgreSQL binaries as, when vigil runs as root; `None` runs them directly.
     run_as: Option<SystemUser>,
-    /// Whether this value's `start` launched the server, and so whether `stop` may stop it.
-    started_by_us: bool,
+    /// Whether this value owns the server (launched it, or adopted it under the data dir's
+    /// owner lock), and so whether `stop` may stop it.
+    owned: bool,
+    /// The data dir's owner lock, held while this value owns the server so that no other
+    /// Vigil process starts using (or stopping) it meanwhile; released when this is dropped.
+    owner_lock: Option<super::owner::OwnerLock>,
 }
 
 /// An unprivileged user to run PostgreSQL as, and how to switch to it.
@@ -212,11 +219,35 @@ impl EmbeddedPostgres {
     /// Starts (or reuses) the cluster in `data_dir`; creates it on first use.
     ///
     /// Creates `data_dir` if needed. If the cluster is already running (started by another
-    /// process, such as another test binary), it is reused and [`Self::started_by_us`] is false.
+    /// process, such as another test binary), it is reused and [`Self::owns_server`] is false.
     /// Initialization and start happen under an exclusive lock on `<data_dir>/.vigil.lock`, so
     /// concurrent callers neither initialize twice nor start two servers.
     #[tracing::instrument(name = "embedded_postgres_start", skip_all, fields(data_dir = %data_dir.display(), port = port))]
     pub fn start(data_dir: &Path, port: u16) -> Result<Self, EmbeddedError> {
+        Self::start_as(data_dir, port, None)
+    }
+
+    /// Starts the cluster in `data_dir` as its sole owner, holding `lock` (the Vigil data dir's
+    /// owner lock) until this value is dropped.
+    ///
+    /// A server found already running is adopted: under the owner lock no other Vigil uses the
+    /// data dir, so it can only have been left by one that crashed (`kill -9`), and this value
+    /// stops it like one it started. Creates `data_dir` if needed.
+    #[tracing::instrument(name = "embedded_postgres_start", skip_all, fields(data_dir = %data_dir.display(), port = port))]
+    pub fn start_owned(
+        data_dir: &Path,
+        port: u16,
+        lock: super::owner::OwnerLock,
+    ) -> Result<Self, EmbeddedError> {
+        Self::start_as(data_dir, port, Some(lock))
+    }
+
+    /// [`Self::start`] and [`Self::start_owned`].
+    fn start_as(
+        data_dir: &Path,
+        port: u16,
+        owner_lock: Option<super::owner::OwnerLock>,
+    ) -> Result<Self, EmbeddedError> {
         let bin_dir = locate_binaries()?;
         let run_as = if running_as_root() {
             Some(SystemUser::postgres()?)
@@ -239,7 +270,8 @@ impl EmbeddedPostgres {
             bin_dir,
             port,
             run_as,
-            started_by_us: false,
+            owned: false,
+            owner_lock,
         };
         tracing::debug!(bin_dir = %pg.bin_dir.display(), run_as = ?pg.run_as.as_ref().map(|u| u.name), "found PostgreSQL");
 
@@ -247,13 +279,26 @@ impl EmbeddedPostgres {
         pg.prepare_directories()?;
         pg.initialize_if_needed()?;
         match pg.status()? {
+            ServerState::Running if pg.owner_lock.is_some() => {
+                pg.adopt_running_server();
+                pg.owned = true;
+                let postmaster = read_pid_file(&pg.pgdata.join("postmaster.pid"))
+                    .and_then(|lines| lines.first().map(|pid| pid.trim().to_owned()))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    postmaster,
+                    socket_dir = %pg.socket_dir.display(),
+                    "adopting the PostgreSQL a previous Vigil left running in this data dir (it \
+                     ended without stopping it); it is stopped on exit"
+                );
+            }
             ServerState::Running => {
                 pg.adopt_running_server();
                 tracing::info!(socket_dir = %pg.socket_dir.display(), port = pg.port, "reusing running PostgreSQL");
             }
             ServerState::NotRunning => {
                 pg.start_server()?;
-                pg.started_by_us = true;
+                pg.owned = true;
                 tracing::info!(socket_dir = %pg.socket_dir.display(), port = pg.port, "started PostgreSQL");
             }
         }
@@ -299,16 +344,24 @@ impl EmbeddedPostgres {
         self.port
     }
 
-    /// Whether [`Self::start`] launched the server (rather than reusing a running one); only
-    /// then does [`Self::stop`] stop it.
-    pub fn started_by_us(&self) -> bool {
-        self.started_by_us
+    /// Whether this value owns the server: [`Self::start`] launched it (rather than reusing a
+    /// running one), or [`Self::start_owned`] launched or adopted it. Only then does
+    /// [`Self::stop`] stop it.
+    pub fn owns_server(&self) -> bool {
+        self.owned
+    }
+
+    /// Gives up ownership without stopping the server: a command that found the data dir owned
+    /// by a running `vigil serve` must leave the server to it, even if it started it itself
+    /// (the server, still starting, then adopts it).
+    pub fn disown(&mut self) {
+        self.owned = false;
     }
 
     /// Stops the server with a fast shutdown (sessions are disconnected, transactions rolled
-    /// back), if this value started it; a reused server is left to whoever started it.
+    /// back), if this value owns it; a reused server is left to whoever started it.
     pub fn stop(&self) -> Result<(), EmbeddedError> {
-        if !self.started_by_us {
+        if !self.owned {
             tracing::debug!(data_dir = %self.data_dir.display(), "not stopping PostgreSQL: another process started it");
             return Ok(());
         }
@@ -1145,7 +1198,7 @@ mod tests {
 
         // Arrange / Act: first start creates the cluster.
         let pg = EmbeddedPostgres::start(&data_dir, DEFAULT_PORT).expect("first start");
-        assert!(pg.started_by_us());
+        assert!(pg.owns_server());
         assert!(pg.data_dir().join("pgdata/PG_VERSION").is_file());
         assert!(pg.socket_dir().is_absolute());
         let mode = fs::metadata(pg.socket_dir()).expect("socket dir").mode() & 0o777;
@@ -1161,7 +1214,7 @@ mod tests {
 
         // A second start on the same directory reuses the running server.
         let again = EmbeddedPostgres::start(&data_dir, DEFAULT_PORT).expect("second start");
-        assert!(!again.started_by_us());
+        assert!(!again.owns_server());
         assert_eq!(again.url("vigil"), pg.url("vigil"));
         again.stop().expect("stop of a reused server is a no-op");
         assert_eq!(select_one_sqlx(&pg.url("vigil")), 1);
@@ -1176,7 +1229,7 @@ mod tests {
 
         // Start again: the existing cluster (with its database) is reused, not re-created.
         let pg = EmbeddedPostgres::start(&data_dir, DEFAULT_PORT).expect("start on existing");
-        assert!(pg.started_by_us());
+        assert!(pg.owns_server());
         assert_eq!(select_one_sqlx(&pg.url("vigil")), 1);
         pg.stop().expect("final stop");
     }
@@ -1209,7 +1262,7 @@ mod tests {
         let pg = EmbeddedPostgres::start(&data_dir, 5433).expect("start after crash");
 
         // Assert
-        assert!(pg.started_by_us());
+        assert!(pg.owns_server());
         assert_eq!(select_one_sqlx(&pg.url("postgres")), 1);
         pg.stop().expect("stop");
     }
@@ -1257,9 +1310,31 @@ mod tests {
 
         // Assert
         let pg = restarted.expect("start despite the stale pid file");
-        assert!(pg.started_by_us());
+        assert!(pg.owns_server());
         assert_eq!(select_one_sqlx(&pg.url("postgres")), 1);
         pg.stop().expect("stop");
+    }
+
+    #[test]
+    fn the_data_dirs_owner_adopts_a_server_left_running_and_stops_it() {
+        let dir = TempDir::new("adopt");
+        let data_dir = dir.0.join("data");
+        // Arrange: a server whose starter went away without stopping it, as after a kill -9.
+        let left = EmbeddedPostgres::start(&data_dir, 5437).expect("start");
+        assert!(left.owns_server());
+        drop(left);
+
+        // Act
+        let lock = super::super::owner::OwnerLock::try_acquire(&dir.0, "serve", Some(1))
+            .expect("lock")
+            .expect("free");
+        let pg = EmbeddedPostgres::start_owned(&data_dir, 5437, lock).expect("adopt");
+
+        // Assert: the same server, now owned, so stop stops it.
+        assert!(pg.owns_server());
+        assert_eq!(select_one_sqlx(&pg.url("postgres")), 1);
+        pg.stop().expect("stop");
+        assert_eq!(pg.status().expect("status"), ServerState::NotRunning);
     }
 
     #[test]
@@ -1279,7 +1354,7 @@ mod tests {
             .collect();
 
         // Invariant: exactly one caller started the server; the others reused it.
-        assert_eq!(started.iter().filter(|pg| pg.started_by_us()).count(), 1);
+        assert_eq!(started.iter().filter(|pg| pg.owns_server()).count(), 1);
         for pg in &started {
             assert_eq!(select_one_sqlx(&pg.url("postgres")), 1);
         }
@@ -1387,7 +1462,8 @@ mod tests {
             bin_dir: PathBuf::from("/bin"),
             port: 5999,
             run_as: None,
-            started_by_us: false,
+            owned: false,
+            owner_lock: None,
         };
         assert_eq!(
             pg.url("my db/1"),

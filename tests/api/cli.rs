@@ -790,3 +790,280 @@ async fn serve_on_a_busy_port_fails_cleanly_and_starts_no_database() {
         "no embedded PostgreSQL was set up"
     );
 }
+
+/// Every `WARN` or `ERROR` record in a text log.
+fn warnings(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_second_serve_on_the_same_data_dir_is_refused_naming_the_owners_pid_and_port() {
+    // Arrange: a server owns the data dir.
+    let data = DataDir::new();
+    let first = Server::start(&data, &[]).await;
+    let postmaster = data.postmaster_pid().expect("the embedded PostgreSQL runs");
+    let owner_pid = first.process.child.id();
+
+    // Act: a second server on another port, same data dir.
+    let second = run(vigil(data.path(), &["serve", "--bind", "127.0.0.1:0"])).await;
+
+    // Assert: refused with one line naming the data dir and the owner's pid and port...
+    assert!(!second.status.success(), "the second server started");
+    assert!(
+        !second.stdout.contains("vigil listening"),
+        "{}",
+        second.stdout
+    );
+    let line = second
+        .stderr
+        .lines()
+        .find(|line| line.contains("in use"))
+        .unwrap_or_else(|| panic!("no refusal on stderr:\n{}", second.stderr));
+    for part in [
+        data.path().display().to_string(),
+        format!("pid {owner_pid}"),
+        format!("port {}", first.port),
+    ] {
+        assert!(line.contains(&part), "`{part}` missing from: {line}");
+    }
+    // ...and the first server, and its PostgreSQL, are untouched.
+    assert_eq!(data.postmaster_pid(), Some(postmaster));
+    first.wait_ready().await;
+    assert_stopped_cleanly(first.stop().await, &data, postmaster);
+}
+
+#[actix_web::test]
+async fn a_postgresql_left_by_a_killed_server_is_adopted_and_stopped_on_exit() {
+    // Arrange: a server killed outright, which cannot stop its PostgreSQL.
+    let data = DataDir::new();
+    let mut crashed = Server::start(&data, &[]).await;
+    let postmaster = data.postmaster_pid().expect("the embedded PostgreSQL runs");
+    crashed.process.signal(libc::SIGKILL);
+    assert!(
+        crashed.process.wait_exit(STOP_TIMEOUT).await.is_some(),
+        "kill -9 ends vigil"
+    );
+    assert!(
+        is_running_postgres(postmaster),
+        "the crash leaves PostgreSQL running"
+    );
+
+    // Act: the next server on the data dir.
+    let server = Server::start(&data, &[]).await;
+
+    // Assert: it uses the same PostgreSQL, says it adopted it, and stops it on exit.
+    assert_eq!(
+        data.postmaster_pid(),
+        Some(postmaster),
+        "adopted, not restarted"
+    );
+    assert!(
+        server.process.stdout().contains("adopting the PostgreSQL"),
+        "{}",
+        server.process.describe()
+    );
+    assert_stopped_cleanly(server.stop().await, &data, postmaster);
+}
+
+#[actix_web::test]
+async fn commands_other_than_serve_need_an_existing_data_dir_and_create_none() {
+    // Arrange: a working directory with no data dir in it.
+    let cwd = DataDir::new();
+    let missing = cwd.path().join("missing");
+    let commands: [&[&str]; 4] = [
+        &[
+            "token",
+            "--hospital",
+            "h1",
+            "--user",
+            "u-1",
+            "--role",
+            "nurse",
+        ],
+        &["projections", "status"],
+        &["projections", "rebuild", "alert_board"],
+        &["migrate"],
+    ];
+    for args in commands {
+        for (data_dir, expected) in [
+            // VIGIL_DATA_DIR naming a directory that does not exist...
+            (Some(&missing), missing.clone()),
+            // ...and the default, ./var, run from a directory without one.
+            (None, cwd.path().join("var")),
+        ] {
+            let mut cmd = vigil(cwd.path(), args);
+            match data_dir {
+                Some(dir) => cmd.env("VIGIL_DATA_DIR", dir),
+                None => cmd.env_remove("VIGIL_DATA_DIR"),
+            };
+
+            // Act
+            let finished = run(cmd).await;
+
+            // Assert: refused, naming the absolute path it looked in and --data-dir.
+            assert!(!finished.status.success(), "`vigil {args:?}` succeeded");
+            for part in [&expected.display().to_string(), "--data-dir"] {
+                assert!(
+                    finished.stderr.contains(part),
+                    "`vigil {args:?}`: `{part}` missing from stderr:\n{}",
+                    finished.stderr
+                );
+            }
+            assert_eq!(
+                finished.stdout.trim(),
+                "",
+                "`vigil {args:?}` printed something"
+            );
+        }
+    }
+    let left: Vec<_> = fs::read_dir(cwd.path())
+        .expect("read the working directory")
+        .collect();
+    assert!(left.is_empty(), "nothing created: {left:?}");
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_url_is_reported_with_its_host_port_and_the_os_error() {
+    // Arrange: a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("address")
+        .port();
+    let data = DataDir::new();
+
+    for args in [&["serve", "--bind", "127.0.0.1:0"][..], &["migrate"][..]] {
+        let mut cmd = vigil(data.path(), args);
+        cmd.env(
+            "DATABASE_URL",
+            format!("postgres://vigil@127.0.0.1:{port}/vigil"),
+        )
+        .env(
+            "VIGIL_JWT_SECRET",
+            "an-unreachable-database-test-secret-0123",
+        );
+
+        // Act
+        let finished = run(cmd).await;
+
+        // Assert
+        assert!(!finished.status.success(), "`vigil {}` succeeded", args[0]);
+        let expected =
+            format!("cannot connect to PostgreSQL at 127.0.0.1:{port}: Connection refused");
+        assert!(
+            finished.stderr.contains(&expected),
+            "`vigil {}`: `{expected}` missing from stderr:\n{}",
+            args[0],
+            finished.stderr
+        );
+        assert!(
+            !finished.stderr.contains("timed out"),
+            "{}",
+            finished.stderr
+        );
+    }
+}
+
+#[actix_web::test]
+async fn a_data_dir_that_cannot_be_created_is_named_in_the_error() {
+    // Arrange: the data dir would be below a regular file.
+    let cwd = DataDir::new();
+    let file = cwd.path().join("a-file");
+    fs::write(&file, "not a directory").expect("write a file");
+    let data_dir = file.join("var");
+    let mut cmd = vigil(cwd.path(), &["serve", "--bind", "127.0.0.1:0"]);
+    cmd.env("VIGIL_DATA_DIR", &data_dir);
+
+    // Act
+    let finished = run(cmd).await;
+
+    // Assert
+    assert!(!finished.status.success());
+    assert!(
+        finished.stderr.contains(&data_dir.display().to_string()),
+        "the path is named:\n{}",
+        finished.stderr
+    );
+}
+
+#[actix_web::test]
+async fn sigterm_stops_a_busy_server_without_a_warning() {
+    // Arrange: a server whose projectors, policies and listeners have work and connections.
+    let data = DataDir::new();
+    let mut server = Server::start(&data, &["--demo"]).await;
+    let token = demo_token(&mut server).await;
+    let raised = server
+        .post(
+            "/api/hospitals/demo/alerts",
+            &token,
+            Some(json!({"severity": "high", "message": "Bed 3: HR 130", "patient": "p-1"})),
+        )
+        .await;
+    assert_eq!(raised.status(), StatusCode::CREATED);
+    let postmaster = data.postmaster_pid().expect("the embedded PostgreSQL runs");
+
+    // Act
+    let status = server.process.terminate().await;
+    server.process.drain().await;
+
+    // Assert: a clean stop, and nothing in the log an operator would have to look into.
+    assert_stopped_cleanly(status, &data, postmaster);
+    let log = server.process.describe();
+    assert_eq!(warnings(&log), Vec::<&str>::new(), "{log}");
+}
+
+#[actix_web::test]
+async fn rebuilding_a_hospital_without_events_says_so_and_fails() {
+    // Arrange
+    let db = TestDatabase::create().await;
+    let data = DataDir::new();
+    let mut cmd = vigil(
+        data.path(),
+        &[
+            "projections",
+            "rebuild",
+            "alert_board",
+            "--hospital",
+            "nosuch",
+        ],
+    );
+    cmd.env("DATABASE_URL", &db.url);
+
+    // Act
+    let finished = run(cmd).await;
+
+    // Assert
+    assert!(!finished.status.success(), "{}", finished.stdout);
+    assert!(
+        finished
+            .stderr
+            .contains("hospital `nosuch` has no events, so there is nothing to rebuild"),
+        "{}",
+        finished.stderr
+    );
+}
+
+#[actix_web::test]
+async fn serve_help_says_durations_take_units() {
+    let data = DataDir::new();
+    let help = run(vigil(data.path(), &["serve", "--help"])).await;
+    assert!(help.status.success());
+    assert!(
+        help.stdout.contains("500ms, 30s, 5m, 1h") && help.stdout.contains("A bare number"),
+        "{}",
+        help.stdout
+    );
+    let accepted = run(vigil(
+        data.path(),
+        &["serve", "--heartbeat", "nonsense", "--bind", "127.0.0.1:0"],
+    ))
+    .await;
+    assert!(!accepted.status.success());
+    assert!(
+        accepted.stderr.contains("is not a duration like 500ms"),
+        "{}",
+        accepted.stderr
+    );
+}

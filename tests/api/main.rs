@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod errors;
 mod events;
+mod exactly_once;
 mod field_workers;
 mod helpers;
 mod idempotency;
