@@ -292,6 +292,7 @@ impl SessionActor {
         id: Option<FrameId>,
         ctx: &mut Context<Self>,
     ) {
+        tracing::info!(session = self.id, hospital = %identity.hospital, user = %identity.user, role = identity.role.as_str(), "websocket admitted");
         self.slot = Some(slot);
         self.identity = Some(identity.clone());
         self.schedule_token_timers(ctx);
@@ -1022,7 +1023,9 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         Metrics::inc(&self.rt.metrics.ws_connections);
-        tracing::info!(session = self.id, hospital = %self.hospital, authenticated = self.identity.is_some(), "websocket connected");
+        // `debug` until authenticated: anyone can open connections without credentials, and
+        // the log must not be a way to fill the disk (`admitted` logs at `info`).
+        tracing::debug!(session = self.id, hospital = %self.hospital, authenticated = self.identity.is_some(), "websocket connected");
         let settings = self.rt.settings.clone();
         match self.identity.take() {
             Some(identity) => self.authenticated(identity, None, ctx),
@@ -1056,7 +1059,11 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         Metrics::dec(&self.rt.metrics.ws_connections);
-        tracing::info!(session = self.id, hospital = %self.hospital, "websocket closed");
+        if self.slot.is_some() {
+            tracing::info!(session = self.id, hospital = %self.hospital, "websocket closed");
+        } else {
+            tracing::debug!(session = self.id, hospital = %self.hospital, "websocket closed before admission");
+        }
         for _ in 0..self.subscriptions.len() {
             Metrics::dec(&self.rt.metrics.subscriptions);
         }

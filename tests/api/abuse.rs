@@ -223,3 +223,75 @@ async fn an_unsigned_token_is_refused_with_a_plain_message() {
         }
     }
 }
+
+/// Invariant (as PROTOCOL.md states it): frames the server cannot understand — malformed
+/// JSON, an unknown frame type, wrong fields, a binary frame (`unsupported_frame`) — count as
+/// violations and close the connection past the maximum (1008), while well-formed requests
+/// that are refused (an unknown topic, a case not found) are answered and never count.
+#[actix_web::test]
+async fn bad_frames_count_as_violations_but_refused_requests_do_not() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    // Arrange
+    let app = spawn_app_with(|s| s.realtime.max_violations = 3).await;
+    let mut socket = ws::connect(app.port, H, Some(&app.token(H, "chw-1", Role::Chw))).await;
+    assert_eq!(frame(&mut socket).await["type"], "authenticated");
+
+    // Act + Assert: refused requests, more than the maximum, leave the connection open.
+    for i in 0..5 {
+        let id = format!("u{i}");
+        send(
+            &mut socket,
+            json!({"type": "subscribe", "id": id, "topics": ["nosuch"]}),
+        )
+        .await;
+        assert_eq!(reply(&mut socket, &id).await["code"], "unknown_topic");
+        let id = format!("c{i}");
+        let case = uuid::Uuid::new_v4();
+        send(
+            &mut socket,
+            json!({"type": "typing", "id": id, "case": case}),
+        )
+        .await;
+        assert_eq!(reply(&mut socket, &id).await["code"], "case_not_found");
+    }
+    send(&mut socket, json!({"type": "ping", "id": "alive"})).await;
+    assert_eq!(reply(&mut socket, "alive").await["type"], "pong");
+
+    // Bad frames: each answered, the fourth (past the maximum of 3) closes.
+    let bad = [
+        Message::Text("{oops".into()),
+        Message::Text(json!({"type": "nosuch"}).to_string()),
+        Message::Binary(vec![1, 2, 3]),
+        Message::Text(json!({"type": "subscribe", "topics": 7}).to_string()),
+    ];
+    for message in bad {
+        socket.send(message).await.expect("send");
+    }
+    let mut codes = Vec::new();
+    let (reason, code) = loop {
+        match ws::next(&mut socket, Duration::from_secs(5)).await {
+            ws::Received::Frame(f) if f["type"] == "error" => {
+                codes.push(f["code"].as_str().unwrap_or_default().to_owned())
+            }
+            ws::Received::Frame(f) if f["type"] == "closing" => {
+                let (_, code) = ws::closed(&mut socket, Duration::from_secs(5)).await;
+                break (f["reason"].as_str().map(str::to_owned), code);
+            }
+            ws::Received::Frame(_) => {}
+            ws::Received::Closed(code) => break (None, code),
+        }
+    };
+    assert_eq!(
+        codes,
+        vec![
+            "malformed_json",
+            "unknown_frame_type",
+            "unsupported_frame",
+            "invalid_frame"
+        ]
+    );
+    assert_eq!(reason.as_deref(), Some("policy_violation"));
+    assert_eq!(code, Some(1008));
+}
