@@ -295,3 +295,100 @@ async fn bad_frames_count_as_violations_but_refused_requests_do_not() {
     assert_eq!(reason.as_deref(), Some("policy_violation"));
     assert_eq!(code, Some(1008));
 }
+
+/// Invariant: a flood of client errors cannot fill the log. 2,000 refused requests (401 with
+/// no token or a bad one, 404, 400) against a real `vigil serve` at its default log level
+/// write no WARN line and at most a couple of summary lines (each ~500-byte WARN line per
+/// request before: one abusive client wrote 7,102 in 20 s).
+#[actix_web::test]
+async fn a_flood_of_client_errors_writes_a_handful_of_log_lines() {
+    use crate::cli::{vigil, DataDir, Process};
+    use crate::helpers::{TestDatabase, TEST_SECRET};
+
+    // Arrange
+    let db = TestDatabase::create().await;
+    let data = DataDir::new();
+    let mut cmd = vigil(data.path(), &["serve", "--bind", "127.0.0.1:0"]);
+    cmd.env("DATABASE_URL", &db.url)
+        .env("VIGIL_JWT_SECRET", TEST_SECRET);
+    let mut server = Process::spawn(cmd);
+    let started = server
+        .wait_for_stdout("vigil listening", Duration::from_secs(90))
+        .await;
+    let port: u16 = started
+        .lines()
+        .find_map(|l| l.split("port=").nth(1))
+        .map(|rest| {
+            rest.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|digits| digits.parse().ok())
+        .expect("the port in the `vigil listening` line");
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let client = reqwest::Client::new();
+    let before = server.stdout().len();
+
+    // Act
+    for i in 0..500 {
+        let events = url(&format!("/api/hospitals/{H}/events"));
+        let no_token = client.get(&events).send().await.unwrap();
+        assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+        let bad_token = client
+            .get(&events)
+            .bearer_auth("x.y.z")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad_token.status(), StatusCode::UNAUTHORIZED);
+        let no_route = client
+            .get(url(&format!("/nosuch/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(no_route.status(), StatusCode::NOT_FOUND);
+        let bad_body = client
+            .post(url(&format!("/api/hospitals/{H}/alerts")))
+            .bearer_auth(TEST_SECRET)
+            .header("content-type", "application/json")
+            .body("{oops")
+            .send()
+            .await
+            .unwrap();
+        assert!(bad_body.status().is_client_error());
+    }
+    // Every line a request caused was written before its response; the WebSocket's
+    // `websocket admitted` line comes after them all.
+    let keys = vigil::auth::JwtKeys::from_secret(TEST_SECRET).expect("keys");
+    let token = keys
+        .mint(
+            &aggregates::types::UserId::parse("nurse-amy").unwrap(),
+            &aggregates::types::HospitalId::parse(H).unwrap(),
+            Role::Nurse,
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let mut socket = ws::connect(port, H, Some(&token)).await;
+    assert_eq!(frame(&mut socket).await["type"], "authenticated");
+    let log = server
+        .wait_for_stdout("websocket admitted", Duration::from_secs(5))
+        .await;
+
+    // Assert
+    let flood = &log[before..];
+    let warnings = flood.lines().filter(|l| l.contains("WARN")).count();
+    let failed = flood
+        .lines()
+        .filter(|l| l.contains("request failed"))
+        .count();
+    assert_eq!(warnings, 0, "{flood}");
+    assert!(
+        failed <= 3,
+        "{failed} lines for 2,000 client errors:\n{flood}"
+    );
+    assert!(
+        flood.len() < 8 * 1024,
+        "{} bytes logged:\n{flood}",
+        flood.len()
+    );
+}
