@@ -261,6 +261,8 @@ pub struct HospitalActor {
     generation: u64,
     members: HashMap<SessionId, Member>,
     reading: bool,
+    /// The read in flight, cancelled and started afresh on a resync (see `resync`).
+    read: Option<SpawnHandle>,
     pending: bool,
     presence: Addr<PresenceHub>,
     /// Sessions subscribed to `metrics`; the snapshot is computed once per interval for all.
@@ -318,8 +320,9 @@ impl HospitalActor {
             let prepared: Vec<Arc<WindowEvent>> = events.into_iter().map(prepare).collect();
             Ok::<_, crate::stream::read::ReadError>((prepared, epoch))
         };
-        ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
+        let handle = ctx.spawn(read.into_actor(self).map(|result, act, ctx| {
             act.reading = false;
+            act.read = None;
             match result {
                 Ok((events, epoch)) => {
                     let full = events.len() as i64 >= READ_BATCH;
@@ -334,6 +337,23 @@ impl HospitalActor {
                 }
             }
         }));
+        // A read that completes at once has already cleared `reading`: nothing to keep.
+        if self.reading {
+            self.read = Some(handle);
+        }
+    }
+
+    /// Reads after the head now, even if a read is in flight: the listener has just
+    /// (re)connected, so PostgreSQL is back. A read begun during the outage may be waiting
+    /// in the pool's connect back-off (up to a fifth of the acquire timeout between
+    /// attempts over TCP), which would hold up live delivery after PostgreSQL's return; a
+    /// read has no effect until its result is appended, so dropping it is harmless.
+    fn resync(&mut self, ctx: &mut Context<Self>) {
+        if let Some(read) = self.read.take() {
+            ctx.cancel_future(read);
+            self.reading = false;
+        }
+        self.wake(ctx);
     }
 
     fn append(&mut self, events: Vec<Arc<WindowEvent>>, epoch: Option<Uuid>) {
@@ -474,8 +494,10 @@ impl StreamHandler<WakeItem> for HospitalActor {
                     self.wake(ctx);
                 }
             }
-            // A resync, or lagging behind the listener: read after our position anyway.
-            Ok(Wakeup::Resync) | Err(_) => self.wake(ctx),
+            // The listener (re)connected: PostgreSQL is back, read after the head now.
+            Ok(Wakeup::Resync) => self.resync(ctx),
+            // Lagging behind the listener: read after our position anyway.
+            Err(_) => self.wake(ctx),
         }
     }
 
@@ -632,6 +654,7 @@ impl Directory {
             generation,
             members: HashMap::new(),
             reading: false,
+            read: None,
             pending: false,
             presence: self.presence.clone(),
             metrics_watchers: HashMap::new(),

@@ -29,7 +29,7 @@
 //!   serve`, which holds its data dir's owner lock (`store::owner`), stops a PostgreSQL left
 //!   running by a crashed predecessor, because under that lock nobody else can be using it.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -875,47 +875,18 @@ impl SystemUser {
 
 /// Whether this process runs as root, in which case PostgreSQL must run as another user.
 fn running_as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    nix::unistd::geteuid().is_root()
 }
 
-/// The uid and primary gid of user `name`, through NSS like every other program.
+/// The uid and primary gid of user `name`, through NSS like every other program (nix's
+/// `User::from_name` wraps the thread-safe `getpwnam_r` and grows its buffer as needed).
 fn lookup_user(name: &str) -> Result<Option<(u32, u32)>, EmbeddedError> {
-    let c_name = CString::new(name).map_err(|err| EmbeddedError::Io {
-        context: format!("looking up user {name:?}"),
-        source: io::Error::new(io::ErrorKind::InvalidInput, err),
-    })?;
-    let mut buffer: Vec<libc::c_char> = vec![0; 4096];
-    loop {
-        // SAFETY: `passwd` is plain data (integers and pointers) for which all-zero is valid.
-        let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer is valid for the call, and the buffer length is its real size;
-        // getpwnam_r (unlike getpwnam) touches no shared state, so threads may call it.
-        let code = unsafe {
-            libc::getpwnam_r(
-                c_name.as_ptr(),
-                &raw mut entry,
-                buffer.as_mut_ptr(),
-                buffer.len(),
-                &raw mut result,
-            )
-        };
-        if code == libc::ERANGE && buffer.len() < 1 << 20 {
-            buffer.resize(buffer.len() * 2, 0);
-            continue;
-        }
-        if code != 0 {
-            return Err(EmbeddedError::Io {
-                context: format!("looking up user {name}"),
-                source: io::Error::from_raw_os_error(code),
-            });
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        return Ok(Some((entry.pw_uid, entry.pw_gid)));
-    }
+    nix::unistd::User::from_name(name)
+        .map(|user| user.map(|user| (user.uid.as_raw(), user.gid.as_raw())))
+        .map_err(|errno| EmbeddedError::Io {
+            context: format!("looking up user {name}"),
+            source: io::Error::from(errno),
+        })
 }
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`: where `initdb` on `PATH` really

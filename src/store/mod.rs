@@ -1,7 +1,9 @@
 //! The database: where it is (an external server from `DATABASE_URL`, or an embedded one
-//! Vigil starts and owns), the connection pool, and the migrations.
+//! Vigil starts and owns), the connection pool, the migrations, and the reconnecting LISTEN
+//! connection that hears notifications ([`listen`]).
 
 pub mod embedded;
+pub mod listen;
 pub mod owner;
 
 use std::path::Path;

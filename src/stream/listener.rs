@@ -8,19 +8,19 @@
 //! reconnect (e.g. PostgreSQL restarted) the listener broadcasts [`Wakeup::Resync`] so every
 //! reader catches up from its own position.
 //!
-//! It uses a dedicated `tokio-postgres` connection: LISTEN holds a session, which a pooled
-//! connection cannot.
+//! The connection itself — dedicated (LISTEN holds a session, which a pooled connection
+//! cannot), reconnecting within a quarter second of PostgreSQL's return — is
+//! [`crate::store::listen`], shared with presence.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use aggregates::types::HospitalId;
-use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::Position;
+use crate::store::listen::{self, Heard};
 
 /// The channel the position trigger notifies.
 pub const CHANNEL: &str = "vigil_events";
@@ -29,9 +29,9 @@ pub const CHANNEL: &str = "vigil_events";
 /// reader that lags just re-reads from its position, so this bounds memory, not correctness.
 pub const WAKEUP_BUFFER: usize = 4096;
 
-/// First and longest delay between reconnect attempts.
-const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// Notifications held between the LISTEN connection and the broadcast. Forwarding never
+/// waits (a broadcast send does not), so this only absorbs bursts.
+const HEARD_BUFFER: usize = 256;
 
 /// What the listener tells readers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,12 +55,12 @@ pub struct StreamListener {
 impl StreamListener {
     /// Spawns the listener on the current tokio runtime. `config` is a tokio-postgres
     /// connection string (URL or key-value form). It connects in the background and
-    /// reconnects forever with backoff; readers receive [`Wakeup::Resync`] after each
-    /// (re)connection.
+    /// reconnects forever (see [`crate::store::listen`]); readers receive
+    /// [`Wakeup::Resync`] after each (re)connection.
     pub fn spawn(config: String) -> Self {
         let (sender, _) = broadcast::channel(WAKEUP_BUFFER);
-        let task_sender = sender.clone();
-        tokio::spawn(async move { run(config, task_sender).await });
+        let heard = listen::spawn(config, CHANNEL, "stream", HEARD_BUFFER);
+        tokio::spawn(forward(heard, sender.clone()));
         Self { sender }
     }
 
@@ -158,72 +158,19 @@ impl Wakeups {
     }
 }
 
-async fn run(config: String, sender: broadcast::Sender<Wakeup>) {
-    let mut delay = RECONNECT_MIN;
-    loop {
-        match listen_once(&config, &sender).await {
-            Ok(()) => {
-                tracing::warn!("stream listener connection closed; reconnecting");
-                delay = RECONNECT_MIN;
-            }
-            Err(error) if is_server_shutdown(&error) => {
-                tracing::info!(
-                    "PostgreSQL is shutting down or restarting; stream listener reconnecting"
-                );
-            }
-            Err(error) => {
-                tracing::warn!(
-                    ?error,
-                    delay_ms = delay.as_millis() as u64,
-                    "stream listener failed; reconnecting"
-                );
-            }
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(RECONNECT_MAX);
-    }
-}
-
-/// Whether a LISTEN connection ended because PostgreSQL is shutting down (a restart, or the
-/// embedded one stopping with the server): expected, so not worth a warning.
-pub(crate) fn is_server_shutdown(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&tokio_postgres::error::SqlState::ADMIN_SHUTDOWN)
-}
-
-/// One connection's life: connect, LISTEN, forward notifications until the connection ends.
-async fn listen_once(
-    config: &str,
-    sender: &broadcast::Sender<Wakeup>,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(config, NoTls).await?;
-    let forward = sender.clone();
-    let pump = tokio::spawn(async move {
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-        while let Some(message) = messages.next().await {
-            match message {
-                Ok(AsyncMessage::Notification(note)) => {
-                    if let Some(wakeup) = parse(note.payload()) {
-                        // No receivers is fine: nobody is reading right now.
-                        let _ = forward.send(wakeup);
-                    }
-                }
-                Ok(_) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(())
-    });
-    client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-    tracing::info!("stream listener connected");
-    // Anything committed before LISTEN took effect was not notified: tell readers to catch up.
-    let _ = sender.send(Wakeup::Resync);
-    let outcome = pump.await;
-    drop(client);
-    match outcome {
-        Ok(result) => result,
-        Err(join) => {
-            tracing::error!(%join, "stream listener pump panicked");
-            Ok(())
+/// Turns what the LISTEN connection hears into wake-ups, until the connection's task ends
+/// (it does not while the runtime runs).
+async fn forward(mut heard: tokio::sync::mpsc::Receiver<Heard>, sender: broadcast::Sender<Wakeup>) {
+    while let Some(item) = heard.recv().await {
+        let wakeup = match item {
+            // Anything committed before LISTEN took effect was not notified: every reader
+            // re-reads after its position (the hospital actors, the projectors, the policies).
+            Heard::Listening => Some(Wakeup::Resync),
+            Heard::Notification(payload) => parse(&payload),
+        };
+        if let Some(wakeup) = wakeup {
+            // No receivers is fine: nobody is reading right now.
+            let _ = sender.send(wakeup);
         }
     }
 }

@@ -11,6 +11,7 @@ mod exactly_once;
 mod field_workers;
 mod helpers;
 mod idempotency;
+mod listener_faults;
 mod operations;
 mod policies;
 mod presence;

@@ -881,6 +881,11 @@ impl Handler<ListenerUp> for PresenceHub {
         }
         self.send_all_threads(None, || ChangeKind::Resync);
         self.announce(Note::Hello { node: self.node });
+        // And re-announce this node's views: a `hello` another node sent while this one was
+        // not listening went unheard, so this node's views made meanwhile (their notes lost
+        // on nodes not yet listening) would otherwise wait for the periodic refresh
+        // (`view_ttl / 3`: 11-15 s measured after PostgreSQL restarts).
+        self.reannounce_views();
     }
 }
 

@@ -43,7 +43,7 @@
 //!
 //! **Changes travel as `NOTIFY vigil_presence, '<json>'`** (`note::Note`, always under
 //! PostgreSQL's 8,000-byte limit), heard by every node on a dedicated LISTEN connection
-//! (`listener.rs`, which reconnects with backoff like `stream::listener`):
+//! (`listener.rs`, over the reconnecting `store::listen` that `stream::listener` uses too):
 //!
 //! | kind        | fields                                          | sent when                        |
 //! |-------------|-------------------------------------------------|----------------------------------|
@@ -64,7 +64,8 @@
 //! (a `view` is never overtaken by its `unview`). After a LISTEN (re)connect, a node re-reads
 //! the presence it shows, lets the remote typing and views it holds expire within
 //! [`RESYNC_GRACE`] unless re-announced, and says `hello`, to which every other node answers
-//! by re-announcing its views at once.
+//! by re-announcing its views at once; it also re-announces its own views, since a `hello`
+//! sent while it was not listening went unheard.
 //!
 //! # Invariants
 //!

@@ -1,0 +1,132 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { memoryStorage, type CommandStatus, type PendingCommand, type StreamEvent } from '../src/index.js';
+import { api, closeClients, freshHospital, makeClient, sharedUrl, TcpProxy, waitFor } from '../../../test/helpers.js';
+
+afterEach(() => closeClients());
+
+describe('the command outbox', () => {
+  it('applies every command exactly once, and the stream shows each exactly once, across a lost network', async () => {
+    // Invariant: for each command issued, one alert exists and one AlertRaised event reached
+    // the client, whatever happened to requests, answers and the stream in between.
+    const hospital = freshHospital();
+    const proxy = await TcpProxy.start(sharedUrl());
+    const vigil = makeClient(proxy.url, hospital, {
+      topics: ['alerts'],
+      backoff: { baseDelay: 100, maxDelay: 400 },
+      upgradeInterval: 500,
+      requestTimeout: 3000,
+    });
+    const events: StreamEvent[] = [];
+    vigil.onEvent((e) => events.push(e));
+    await waitFor(() => vigil.connection.get().status === 'connected', 15_000, 'connected');
+
+    const commands: PendingCommand[] = [];
+    const statuses = new Map<string, CommandStatus[]>();
+    const issue = (message: string) => {
+      const c = vigil.alerts.raise({ severity: 'high', message });
+      statuses.set(message, []);
+      c.subscribe((s) => statuses.get(message)!.push(s));
+      commands.push(c);
+    };
+
+    // 1. Requests reach the server and are applied, but every answer is lost.
+    proxy.swallowResponses = true;
+    for (let i = 0; i < 4; i++) issue(`swallowed-${i}`);
+    await waitFor(() => (statuses.get('swallowed-0')?.length ?? 0) >= 2, 15_000, 'the first command retried');
+    // 2. The network goes away altogether; more commands are issued offline.
+    proxy.down();
+    for (let i = 0; i < 4; i++) issue(`offline-${i}`);
+    await waitFor(() => vigil.connection.get().status === 'reconnecting', 15_000, 'the stream noticed');
+    // 3. The network comes back.
+    proxy.up();
+
+    const outcomes = await Promise.all(commands.map((c) => c.result));
+    expect(commands.map((c) => c.get().status)).toEqual(Array(8).fill('committed'));
+    // The first command was applied before its answer was lost: its retry was a replay.
+    expect(commands[0]!.get()).toMatchObject({ status: 'committed', replayed: true });
+
+    // Applied once each: one alert per message on the server.
+    const last = Math.max(...outcomes.map((o) => Number(o.events[0]!.position)));
+    const board = await api<{ alerts: { message: string }[] }>(
+      sharedUrl(), hospital, 'GET', `alerts?limit=500&min_position=${last}`);
+    const messages = board.body.alerts.map((a) => a.message).sort();
+    expect(messages).toEqual([...statuses.keys()].sort());
+    // Outcomes name distinct aggregates, in the order issued (positions increase).
+    const positions = outcomes.map((o) => Number(o.events[0]!.position));
+    expect([...positions].sort((a, b) => a - b)).toEqual(positions);
+
+    // Seen once each on the stream, whichever transports carried it.
+    await waitFor(() => events.length >= 8, 30_000, 'eight events');
+    const raised = events.filter((e) => e.event_type === 'AlertRaised').map((e) => String(e.data['message'])).sort();
+    expect(raised).toEqual([...statuses.keys()].sort());
+    expect(new Set(events.map((e) => e.position)).size).toBe(events.length);
+    await proxy.close();
+  });
+
+  it('sends commands in the order issued and reports a rejected one without blocking the rest', async () => {
+    const hospital = freshHospital();
+    const vigil = makeClient(sharedUrl(), hospital, { topics: ['alerts'] });
+    const raised = vigil.alerts.raise({ severity: 'critical', message: 'x' });
+    const { aggregate_id: id } = await raised.result;
+    const ack1 = vigil.alerts.acknowledge(id);
+    const ack2 = vigil.alerts.acknowledge(id); // rejected: already acknowledged
+    const resolve = vigil.alerts.resolve(id, { note: 'done' });
+    await expect(ack1.result).resolves.toMatchObject({ aggregate_id: id });
+    await expect(ack2.result).rejects.toMatchObject({ status: 409, code: 'alert_already_acknowledged' });
+    await expect(resolve.result).resolves.toMatchObject({ aggregate_id: id });
+    expect(ack2.get()).toMatchObject({ status: 'rejected', httpStatus: 409, problem: { code: 'alert_already_acknowledged' } });
+    const p1 = (ack1.get() as { readonly positions: readonly number[] }).positions[0]!;
+    const p3 = (resolve.get() as { readonly positions: readonly number[] }).positions[0]!;
+    expect(p3).toBeGreaterThan(p1);
+  });
+});
+
+describe('the outbox across restarts and offline', () => {
+  it('a command issued offline survives an app restart and is sent once when the network returns', async () => {
+    const hospital = freshHospital();
+    const storage = memoryStorage();
+    const proxy = await TcpProxy.start(sharedUrl());
+    proxy.down();
+    const first = makeClient(proxy.url, hospital, { storage, topics: ['alerts'] });
+    first.setNetworkState(false); // what the platform says (browser `offline`, NetInfo)
+    const c = first.alerts.raise({ severity: 'critical', message: 'issued offline' });
+    await c.stored;
+    expect(first.outbox.pending.get()).toHaveLength(1);
+    expect(c.get().status).toBe('pending');
+    first.close();
+
+    // The app restarts with the same storage; the network is back.
+    proxy.up();
+    const second = makeClient(proxy.url, hospital, { storage, topics: ['alerts'] });
+    let restored: PendingCommand | undefined;
+    second.outbox.pending.subscribe((list) => (restored ??= list[0]));
+    await waitFor(() => restored, 5_000, 'restored');
+    if (!restored) throw new Error('unreachable');
+    expect(restored.key).toBe(c.key);
+    const outcome = await restored.result;
+    expect(outcome.events[0]!.type).toBe('AlertRaised');
+    expect(second.outbox.pending.get()).toHaveLength(0);
+    const board = await api<{ alerts: { message: string }[] }>(
+      sharedUrl(), hospital, 'GET', `alerts?min_position=${outcome.events[0]!.position}`);
+    expect(board.body.alerts.map((a) => a.message)).toEqual(['issued offline']);
+    await proxy.close();
+  });
+
+  it('holds commands while the platform says offline and sends them, in order, once it says online', async () => {
+    const hospital = freshHospital();
+    const vigil = makeClient(sharedUrl(), hospital, { topics: ['alerts'] });
+    await waitFor(() => vigil.connection.get().status === 'connected', 15_000, 'connected');
+    vigil.setNetworkState(false);
+    expect(vigil.connection.get()).toEqual({ status: 'offline' });
+    const a = vigil.alerts.raise({ severity: 'low', message: 'first' });
+    const b = vigil.alerts.raise({ severity: 'low', message: 'second' });
+    // Nothing is sent while offline: the server's board stays empty.
+    const during = await api<{ alerts: unknown[] }>(sharedUrl(), hospital, 'GET', 'alerts');
+    expect(during.body.alerts).toHaveLength(0);
+    expect([a.get().status, b.get().status]).toEqual(['pending', 'pending']);
+    vigil.setNetworkState(true);
+    const [oa, ob] = await Promise.all([a.result, b.result]);
+    expect(Number(ob.events[0]!.position)).toBeGreaterThan(Number(oa.events[0]!.position));
+    await waitFor(() => vigil.connection.get().status === 'connected', 15_000, 'connected again');
+  });
+});

@@ -1,0 +1,98 @@
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { memoryStorage, type ResetReason, type StreamEvent } from '../src/index.js';
+import { api, closeClients, freshHospital, makeClient, mintToken, VigilServer, waitFor } from '../../../test/helpers.js';
+
+afterEach(() => closeClients());
+
+let server: VigilServer;
+beforeAll(async () => {
+  server = await VigilServer.start();
+});
+afterAll(async () => {
+  await server?.stop();
+});
+
+const raise = (hospital: string, message: string) =>
+  api(server.url, hospital, 'POST', 'alerts', { severity: 'low', message }, mintToken({ hospital }, server.dataDir));
+
+function client(hospital: string, storage = memoryStorage()) {
+  return makeClient(server.url, hospital, { storage, topics: ['alerts'], dataDir: server.dataDir, backoff: { baseDelay: 100, maxDelay: 500 } });
+}
+
+describe('resume', () => {
+  it('a client restarted with the same storage gets exactly the events it missed', async () => {
+    const hospital = freshHospital();
+    const storage = memoryStorage();
+    const first = client(hospital, storage);
+    const seen: string[] = [];
+    first.onEvent((e) => seen.push(String(e.data['message'])));
+    await waitFor(() => first.connection.get().status === 'connected');
+    await raise(hospital, 'a');
+    await waitFor(() => seen.length === 1);
+    first.close();
+
+    await raise(hospital, 'b');
+    await raise(hospital, 'c');
+
+    const second = client(hospital, storage);
+    const subscribed: unknown[] = [];
+    second.onFrame((f) => f.type === 'subscribed' && subscribed.push(f));
+    second.onEvent((e) => seen.push(String(e.data['message'])));
+    await waitFor(() => seen.length === 3);
+    await raise(hospital, 'd');
+    await waitFor(() => seen.length === 4);
+    expect(seen).toEqual(['a', 'b', 'c', 'd']);
+    expect(subscribed).toMatchObject([{ recovered: true }]);
+  });
+
+  it('resumes across a server restart without a gap or a duplicate', async () => {
+    const hospital = freshHospital();
+    const vigil = client(hospital);
+    const seen: StreamEvent[] = [];
+    vigil.onEvent((e) => seen.push(e));
+    await waitFor(() => vigil.connection.get().status === 'connected');
+    await raise(hospital, 'before');
+    await waitFor(() => seen.length === 1);
+
+    await server.stopProcess();
+    await waitFor(() => vigil.connection.get().status === 'reconnecting', 15_000, 'reconnecting');
+    await server.startProcess();
+    await raise(hospital, 'after-1');
+    await raise(hospital, 'after-2');
+    await waitFor(() => seen.length === 3, 30_000, 'three events');
+    expect(seen.map((e) => e.data['message'])).toEqual(['before', 'after-1', 'after-2']);
+    expect(seen.map((e) => e.position)).toEqual([seen[0]!.position, seen[0]!.position + 1, seen[0]!.position + 2]);
+  });
+
+  it('fires onReset and reloads live queries when the database was reset (epoch changed)', async () => {
+    const hospital = freshHospital();
+    // The stream exists before the client subscribes, so `subscribed` tells it the epoch (a
+    // hospital with no events yet has none; the client then learns it at its next subscribe).
+    await raise(hospital, 'old-1');
+    const vigil = client(hospital);
+    const resets: ResetReason[] = [];
+    vigil.onReset((r) => resets.push(r));
+    const board = vigil.live('alerts');
+    board.subscribe(() => undefined);
+    await raise(hospital, 'old-2');
+    await waitFor(() => board.get().data?.alerts.length === 2, 15_000, 'two alerts');
+    const oldEpoch = vigil.epoch;
+    expect(oldEpoch).toBeTruthy();
+
+    // The database is replaced: a new PostgreSQL under the same data dir (new epoch, empty streams).
+    await server.stopProcess();
+    rmSync(join(server.dataDir, 'postgres'), { recursive: true, force: true });
+    await server.startProcess();
+    await raise(hospital, 'new-1');
+
+    await waitFor(() => resets.length > 0, 30_000, 'onReset');
+    expect(resets).toEqual(['epoch_changed']);
+    expect(vigil.epoch).not.toBe(oldEpoch);
+    await waitFor(() => {
+      const alerts = board.get().data?.alerts as unknown as { message: string }[] | undefined;
+      return alerts?.length === 1 && alerts[0]!.message === 'new-1';
+    }, 15_000, 'the board reloaded from the new database');
+  });
+});
