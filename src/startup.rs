@@ -297,6 +297,10 @@ fn http_server(
                 .keep_alive(KeepAlive::default())
                 .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
                 .client_disconnect_timeout(CLIENT_DISCONNECT_TIMEOUT)
+                // A client that closes its side is gone: the connection is shut down and a
+                // response still streaming (SSE) is dropped at once, releasing the stream's
+                // per-user slot, instead of when a later heartbeat write fails (18-30 s).
+                .h1_allow_half_closed(false)
                 .local_addr(addr)
                 // Idle keep-alive connections close when shutdown starts, as with
                 // `HttpServer` (which uses this same hook), instead of holding the drain

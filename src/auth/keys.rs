@@ -167,6 +167,14 @@ impl JwtKeys {
 
     /// Verifies a token and returns who it belongs to.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        // A header that does not parse (`alg: none`, an algorithm jsonwebtoken does not
+        // know, garbage) is answered plainly: the parser's own message lists the library's
+        // internal algorithm variants, which tells a client nothing useful.
+        if jsonwebtoken::decode_header(token).is_err() {
+            return Err(AuthError::Invalid(
+                "malformed token or unsupported algorithm".into(),
+            ));
+        }
         let data =
             decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
                 match e.kind() {

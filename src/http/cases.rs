@@ -1,4 +1,8 @@
 //! Case-thread commands: open, assign, change status, post a message, mark messages read.
+//!
+//! A command on an existing case is first confined to the cases the caller may touch
+//! ([`confined`]): a field worker's command on another worker's case answers exactly as one
+//! on an unknown case, and nothing runs.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use aggregates::case_thread::{CaseCommand, CaseStatus, CaseThread};
@@ -7,9 +11,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::commands::{dispatch, uuid_id, CommandCall, Target};
+use super::commands::{authorize, dispatch, uuid_id, CommandCall, Target};
 use super::extract::{Authenticated, JsonBody};
 use super::problem::ApiError;
+use super::reads_access::require_case;
 use super::responses::CommandErrors;
 use super::AppState;
 use crate::auth::Action;
@@ -72,6 +77,15 @@ pub struct MarkRead {
     pub up_to: u64,
 }
 
+/// Authorizes `call` (hospital, role) and then confines it to the cases its caller may
+/// touch, before the command is dispatched (so before an idempotency key is claimed or the
+/// aggregate runs). The role check comes first: a refusal by role says nothing about the
+/// case.
+async fn confined(state: &AppState, call: &CommandCall<'_>, id: &str) -> Result<(), ApiError> {
+    authorize(call.identity, &call.hospital, call.action)?;
+    require_case(&state.pool, call.identity, &call.hospital, id).await
+}
+
 /// Open a case thread.
 #[utoipa::path(post, path = "/api/hospitals/{hospital}/cases", tag = "cases",
     params(("hospital" = String, Path, description = "Hospital id")),
@@ -114,6 +128,7 @@ pub async fn assign(
     let (hospital, id) = path.into_inner();
     let call = CommandCall::new(&req, &auth, &hospital, Action::AssignCase, body.digest)?;
     let id = uuid_id(&id)?;
+    confined(&state, &call, &id).await?;
     let at = Utc::now();
     let assignee = body.value.assignee;
     dispatch::<CaseThread>(&state, call, Target::Existing(id), |ctx| {
@@ -148,6 +163,7 @@ pub async fn change_status(
         body.digest,
     )?;
     let id = uuid_id(&id)?;
+    confined(&state, &call, &id).await?;
     let at = Utc::now();
     let b = body.value;
     dispatch::<CaseThread>(&state, call, Target::Existing(id), |ctx| {
@@ -177,6 +193,7 @@ pub async fn post_message(
     let (hospital, id) = path.into_inner();
     let call = CommandCall::new(&req, &auth, &hospital, Action::PostCaseMessage, body.digest)?;
     let id = uuid_id(&id)?;
+    confined(&state, &call, &id).await?;
     let at = Utc::now();
     let text = body.value.body;
     dispatch::<CaseThread>(&state, call, Target::Existing(id), |ctx| {
@@ -205,6 +222,7 @@ pub async fn mark_read(
     let (hospital, id) = path.into_inner();
     let call = CommandCall::new(&req, &auth, &hospital, Action::MarkCaseRead, body.digest)?;
     let id = uuid_id(&id)?;
+    confined(&state, &call, &id).await?;
     let at = Utc::now();
     let up_to = body.value.up_to;
     dispatch::<CaseThread>(&state, call, Target::Existing(id), |ctx| {

@@ -87,6 +87,11 @@ pub enum ApiError {
     /// 429: rate limited.
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// 429: the user already holds the most realtime connections allowed (WebSocket and SSE
+    /// together); distinct from `rate_limited` so a client closes a connection rather than
+    /// waiting and retrying a command.
+    #[error("at most {limit} realtime connections per user; close one first")]
+    TooManyConnections { limit: u32, retry_after: u64 },
     /// 503: the database is unreachable.
     #[error("service unavailable: {0}")]
     Unavailable(String),
@@ -145,6 +150,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyConnections { .. } => "too_many_connections",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::KeyInFlight { .. } => "idempotency_key_in_flight",
             ApiError::OutcomeUnknown { .. } => "outcome_unknown",
@@ -163,7 +169,9 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Unprocessable { .. } => "Unprocessable request",
-            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
+                "Too many requests"
+            }
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::KeyInFlight { .. } => "Conflict",
             ApiError::OutcomeUnknown { .. } => "Outcome unknown",
@@ -174,9 +182,9 @@ impl ApiError {
     /// Seconds a client should wait before retrying, where the error says so.
     fn retry_after(&self) -> Option<u64> {
         match self {
-            ApiError::RateLimited { retry_after } | ApiError::KeyInFlight { retry_after } => {
-                Some(*retry_after)
-            }
+            ApiError::RateLimited { retry_after }
+            | ApiError::KeyInFlight { retry_after }
+            | ApiError::TooManyConnections { retry_after, .. } => Some(*retry_after),
             ApiError::OutcomeUnknown { .. } => Some(OUTCOME_UNKNOWN_RETRY_AFTER),
             _ => None,
         }
@@ -219,7 +227,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Unavailable(_) | ApiError::OutcomeUnknown { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -14,12 +14,21 @@
 //! [`visibility`] is that table; a test checks it against `entitlement::may_see_scope` for
 //! every role and category, so the two cannot drift apart. A field worker's case list uses
 //! the case's *current* assignee: a case reassigned away from them leaves their list.
+//!
+//! Commands on one case are confined by the same rule ([`require_case`], which asks
+//! `entitlement::case_access`): a field worker's command on another worker's case is
+//! answered exactly as one on a case that does not exist.
 
+use aggregates::case_thread::CaseError;
 use aggregates::routing::Category;
-use aggregates::types::{Role, UserId};
+use aggregates::types::{HospitalId, Role, UserId};
+use sqlx::PgPool;
+use uuid::Uuid;
 
+use super::commands::rejection;
 use super::problem::ApiError;
 use crate::auth::Identity;
+use crate::stream::entitlement::{case_access, Viewer};
 
 /// How much of a category's records a role may read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +62,30 @@ pub fn confine(identity: &Identity, category: Category) -> Result<Option<&UserId
         Visibility::All => Ok(None),
         Visibility::Own => Ok(Some(&identity.user)),
         Visibility::Nothing => Err(refused(identity, category.as_str())),
+    }
+}
+
+/// Refuses a command on case `id` that `identity` may not touch (see
+/// `entitlement::case_access`) with the very answer the case aggregate gives for a case that
+/// does not exist — same status, code and detail — before anything runs or is persisted, so
+/// neither the answer nor a side effect (a message count, a read receipt's bounds) tells a
+/// field worker anything about another worker's case. Call it after `authorize`.
+pub async fn require_case(
+    pool: &PgPool,
+    identity: &Identity,
+    hospital: &HospitalId,
+    id: &str,
+) -> Result<(), ApiError> {
+    let unknown = || rejection(CaseError::NotFound);
+    let case = Uuid::parse_str(id).map_err(|_| unknown())?;
+    let viewer = Viewer {
+        user: &identity.user,
+        role: identity.role,
+    };
+    match case_access(pool, viewer, hospital, &case).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(unknown()),
+        Err(error) => Err(ApiError::database(error)),
     }
 }
 

@@ -31,9 +31,34 @@ use super::{Push, Realtime, SessionId};
 use crate::auth::Identity;
 use crate::metrics::Metrics;
 use crate::rate_limit::TokenBucket;
+use crate::stream::entitlement::{case_access, depends_on_the_case, Viewer};
 
 /// Window over which limit violations are counted.
 pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a session waits for the log to say whether a case is the user's (subscribing to
+/// `case:<id>`, `typing`, `view`) before answering `unavailable`. The session handles
+/// nothing else meanwhile (so a `view` and the `unview` after it stay in order); the
+/// connection's events keep flowing, as its writer reads the stream itself.
+pub const CASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a field worker's connection re-checks the cases it follows (its `case:<id>`
+/// topics and case views) against their current assignee: a case reassigned away from them
+/// is dropped from the connection (unsubscribed, unviewed, with a `case_not_found` error
+/// frame) within this time. Their stream events stop at once regardless (each is filtered by
+/// `may_see`); this bounds how long they still see, and appear in, the case's typing and
+/// viewing. One indexed query per followed case per interval, and only for field workers.
+pub const CASE_RECHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What the log said about the cases a frame names.
+enum CaseCheck {
+    /// The user may touch every one of them.
+    Granted,
+    /// The user may not touch this one (or it does not exist: the same answer).
+    Refused(Uuid),
+    /// The log could not be read in time.
+    Unavailable,
+}
 
 /// What the heartbeat timer should do.
 #[derive(Debug, PartialEq, Eq)]
@@ -268,6 +293,7 @@ impl SessionActor {
         id: Option<FrameId>,
         ctx: &mut Context<Self>,
     ) {
+        tracing::info!(session = self.id, hospital = %identity.hospital, user = %identity.user, role = identity.role.as_str(), "websocket admitted");
         self.slot = Some(slot);
         self.identity = Some(identity.clone());
         self.schedule_token_timers(ctx);
@@ -471,10 +497,13 @@ impl SessionActor {
                     self.typing_sent
                         .retain(|_, t| now.saturating_duration_since(*t) < throttle);
                 }
+                // Throttled before the entitlement check, so typing cannot flood the log.
                 self.typing_sent.insert(case, now);
-                self.rt.presence.do_send(presence::Typing {
-                    session: self.id,
-                    case,
+                self.with_cases(&identity, id, vec![case], ctx, move |act, _, _| {
+                    act.rt.presence.do_send(presence::Typing {
+                        session: act.id,
+                        case,
+                    });
                 });
             }
             ClientFrame::View { id, target } | ClientFrame::Unview { id, target }
@@ -508,10 +537,16 @@ impl SessionActor {
                     let frame = ServerFrame::error(id, "too_many_views", "release a view first");
                     return self.violation(CloseReason::PolicyViolation, frame, ctx);
                 }
-                self.views.insert(target.clone());
-                self.rt.presence.do_send(presence::View {
-                    session: self.id,
-                    target,
+                let cases = match &target {
+                    ViewTarget::Case(case) => vec![*case],
+                    ViewTarget::Patient(_) => vec![],
+                };
+                self.with_cases(&identity, id, cases, ctx, move |act, _, _| {
+                    act.views.insert(target.clone());
+                    act.rt.presence.do_send(presence::View {
+                        session: act.id,
+                        target,
+                    });
                 });
             }
             ClientFrame::Unview { target, .. } => {
@@ -526,7 +561,14 @@ impl SessionActor {
                 }
             }
             ClientFrame::Refresh { id, token } => match self.rt.keys.verify(&token) {
-                Ok(fresh) if fresh.user == identity.user && fresh.hospital == identity.hospital => {
+                // A refresh extends the connection's life, never what it may receive: the
+                // subscriptions were authorized for this user, hospital and role, so a token
+                // for another role is refused (either way: a downgrade must reconnect too).
+                Ok(fresh)
+                    if fresh.user == identity.user
+                        && fresh.hospital == identity.hospital
+                        && fresh.role == identity.role =>
+                {
                     self.identity = Some(fresh.clone());
                     self.schedule_token_timers(ctx);
                     if let Some(filter) = self.filter() {
@@ -546,7 +588,7 @@ impl SessionActor {
                 Ok(_) => self.error(
                     id,
                     "refresh_mismatch",
-                    "a refresh token must be for the same user and hospital",
+                    "a refresh token must be for the same user, hospital and role; reconnect to change role",
                     ctx,
                 ),
                 Err(error) => self.error(id, error.code(), error.to_string(), ctx),
@@ -611,6 +653,182 @@ impl SessionActor {
                 ctx,
             );
         }
+        let cases = topics
+            .iter()
+            .filter_map(|t| match t {
+                Topic::Case(case) => Some(*case),
+                _ => None,
+            })
+            .collect();
+        self.with_cases(&identity, id, cases, ctx, move |act, id, ctx| {
+            act.subscribe_entitled(id, topics, last_event_id, epoch, ctx)
+        });
+    }
+
+    /// Runs `then` once the log confirms that the user may touch every case in `cases`
+    /// (`stream::entitlement::case_access`, the rule every path shares); otherwise answers
+    /// `case_not_found` — the same for a case assigned to someone else as for one that does
+    /// not exist — or `unavailable`. Without cases, `then` runs at once. Nothing else is
+    /// handled while the log is asked, so frames keep their order.
+    fn with_cases(
+        &mut self,
+        identity: &Identity,
+        id: Option<FrameId>,
+        cases: Vec<Uuid>,
+        ctx: &mut Context<Self>,
+        then: impl FnOnce(&mut Self, Option<FrameId>, &mut Context<Self>) + 'static,
+    ) {
+        if cases.is_empty() {
+            return then(self, id, ctx);
+        }
+        let pool = self.rt.pool.clone();
+        let (user, role, hospital) = (
+            identity.user.clone(),
+            identity.role,
+            identity.hospital.clone(),
+        );
+        let check = async move {
+            let viewer = Viewer { user: &user, role };
+            for case in cases {
+                let granted = tokio::time::timeout(
+                    CASE_CHECK_TIMEOUT,
+                    case_access(&pool, viewer, &hospital, &case),
+                )
+                .await;
+                match granted {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => return CaseCheck::Refused(case),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "cannot check a case's assignee");
+                        return CaseCheck::Unavailable;
+                    }
+                    Err(_) => return CaseCheck::Unavailable,
+                }
+            }
+            CaseCheck::Granted
+        };
+        ctx.wait(check.into_actor(self).map(move |check, act, ctx| {
+            if act.closing {
+                return;
+            }
+            match check {
+                CaseCheck::Granted => then(act, id, ctx),
+                CaseCheck::Refused(case) => {
+                    act.error(id, "case_not_found", format!("no case `{case}`"), ctx)
+                }
+                CaseCheck::Unavailable => {
+                    act.error(id, "unavailable", "cannot check the case now; retry", ctx)
+                }
+            }
+        }));
+    }
+
+    /// Re-checks the cases a field worker's connection follows ([`CASE_RECHECK_INTERVAL`]),
+    /// dropping those no longer theirs. Runs beside other frames (nothing waits for it).
+    fn recheck_cases(&mut self, ctx: &mut Context<Self>) {
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
+        if self.closing || !depends_on_the_case(identity.role) {
+            return;
+        }
+        let mut cases: BTreeSet<Uuid> = self
+            .subscriptions
+            .topics()
+            .filter_map(|t| match t {
+                Topic::Case(case) => Some(*case),
+                _ => None,
+            })
+            .collect();
+        cases.extend(self.views.iter().filter_map(|v| match v {
+            ViewTarget::Case(case) => Some(*case),
+            ViewTarget::Patient(_) => None,
+        }));
+        if cases.is_empty() {
+            return;
+        }
+        let pool = self.rt.pool.clone();
+        let check = async move {
+            let viewer = Viewer {
+                user: &identity.user,
+                role: identity.role,
+            };
+            let mut refused = Vec::new();
+            for case in cases {
+                let granted = tokio::time::timeout(
+                    CASE_CHECK_TIMEOUT,
+                    case_access(&pool, viewer, &identity.hospital, &case),
+                )
+                .await;
+                // Only a definite refusal revokes: an unreachable database is not a reason
+                // to drop a worker's own case (the next round checks again).
+                if let Ok(Ok(false)) = granted {
+                    refused.push(case);
+                }
+            }
+            refused
+        };
+        ctx.spawn(check.into_actor(self).map(|refused, act, ctx| {
+            for case in refused {
+                act.revoke_case(case, ctx);
+            }
+        }));
+    }
+
+    /// Drops everything the connection follows of `case`: its topic, its view, its typing
+    /// throttle; tells the client why.
+    fn revoke_case(&mut self, case: Uuid, ctx: &mut Context<Self>) {
+        if self.closing {
+            return;
+        }
+        let topic = Topic::Case(case);
+        let mut dropped = false;
+        if self.subscriptions.contains(&topic) {
+            dropped = true;
+            Metrics::dec(&self.rt.metrics.subscriptions);
+            self.subscriptions.remove([&topic]);
+            if let Some(watch) = watch_topic(&topic) {
+                self.rt.presence.do_send(presence::Watch {
+                    session: self.id,
+                    topic: watch,
+                    on: false,
+                });
+            }
+            if let Some(filter) = self.filter() {
+                self.send(WriterCommand::Filter(Box::new(filter)), ctx);
+            }
+        }
+        let target = ViewTarget::Case(case);
+        if self.views.remove(&target) {
+            dropped = true;
+            self.rt.presence.do_send(presence::Unview {
+                session: self.id,
+                target,
+            });
+        }
+        self.typing_sent.remove(&case);
+        if dropped {
+            self.error(
+                None,
+                "case_not_found",
+                format!("case `{case}` is no longer assigned to you: no longer followed"),
+                ctx,
+            );
+        }
+    }
+
+    /// [`Self::subscribe`] once the topics are known to be the user's.
+    fn subscribe_entitled(
+        &mut self,
+        id: Option<FrameId>,
+        topics: Vec<Topic>,
+        last_event_id: Option<i64>,
+        epoch: Option<Uuid>,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(identity) = self.identity.clone() else {
+            return;
+        };
         let new: Vec<Topic> = topics
             .iter()
             .filter(|t| !self.subscriptions.contains(t))
@@ -806,7 +1024,9 @@ impl Actor for SessionActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         Metrics::inc(&self.rt.metrics.ws_connections);
-        tracing::info!(session = self.id, hospital = %self.hospital, authenticated = self.identity.is_some(), "websocket connected");
+        // `debug` until authenticated: anyone can open connections without credentials, and
+        // the log must not be a way to fill the disk (`admitted` logs at `info`).
+        tracing::debug!(session = self.id, hospital = %self.hospital, authenticated = self.identity.is_some(), "websocket connected");
         let settings = self.rt.settings.clone();
         match self.identity.take() {
             Some(identity) => self.authenticated(identity, None, ctx),
@@ -829,6 +1049,7 @@ impl Actor for SessionActor {
                 act.close(CloseReason::Idle, ctx);
             }
         }));
+        ctx.run_interval(CASE_RECHECK_INTERVAL, |act, ctx| act.recheck_cases(ctx));
         ctx.run_interval(settings.heartbeat, move |act, ctx| {
             match heartbeat(act.last_seen, Instant::now(), settings.heartbeat) {
                 Heartbeat::Ping => act.send(WriterCommand::Ping, ctx),
@@ -839,7 +1060,11 @@ impl Actor for SessionActor {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         Metrics::dec(&self.rt.metrics.ws_connections);
-        tracing::info!(session = self.id, hospital = %self.hospital, "websocket closed");
+        if self.slot.is_some() {
+            tracing::info!(session = self.id, hospital = %self.hospital, "websocket closed");
+        } else {
+            tracing::debug!(session = self.id, hospital = %self.hospital, "websocket closed before admission");
+        }
         for _ in 0..self.subscriptions.len() {
             Metrics::dec(&self.rt.metrics.subscriptions);
         }

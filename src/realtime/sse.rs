@@ -7,7 +7,13 @@
 //!
 //! Browsers' `EventSource` cannot send an `Authorization` header, so a client may instead
 //! `POST .../events/stream/tickets` (authenticated) for a single-use ticket valid for
-//! [`TICKET_TTL`], passed as `?ticket=`. Request logs never include query strings.
+//! [`TICKET_TTL`], passed as `?ticket=`. Request logs never include query strings. A ticket
+//! is spent last, once every other check has passed, so a refused request leaves it usable.
+//!
+//! The stream's per-user connection slot lives as long as its actor, which stops when the
+//! response body is dropped: the HTTP server shuts a connection whose client closed its side
+//! (`h1_allow_half_closed(false)` in `startup`), so a client that goes away frees its slot at
+//! once rather than when a heartbeat write fails.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -44,6 +50,7 @@ use crate::http::problem::ApiError;
 use crate::http::responses::ReadErrors;
 use crate::http::AppState;
 use crate::metrics::Metrics;
+use crate::stream::entitlement::{case_access, Viewer};
 
 /// How long a ticket may wait before it is used.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -84,7 +91,7 @@ pub async fn issue_ticket(
         "INSERT INTO stream_tickets (ticket_hash, hospital, user_id, role, token_expires_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, clock_timestamp() + make_interval(secs => $6))",
     )
-    .bind(hex::encode(Sha256::digest(ticket.as_bytes())))
+    .bind(ticket_hash(&ticket))
     .bind(identity.hospital.as_str())
     .bind(identity.user.as_str())
     .bind(identity.role.as_str())
@@ -99,27 +106,53 @@ pub async fn issue_ticket(
     }))
 }
 
-async fn redeem(state: &AppState, ticket: &str) -> Result<Identity, ApiError> {
+/// The identity a ticket was issued for, if it is valid, *without* spending it: the stream
+/// request checks everything else that can fail first and spends the ticket last
+/// ([`spend`]), so a request refused for another reason (an unknown topic, another
+/// hospital, the connection limit) leaves the ticket usable for the corrected request.
+async fn look_up(state: &AppState, ticket: &str) -> Result<Identity, ApiError> {
     let row: Option<(String, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "DELETE FROM stream_tickets WHERE ticket_hash = $1 AND expires_at >= clock_timestamp() \
-         RETURNING hospital, user_id, role, token_expires_at",
+        "SELECT hospital, user_id, role, token_expires_at FROM stream_tickets \
+         WHERE ticket_hash = $1 AND expires_at >= clock_timestamp()",
     )
-    .bind(hex::encode(Sha256::digest(ticket.as_bytes())))
+    .bind(ticket_hash(ticket))
     .fetch_optional(&state.pool)
     .await
     .map_err(ApiError::database)?;
-    let invalid =
-        || ApiError::Unauthorized(AuthError::Invalid("unknown, used or expired ticket".into()));
-    let (hospital, user, role, expires_at) = row.ok_or_else(invalid)?;
+    let (hospital, user, role, expires_at) = row.ok_or_else(invalid_ticket)?;
     if expires_at <= Utc::now() {
         return Err(ApiError::Unauthorized(AuthError::Expired));
     }
     Ok(Identity {
-        hospital: HospitalId::parse(&hospital).map_err(|_| invalid())?,
-        user: UserId::parse(&user).map_err(|_| invalid())?,
-        role: role.parse::<Role>().map_err(|_| invalid())?,
+        hospital: HospitalId::parse(&hospital).map_err(|_| invalid_ticket())?,
+        user: UserId::parse(&user).map_err(|_| invalid_ticket())?,
+        role: role.parse::<Role>().map_err(|_| invalid_ticket())?,
         expires_at,
     })
+}
+
+/// Spends a ticket [`look_up`] accepted. Deleting it is what makes it single-use: of two
+/// requests racing with one ticket, only the one whose delete finds the row is served.
+async fn spend(state: &AppState, ticket: &str) -> Result<(), ApiError> {
+    let spent = sqlx::query(
+        "DELETE FROM stream_tickets WHERE ticket_hash = $1 AND expires_at >= clock_timestamp()",
+    )
+    .bind(ticket_hash(ticket))
+    .execute(&state.pool)
+    .await
+    .map_err(ApiError::database)?;
+    if spent.rows_affected() == 0 {
+        return Err(invalid_ticket());
+    }
+    Ok(())
+}
+
+fn ticket_hash(ticket: &str) -> String {
+    hex::encode(Sha256::digest(ticket.as_bytes()))
+}
+
+fn invalid_ticket() -> ApiError {
+    ApiError::Unauthorized(AuthError::Invalid("unknown, used or expired ticket".into()))
 }
 
 /// Query of the stream endpoint.
@@ -245,7 +278,12 @@ impl Handler<WriterEnded> for SseSession {
 #[utoipa::path(get, path = "/api/hospitals/{hospital}/events/stream", tag = "events",
     params(("hospital" = String, Path, description = "Hospital id"), StreamQuery,
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this position")),
-    responses((status = 200, description = "text/event-stream of `data:` frames; events carry `id:`", content_type = "text/event-stream"), ReadErrors),
+    responses((status = 200, description = "text/event-stream of `data:` frames; events carry `id:`", content_type = "text/event-stream"),
+        (status = 404, description = "`case_not_found`: a `case:<id>` topic for a case that does not exist or (for a field worker) is not assigned to the caller",
+            body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_connections`: the user holds the most realtime connections allowed; see `Retry-After`",
+            body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        ReadErrors),
     security(("bearer" = [])))]
 pub async fn stream(
     req: HttpRequest,
@@ -256,7 +294,7 @@ pub async fn stream(
     let hospital = hospital_from_path(&path)?;
     let identity = match (bearer_token(&req), &query.ticket) {
         (Some(token), _) => state.keys.verify(token)?,
-        (None, Some(ticket)) => redeem(&state, ticket).await?,
+        (None, Some(ticket)) => look_up(&state, ticket).await?,
         (None, None) => return Err(ApiError::Unauthorized(AuthError::Missing)),
     };
     authorize(&identity, &hospital, Action::ReadEvents)?;
@@ -309,14 +347,41 @@ pub async fn stream(
                 .0,
         ),
     };
+    let viewer = Viewer {
+        user: &identity.user,
+        role: identity.role,
+    };
+    for topic in subscriptions.topics() {
+        if let Topic::Case(case) = topic {
+            let granted = case_access(&state.pool, viewer, &hospital, case)
+                .await
+                .map_err(ApiError::database)?;
+            if !granted {
+                // As `GET cases/{id}` answers for a case the caller may not read.
+                return Err(ApiError::NotFound {
+                    code: "case_not_found",
+                    detail: format!("no case `{case}`"),
+                });
+            }
+        }
+    }
+    let too_many = || ApiError::TooManyConnections {
+        limit: rt.settings.max_connections_per_user,
+        retry_after: 5,
+    };
     let slot = rt
         .directory
         .open_connection(&hospital, &identity.user)
-        .ok_or(ApiError::RateLimited { retry_after: 5 })?;
+        .ok_or_else(too_many)?;
     if let Some(check) = rt.cluster_admission(&slot) {
         if !check.await {
-            return Err(ApiError::RateLimited { retry_after: 5 });
+            return Err(too_many());
         }
+    }
+    // Last: everything that can refuse the request has been checked (a failure here drops
+    // the slot with the request).
+    if let (None, Some(ticket)) = (bearer_token(&req), &query.ticket) {
+        spend(&state, ticket).await?;
     }
 
     let id = next_session_id();

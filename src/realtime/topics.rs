@@ -80,8 +80,10 @@ impl fmt::Display for Topic {
 }
 
 /// Whether `role` may subscribe to `topic` at all. A refused topic gets an error frame; it
-/// never silently delivers nothing. (Finer rules — a field worker's cases, a user's own
-/// notifications — are applied per event by `may_see`.)
+/// never silently delivers nothing. (Finer rules — a user's own notifications, a field
+/// worker's alerts and readings — are applied per event by `may_see`; a `case:<id>` topic
+/// is further checked against the case itself by `entitlement::case_access` when
+/// subscribed, and each of its events by `may_see`.)
 pub fn role_may_subscribe(role: Role, topic: &Topic) -> bool {
     use Role::*;
     match topic {
@@ -179,6 +181,11 @@ impl Subscriptions {
             Some(bit) => self.simple & bit != 0,
             None => self.parameterized && self.topics.contains(t),
         })
+    }
+
+    /// The subscribed topics, sorted.
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.iter()
     }
 
     /// Whether `topic` is subscribed.

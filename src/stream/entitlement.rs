@@ -15,11 +15,23 @@
 //! "Assigned to them" uses the assignee recorded in each case event (and, for a
 //! reassignment, the previous assignee too, so a worker learns a case left them). A
 //! notification reaches only its recipient, whatever the role — administrators included.
+//!
+//! The same rule decides what a user may *do* to one case, not only what they receive:
+//! [`may_touch_case`] is the case row of the table, and [`case_access`] applies it to a
+//! case's current assignee, read from the log. Every path that names a case calls it — the
+//! case commands (`http::cases`), the case read (`http::reads_cases`, through the same
+//! table), subscribing to `case:<id>` over WebSocket or SSE, and sending `typing` or `view`
+//! into it (`realtime::session`) — so a field worker can neither write to, watch, nor learn
+//! about another worker's case by any of them. A refusal looks exactly like an unknown case.
 
+use aggregates::case_thread::{CaseEvent, CaseThread};
 use aggregates::routing::{Category, Scope};
-use aggregates::types::{Role, UserId};
+use aggregates::types::{HospitalId, Role, UserId};
+use cqrs_es::Aggregate;
+use sqlx::PgPool;
+use uuid::Uuid;
 
-use super::StreamEvent;
+use super::{store_key, StreamEvent};
 
 /// The reader an event is being filtered for.
 #[derive(Clone, Copy, Debug)]
@@ -44,12 +56,63 @@ pub fn may_see_scope(viewer: Viewer<'_>, scope: &Scope, author: Option<&UserId>)
             Role::Admin | Role::Physician | Role::Nurse => true,
             Role::Operator => matches!(category, Category::Alerts | Category::Appointments),
             Role::Chw | Role::Asha => match category {
-                Category::Cases => scope.assignees.iter().any(|a| a == viewer.user),
+                Category::Cases => may_touch_case(viewer, &scope.assignees),
                 Category::Alerts | Category::Vitals => own_action,
                 Category::Appointments | Category::Notifications => false,
             },
         },
     }
+}
+
+/// Whether `viewer` may read, write, watch, type in or view a case whose assignees (its
+/// current one; for a reassignment event, the previous one too) are `assignees`: the
+/// `cases` row of the table above. Staff roles may touch every case, operators none, field
+/// workers only one assigned to them.
+pub fn may_touch_case(viewer: Viewer<'_>, assignees: &[UserId]) -> bool {
+    match viewer.role {
+        Role::Admin | Role::Physician | Role::Nurse => true,
+        Role::Operator => false,
+        Role::Chw | Role::Asha => assignees.iter().any(|a| a == viewer.user),
+    }
+}
+
+/// Whether [`may_touch_case`] depends on the case at all for `role` (only field workers'
+/// access does): when it does not, [`case_access`] answers without reading the log, and a
+/// connection's cases need no re-checking when they change hands.
+pub fn depends_on_the_case(role: Role) -> bool {
+    matches!(role, Role::Chw | Role::Asha)
+}
+
+/// [`may_touch_case`] for case `case` of `hospital` as it is now: its current assignee is
+/// the one recorded in its last event (every case event carries it). A case that does not
+/// exist is refused to anyone whose access depends on the case, exactly as one assigned to
+/// someone else, so the answer never reveals whether it exists.
+///
+/// The check reads the committed log, not a read model: a case assigned to a worker a
+/// moment ago is theirs at once, even before the projections catch up. A reassignment that
+/// commits between this check and a command the check admitted is ordered after it; the
+/// worker had the case when they acted.
+pub async fn case_access(
+    pool: &PgPool,
+    viewer: Viewer<'_>,
+    hospital: &HospitalId,
+    case: &Uuid,
+) -> Result<bool, sqlx::Error> {
+    if !depends_on_the_case(viewer.role) {
+        return Ok(may_touch_case(viewer, &[]));
+    }
+    let payload: Option<serde_json::Value> = sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+         ORDER BY sequence DESC LIMIT 1",
+    )
+    .bind(CaseThread::TYPE)
+    .bind(store_key(hospital, &case.to_string()))
+    .fetch_optional(pool)
+    .await?;
+    let assignee = payload
+        .and_then(|p| serde_json::from_value::<CaseEvent>(p).ok())
+        .and_then(|event| event.assignee().cloned());
+    Ok(may_touch_case(viewer, assignee.as_slice()))
 }
 
 #[cfg(test)]
@@ -123,6 +186,22 @@ mod tests {
             &s,
             Some(&asha2)
         ));
+    }
+
+    #[test]
+    fn only_staff_and_the_assigned_field_worker_may_touch_a_case() {
+        let me = user("asha-1");
+        let others = [user("asha-2")];
+        let mine = [me.clone()];
+        for role in Role::ALL {
+            let v = Viewer { user: &me, role };
+            let staff = matches!(role, Role::Admin | Role::Physician | Role::Nurse);
+            let field = matches!(role, Role::Chw | Role::Asha);
+            assert_eq!(may_touch_case(v, &others), staff, "{role}: another's case");
+            assert_eq!(may_touch_case(v, &mine), staff || field, "{role}: own case");
+            assert_eq!(may_touch_case(v, &[]), staff, "{role}: unassigned case");
+            assert_eq!(depends_on_the_case(role), field, "{role}");
+        }
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! Integration tests: the real server on port 0, a real PostgreSQL started by the harness,
 //! real HTTP. One binary, one module per area.
 
+mod abuse;
 mod auth_keys;
 mod cli;
 mod commands;
 mod errors;
 mod events;
 mod exactly_once;
+mod field_workers;
 mod helpers;
 mod idempotency;
 mod listener_faults;
