@@ -398,13 +398,18 @@ async fn assert_each_key_applied_once(pool: &PgPool, answers: &HashMap<String, V
     }
 }
 
+/// Faults the backend killer injects at most: enough to hit many commits mid-flight, bounded
+/// so that on a loaded machine the writers still finish (each fault can cost a keyed retry
+/// the in-flight window).
+const MAX_KILL_ROUNDS: u64 = 300;
+
 /// Terminates every other backend of the test's database every few milliseconds until
-/// `stop`; returns how many it terminated.
+/// `stop` or [`MAX_KILL_ROUNDS`]; returns how many it terminated.
 async fn kill_backends_until(url: &str, stop: &AtomicBool) -> usize {
     let mut killer = PgConnection::connect(url).await.unwrap();
     let mut killed = 0usize;
     let mut round = 0u64;
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) && round < MAX_KILL_ROUNDS {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
              WHERE datname = current_database() AND pid <> pg_backend_pid() \
