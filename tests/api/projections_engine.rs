@@ -426,7 +426,7 @@ async fn a_batch_that_fails_midway_moves_neither_the_checkpoint_nor_the_board() 
     // projector of the same database.
     let poisoned = Poisoned { at: 5 };
     let tables = Tables::shadow(&poisoned);
-    let shadow = tables.get("alert_board").to_owned();
+    let shadow = tables.get("alert_board").unwrap().to_owned();
     sqlx::query(&format!(
         "CREATE TABLE {shadow} (LIKE alert_board INCLUDING ALL)"
     ))
@@ -525,7 +525,7 @@ async fn applying_a_batch_at_once_equals_applying_its_events_one_by_one() {
 
     let one_by_one = Poisoned { at: -1 }; // never poisons: the default, per-event apply_all
     let tables = Tables::shadow(&one_by_one);
-    let shadow = tables.get("alert_board").to_owned();
+    let shadow = tables.get("alert_board").unwrap().to_owned();
     sqlx::query(&format!(
         "CREATE TABLE {shadow} (LIKE alert_board INCLUDING ALL)"
     ))
@@ -857,7 +857,7 @@ impl ReadModel for Counter {
         event: &'a Envelope,
     ) -> ApplyFuture<'a> {
         Box::pin(async move {
-            let table = tables.get("test_event_counter");
+            let table = tables.get("test_event_counter")?;
             sqlx::query(&format!(
                 "INSERT INTO {table} (hospital, applied, last_position) VALUES ($1, 0, 0) \
                  ON CONFLICT DO NOTHING"
