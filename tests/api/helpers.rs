@@ -414,13 +414,17 @@ impl TestApp {
         .await
     }
 
-    /// `GET /cases` with a query string (empty for none).
-    pub async fn cases(&self, hospital: &str, token: &str, query: &str) -> Response {
+    /// `GET /cases` with a query string (empty for none), which must answer 200; its body.
+    pub async fn cases(&self, hospital: &str, token: &str, query: &str) -> Value {
         let path = match query {
             "" => paths::cases(hospital),
             q => paths::with_query(paths::cases(hospital), q),
         };
-        self.get(&path, token).await
+        let response = self.get(&path, token).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
     }
 
     /// `POST /patients/{patient}/vitals` with a reading.
