@@ -4,7 +4,7 @@ use aggregates::types::Role;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, paths, spawn_app};
 
 const H: &str = "st-marys";
 
@@ -19,12 +19,7 @@ async fn an_alert_raised_and_acknowledged_is_at_positions_1_and_2() {
     assert_eq!(raised["events"][0]["position"], 1);
     assert_eq!(raised["events"][0]["type"], "AlertRaised");
 
-    let ack = app
-        .post_empty(
-            &format!("/api/hospitals/{H}/alerts/{id}/acknowledge"),
-            &nurse,
-        )
-        .await;
+    let ack = app.acknowledge(H, &nurse, id).await;
     assert_eq!(ack.status(), StatusCode::OK);
     let ack: Value = ack.json().await.unwrap();
     assert_eq!(ack["aggregate_id"], id);
@@ -54,37 +49,18 @@ async fn an_alert_is_escalated_then_resolved_and_then_refuses_everything() {
         .to_owned();
 
     let esc = app
-        .post(
-            &format!("/api/hospitals/{H}/alerts/{id}/escalate"),
-            &nurse,
-            json!({"reason": "no response"}),
-        )
+        .escalate(H, &nurse, &id, json!({"reason": "no response"}))
         .await;
     assert_eq!(esc.status(), StatusCode::OK);
-    let resolved = app
-        .post(
-            &format!("/api/hospitals/{H}/alerts/{id}/resolve"),
-            &nurse,
-            json!({"note": "patient stable"}),
-        )
-        .await;
+    let resolved = app.resolve(H, &nurse, &id, "patient stable").await;
     assert_eq!(resolved.status(), StatusCode::OK);
 
     let before = app.event_count().await;
     let again = app
-        .post(
-            &format!("/api/hospitals/{H}/alerts/{id}/escalate"),
-            &nurse,
-            json!({"reason": "again"}),
-        )
+        .escalate(H, &nurse, &id, json!({"reason": "again"}))
         .await;
     assert_problem(again, StatusCode::CONFLICT, "alert_already_resolved").await;
-    let ack = app
-        .post_empty(
-            &format!("/api/hospitals/{H}/alerts/{id}/acknowledge"),
-            &nurse,
-        )
-        .await;
+    let ack = app.acknowledge(H, &nurse, &id).await;
     assert_problem(ack, StatusCode::CONFLICT, "alert_already_resolved").await;
     assert_eq!(
         app.event_count().await,
@@ -103,7 +79,7 @@ async fn an_escalation_from_a_level_the_alert_has_left_is_a_conflict() {
         .as_str()
         .unwrap()
         .to_owned();
-    let path = format!("/api/hospitals/{H}/alerts/{id}/escalate");
+    let path = paths::alert(H, &id, "escalate");
     let first = app
         .post(
             &path,
@@ -153,7 +129,7 @@ async fn a_second_acknowledge_is_a_conflict() {
         .as_str()
         .unwrap()
         .to_owned();
-    let path = format!("/api/hospitals/{H}/alerts/{id}/acknowledge");
+    let path = paths::alert(H, &id, "acknowledge");
     assert_eq!(app.post_empty(&path, &nurse).await.status(), StatusCode::OK);
     assert_problem(
         app.post_empty(&path, &nurse).await,
@@ -170,8 +146,8 @@ async fn a_case_thread_goes_through_its_portal_workflow() {
     let doctor = app.token(H, "dr-rao", Role::Physician);
 
     let opened = app
-        .post(
-            &format!("/api/hospitals/{H}/cases"),
+        .open_case(
+            H,
             &asha,
             json!({"patient": "p-7", "title": "Fever 3 days", "assignee": "asha-lata"}),
         )
@@ -181,7 +157,7 @@ async fn a_case_thread_goes_through_its_portal_workflow() {
         .as_str()
         .unwrap()
         .to_owned();
-    let base = format!("/api/hospitals/{H}/cases/{id}");
+    let base = paths::case(H, &id);
 
     let msg = app
         .post(
@@ -235,7 +211,7 @@ async fn a_case_thread_goes_through_its_portal_workflow() {
 async fn vitals_are_recorded_with_out_of_range_flags_and_impossible_values_refused() {
     let app = spawn_app().await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
-    let path = format!("/api/hospitals/{H}/patients/p-42/vitals");
+    let path = paths::vitals(H, "p-42");
 
     let ok = app
         .post(&path, &nurse, json!({"heart_rate": 130, "spo2": 97}))
@@ -270,7 +246,7 @@ async fn an_appointment_is_scheduled_rescheduled_checked_in_and_cannot_be_cancel
     let op = app.token(H, "op-sam", Role::Operator);
     let created = app
         .post(
-            &format!("/api/hospitals/{H}/appointments"),
+            &paths::appointments(H),
             &op,
             json!({"patient": "p-1", "clinician": "dr-rao", "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:30:00Z"}),
         )
@@ -280,7 +256,7 @@ async fn an_appointment_is_scheduled_rescheduled_checked_in_and_cannot_be_cancel
         .as_str()
         .unwrap()
         .to_owned();
-    let base = format!("/api/hospitals/{H}/appointments/{id}");
+    let base = paths::appointment(H, &id);
     let moved = app
         .post(
             &format!("{base}/reschedule"),
@@ -311,7 +287,7 @@ async fn an_appointment_is_scheduled_rescheduled_checked_in_and_cannot_be_cancel
 
     let backwards = app
         .post(
-            &format!("/api/hospitals/{H}/appointments"),
+            &paths::appointments(H),
             &op,
             json!({"patient": "p-1", "clinician": "dr-rao", "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T08:00:00Z"}),
         )
@@ -331,7 +307,7 @@ async fn a_cancelled_appointment_cannot_be_checked_in() {
     let op = app.token(H, "op-sam", Role::Operator);
     let created = app
         .post(
-            &format!("/api/hospitals/{H}/appointments"),
+            &paths::appointments(H),
             &op,
             json!({"patient": "p-1", "clinician": "dr-rao", "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:30:00Z"}),
         )
@@ -340,7 +316,7 @@ async fn a_cancelled_appointment_cannot_be_checked_in() {
         .as_str()
         .unwrap()
         .to_owned();
-    let base = format!("/api/hospitals/{H}/appointments/{id}");
+    let base = paths::appointment(H, &id);
     assert_eq!(
         app.post(&format!("{base}/cancel"), &op, json!({"reason": "sick"}))
             .await
@@ -362,7 +338,7 @@ async fn a_notification_is_read_only_by_its_recipient() {
     let doctor = app.token(H, "dr-rao", Role::Physician);
     let sent = app
         .post(
-            &format!("/api/hospitals/{H}/notifications"),
+            &paths::notifications(H),
             &nurse,
             json!({"recipient": "dr-rao", "content": {"kind": "lab_result", "patient": "p-1", "test": "CBC", "summary": "Hb 7.1", "urgent": true}}),
         )
@@ -372,7 +348,7 @@ async fn a_notification_is_read_only_by_its_recipient() {
         .as_str()
         .unwrap()
         .to_owned();
-    let path = format!("/api/hospitals/{H}/notifications/{id}/read");
+    let path = paths::notification_read(H, &id);
     assert_problem(
         app.post_empty(&path, &nurse).await,
         StatusCode::FORBIDDEN,
@@ -396,7 +372,7 @@ async fn a_notification_is_read_only_by_its_recipient() {
     ] {
         let r = app
             .post(
-                &format!("/api/hospitals/{H}/notifications"),
+                &paths::notifications(H),
                 &nurse,
                 json!({"recipient": "dr-rao", "content": content}),
             )

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use vigil::auth::Claims;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{assert_problem, paths, spawn_app, spawn_app_with};
 
 const H: &str = "st-marys";
 
@@ -15,7 +15,7 @@ async fn malformed_json_is_a_400() {
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let response = app
         .client
-        .post(app.url(&format!("/api/hospitals/{H}/alerts")))
+        .post(app.url(&paths::alerts(H)))
         .bearer_auth(&nurse)
         .header("content-type", "application/json")
         .body("{\"severity\": ")
@@ -30,7 +30,7 @@ async fn malformed_json_is_a_400() {
 async fn an_invalid_or_missing_field_is_a_400_naming_the_field() {
     let app = spawn_app().await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
-    let path = format!("/api/hospitals/{H}/alerts");
+    let path = paths::alerts(H);
     for (body, field) in [
         (
             json!({"severity": "apocalyptic", "message": "x"}),
@@ -70,7 +70,7 @@ async fn an_invalid_or_missing_field_is_a_400_naming_the_field() {
 #[actix_web::test]
 async fn missing_invalid_and_expired_tokens_are_401s() {
     let app = spawn_app().await;
-    let path = app.url(&format!("/api/hospitals/{H}/events"));
+    let path = app.url(&paths::events(H));
     let missing = app.client.get(&path).send().await.unwrap();
     assert_problem(missing, StatusCode::UNAUTHORIZED, "missing_token").await;
 
@@ -126,16 +126,10 @@ async fn another_hospital_or_a_forbidden_role_is_a_403_and_writes_nothing() {
     let app = spawn_app().await;
     let foreign = app.token("other-hospital", "nurse-amy", Role::Nurse);
     let response = app
-        .post(
-            &format!("/api/hospitals/{H}/alerts"),
-            &foreign,
-            json!({"severity": "low", "message": "x"}),
-        )
+        .post_alert(H, &foreign, json!({"severity": "low", "message": "x"}))
         .await;
     assert_problem(response, StatusCode::FORBIDDEN, "wrong_hospital").await;
-    let events = app
-        .get(&format!("/api/hospitals/{H}/events"), &foreign)
-        .await;
+    let events = app.get(&paths::events(H), &foreign).await;
     assert_problem(events, StatusCode::FORBIDDEN, "wrong_hospital").await;
 
     let chw = app.token(H, "chw-ravi", Role::Chw);
@@ -145,9 +139,7 @@ async fn another_hospital_or_a_forbidden_role_is_a_403_and_writes_nothing() {
         .unwrap()
         .to_owned();
     let before = app.event_count().await;
-    let ack = app
-        .post_empty(&format!("/api/hospitals/{H}/alerts/{id}/acknowledge"), &chw)
-        .await;
+    let ack = app.acknowledge(H, &chw, &id).await;
     assert_problem(ack, StatusCode::FORBIDDEN, "role_forbidden").await;
     assert_eq!(app.event_count().await, before);
 }
@@ -161,12 +153,7 @@ async fn an_alert_of_another_hospital_is_not_found_even_with_its_id() {
         .unwrap()
         .to_owned();
     let ours = app.token(H, "nurse-amy", Role::Nurse);
-    let response = app
-        .post_empty(
-            &format!("/api/hospitals/{H}/alerts/{id}/acknowledge"),
-            &ours,
-        )
-        .await;
+    let response = app.acknowledge(H, &ours, &id).await;
     assert_problem(response, StatusCode::NOT_FOUND, "alert_not_found").await;
 }
 
@@ -175,25 +162,17 @@ async fn unknown_aggregates_routes_and_methods_are_problems() {
     let app = spawn_app().await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let unknown = uuid::Uuid::new_v4();
-    let response = app
-        .post_empty(
-            &format!("/api/hospitals/{H}/alerts/{unknown}/acknowledge"),
-            &nurse,
-        )
-        .await;
+    let response = app.acknowledge(H, &nurse, &unknown.to_string()).await;
     assert_problem(response, StatusCode::NOT_FOUND, "alert_not_found").await;
     let bad_id = app
-        .post_empty(
-            &format!("/api/hospitals/{H}/alerts/not-a-uuid/acknowledge"),
-            &nurse,
-        )
+        .post_empty(&paths::alert(H, "not-a-uuid", "acknowledge"), &nurse)
         .await;
     assert_problem(bad_id, StatusCode::BAD_REQUEST, "invalid_field").await;
     let route = app.get("/api/nothing-here", &nurse).await;
     assert_problem(route, StatusCode::NOT_FOUND, "route_not_found").await;
     let method = app
         .client
-        .delete(app.url(&format!("/api/hospitals/{H}/alerts")))
+        .delete(app.url(&paths::alerts(H)))
         .bearer_auth(&nurse)
         .send()
         .await
@@ -207,7 +186,7 @@ async fn unknown_aggregates_routes_and_methods_are_problems() {
 async fn an_oversized_body_is_a_413_and_a_wrong_content_type_a_415() {
     let app = spawn_app().await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
-    let path = app.url(&format!("/api/hospitals/{H}/alerts"));
+    let path = app.url(&paths::alerts(H));
     let huge = format!(
         "{{\"severity\":\"low\",\"message\":\"{}\"}}",
         "x".repeat(70 * 1024)
@@ -249,7 +228,7 @@ async fn a_user_over_the_command_rate_gets_a_429_with_retry_after() {
     })
     .await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
-    let path = format!("/api/hospitals/{H}/alerts");
+    let path = paths::alerts(H);
     let body = json!({"severity": "low", "message": "x"});
     assert_eq!(
         app.post(&path, &nurse, body.clone()).await.status(),

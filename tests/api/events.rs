@@ -4,7 +4,7 @@ use aggregates::types::Role;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, paths, spawn_app};
 
 const H: &str = "st-marys";
 
@@ -16,10 +16,7 @@ async fn pages_continue_exactly_after_the_last_position() {
         app.raise_alert(H, &nurse, "low").await;
     }
     let first: Value = app
-        .get(
-            &format!("/api/hospitals/{H}/events?after=0&limit=2"),
-            &nurse,
-        )
+        .get_events(H, &nurse, "after=0&limit=2")
         .await
         .json()
         .await
@@ -35,7 +32,7 @@ async fn pages_continue_exactly_after_the_last_position() {
     assert_eq!(first["head"], 5);
     assert!(first["epoch"].is_string());
     let rest: Value = app
-        .get(&format!("/api/hospitals/{H}/events?after=2"), &nurse)
+        .get_events(H, &nurse, "after=2")
         .await
         .json()
         .await
@@ -48,7 +45,7 @@ async fn pages_continue_exactly_after_the_last_position() {
         .collect();
     assert_eq!(positions, vec![3, 4, 5]);
     let empty: Value = app
-        .get(&format!("/api/hospitals/{H}/events?after=5"), &nurse)
+        .get_events(H, &nurse, "after=5")
         .await
         .json()
         .await
@@ -68,9 +65,7 @@ async fn bad_paging_parameters_are_400s() {
         "after=abc",
         "unknown=1",
     ] {
-        let response = app
-            .get(&format!("/api/hospitals/{H}/events?{query}"), &nurse)
-            .await;
+        let response = app.get_events(H, &nurse, query).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
     }
 }
@@ -84,8 +79,8 @@ async fn a_field_worker_sees_only_their_own_cases_and_nobody_sees_others_notific
     let admin = app.token(H, "admin-1", Role::Admin);
     for assignee in ["asha-1", "asha-2"] {
         let r = app
-            .post(
-                &format!("/api/hospitals/{H}/cases"),
+            .open_case(
+                H,
                 &doctor,
                 json!({"patient": "p-1", "title": "visit", "assignee": assignee}),
             )
@@ -94,7 +89,7 @@ async fn a_field_worker_sees_only_their_own_cases_and_nobody_sees_others_notific
     }
     let r = app
         .post(
-            &format!("/api/hospitals/{H}/notifications"),
+            &paths::notifications(H),
             &doctor,
             json!({"recipient": "asha-1", "content": {"kind": "task_assigned", "title": "visit p-1"}}),
         )

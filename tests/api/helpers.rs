@@ -16,6 +16,137 @@ use vigil::config::{DatabaseSettings, JwtAlgorithm, JwtSettings, ServeSettings};
 use vigil::startup::Application;
 use vigil::store::embedded::EmbeddedPostgres;
 
+/// Longest wait for anything that should happen within a few round trips or polls.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How often [`eventually`] probes again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Polls `probe` until it returns `Some`, for at most `timeout`; panics with `what` (and the
+/// time waited) when the deadline passes. The one polling loop of the suite: a test waits for
+/// a condition, never for a fixed time.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = tokio::time::Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`eventually`] for a plain condition.
+pub async fn until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually(timeout, what, || {
+        let holds = condition();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
+/// The paths of the API, by resource, so that a test names what it calls instead of
+/// building `/api/hospitals/{h}/...` by hand.
+pub mod paths {
+    use std::fmt::Display;
+
+    /// `/api/hospitals/{hospital}/{rest}`.
+    pub fn hospital(hospital: impl Display, rest: impl Display) -> String {
+        format!("/api/hospitals/{hospital}/{rest}")
+    }
+
+    /// The alerts of a hospital (POST raises one).
+    pub fn alerts(hospital: impl Display) -> String {
+        self::hospital(hospital, "alerts")
+    }
+
+    /// A command on one alert: `acknowledge`, `escalate`, `resolve`.
+    pub fn alert(hospital: impl Display, alert: impl Display, command: &str) -> String {
+        self::hospital(hospital, format!("alerts/{alert}/{command}"))
+    }
+
+    /// The cases of a hospital (POST opens one, GET lists them).
+    pub fn cases(hospital: impl Display) -> String {
+        self::hospital(hospital, "cases")
+    }
+
+    /// One case (its thread view).
+    pub fn case(hospital: impl Display, case: impl Display) -> String {
+        self::hospital(hospital, format!("cases/{case}"))
+    }
+
+    /// A command on one case: `assign`, `messages`, `read`, `status`, ...
+    pub fn case_command(hospital: impl Display, case: impl Display, command: &str) -> String {
+        self::hospital(hospital, format!("cases/{case}/{command}"))
+    }
+
+    /// A patient's chart.
+    pub fn patient(hospital: impl Display, patient: impl Display) -> String {
+        self::hospital(hospital, format!("patients/{patient}"))
+    }
+
+    /// A patient's vitals (POST records a reading).
+    pub fn vitals(hospital: impl Display, patient: impl Display) -> String {
+        self::hospital(hospital, format!("patients/{patient}/vitals"))
+    }
+
+    /// The caller's notifications.
+    pub fn notifications(hospital: impl Display) -> String {
+        self::hospital(hospital, "notifications")
+    }
+
+    /// Marks one notification read.
+    pub fn notification_read(hospital: impl Display, notification: impl Display) -> String {
+        self::hospital(hospital, format!("notifications/{notification}/read"))
+    }
+
+    /// The appointments of a hospital (POST books one).
+    pub fn appointments(hospital: impl Display) -> String {
+        self::hospital(hospital, "appointments")
+    }
+
+    /// One appointment.
+    pub fn appointment(hospital: impl Display, appointment: impl Display) -> String {
+        self::hospital(hospital, format!("appointments/{appointment}"))
+    }
+
+    /// The hospital's event stream (polling).
+    pub fn events(hospital: impl Display) -> String {
+        self::hospital(hospital, "events")
+    }
+
+    /// The hospital's dashboard metrics.
+    pub fn metrics(hospital: impl Display) -> String {
+        self::hospital(hospital, "metrics")
+    }
+
+    /// The hospital's WebSocket.
+    pub fn ws(hospital: impl Display) -> String {
+        self::hospital(hospital, "ws")
+    }
+
+    /// The hospital's escalation deadlines.
+    pub fn escalation_policy(hospital: impl Display) -> String {
+        self::hospital(hospital, "policies/escalation")
+    }
+
+    /// `path` with the query string `query` (given without its `?`).
+    pub fn with_query(path: String, query: impl Display) -> String {
+        format!("{path}?{query}")
+    }
+}
+
 /// The HS256 secret every test server uses.
 pub const TEST_SECRET: &str = "vigil-integration-tests-secret-0123456789";
 
@@ -205,11 +336,22 @@ impl TestApp {
             .expect("request")
     }
 
+    /// PUT JSON with a bearer token.
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Response {
+        self.client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
     /// Raises an alert and returns the command response.
     pub async fn raise_alert(&self, hospital: &str, token: &str, severity: &str) -> Value {
         let response = self
-            .post(
-                &format!("/api/hospitals/{hospital}/alerts"),
+            .post_alert(
+                hospital,
                 token,
                 json!({"severity": severity, "message": "Bed 12: SpO2 82%", "patient": "p-1"}),
             )
@@ -218,13 +360,95 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
-    /// Reads the whole visible stream.
+    /// `POST /alerts` with `body`, whatever the answer.
+    pub async fn post_alert(&self, hospital: &str, token: &str, body: Value) -> Response {
+        self.post(&paths::alerts(hospital), token, body).await
+    }
+
+    /// `POST /alerts/{alert}/acknowledge`.
+    pub async fn acknowledge(&self, hospital: &str, token: &str, alert: &str) -> Response {
+        self.post_empty(&paths::alert(hospital, alert, "acknowledge"), token)
+            .await
+    }
+
+    /// `POST /alerts/{alert}/escalate` with `body`.
+    pub async fn escalate(
+        &self,
+        hospital: &str,
+        token: &str,
+        alert: &str,
+        body: Value,
+    ) -> Response {
+        self.post(&paths::alert(hospital, alert, "escalate"), token, body)
+            .await
+    }
+
+    /// `POST /alerts/{alert}/resolve` with a note.
+    pub async fn resolve(&self, hospital: &str, token: &str, alert: &str, note: &str) -> Response {
+        self.post(
+            &paths::alert(hospital, alert, "resolve"),
+            token,
+            json!({ "note": note }),
+        )
+        .await
+    }
+
+    /// `POST /cases` with `body` (patient, title, assignee).
+    pub async fn open_case(&self, hospital: &str, token: &str, body: Value) -> Response {
+        self.post(&paths::cases(hospital), token, body).await
+    }
+
+    /// `POST /cases/{case}/assign` to `assignee`.
+    pub async fn assign_case(
+        &self,
+        hospital: &str,
+        token: &str,
+        case: &str,
+        assignee: &str,
+    ) -> Response {
+        self.post(
+            &paths::case_command(hospital, case, "assign"),
+            token,
+            json!({ "assignee": assignee }),
+        )
+        .await
+    }
+
+    /// `GET /cases` with a query string (empty for none), which must answer 200; its body.
+    pub async fn cases(&self, hospital: &str, token: &str, query: &str) -> Value {
+        let path = match query {
+            "" => paths::cases(hospital),
+            q => paths::with_query(paths::cases(hospital), q),
+        };
+        let response = self.get(&path, token).await;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        body
+    }
+
+    /// `POST /patients/{patient}/vitals` with a reading.
+    pub async fn record_vitals(
+        &self,
+        hospital: &str,
+        token: &str,
+        patient: &str,
+        reading: Value,
+    ) -> Response {
+        self.post(&paths::vitals(hospital, patient), token, reading)
+            .await
+    }
+
+    /// `GET /events` with a query string.
+    pub async fn get_events(&self, hospital: &str, token: &str, query: &str) -> Response {
+        self.get(&paths::with_query(paths::events(hospital), query), token)
+            .await
+    }
+
+    /// Reads the whole visible stream after `after`.
     pub async fn events(&self, hospital: &str, token: &str, after: i64) -> Value {
         let response = self
-            .get(
-                &format!("/api/hospitals/{hospital}/events?after={after}&limit=1000"),
-                token,
-            )
+            .get_events(hospital, token, &format!("after={after}&limit=1000"))
             .await;
         assert_eq!(response.status(), StatusCode::OK);
         response.json().await.unwrap()
@@ -271,7 +495,7 @@ pub mod ws {
 
     /// Connects to `/api/hospitals/{hospital}/ws` with an optional bearer header.
     pub async fn connect(port: u16, hospital: &str, token: Option<&str>) -> Socket {
-        connect_path(port, &format!("/api/hospitals/{hospital}/ws"), token).await
+        connect_path(port, &super::paths::ws(hospital), token).await
     }
 
     /// The upgrade request for `path`, with an optional bearer header.

@@ -1,13 +1,14 @@
 //! Policies: assignment notifications, vitals alerts, auto-escalation — each effect exactly
 //! once, across retries, restarts and several nodes, and never again during a rebuild.
 //!
-//! Timers are real here (the deadline arithmetic is unit-tested with fixed times in
-//! `src/policy/escalation.rs`): hospitals get one- or two-second deadlines, and every wait
-//! polls with a bounded deadline. Asserting that something does *not* happen needs a window;
-//! those windows are at least one policy poll interval and say so.
+//! No test waits for a deadline to pass: deadlines are set an hour away and the test
+//! backdates `due_at` in `alert_deadlines` when it wants one due (the deadline arithmetic is
+//! unit-tested with fixed times in `src/policy/escalation.rs`, and the arming of a row with
+//! the hospital's deadline is checked below). Every wait polls with a bounded deadline, and
+//! "nothing more happened" is asserted only once [`settled`] has seen the policies and the
+//! scheduler with nothing left to do.
 
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use aggregates::alert::{Alert, AlertCommand, EscalationGuard};
 use aggregates::types::{HospitalId, Reason, Role, UserId};
@@ -19,15 +20,15 @@ use uuid::Uuid;
 use vigil::command::{CommandBus, CommandContext};
 use vigil::startup::{Application, Shutdown};
 
-use crate::helpers::{settings, spawn_app, TestApp};
+use crate::helpers::{eventually, paths, settings, spawn_app, TestApp, WAIT};
 
 const H: &str = "h-policies";
 
-/// Longest wait for anything a policy should do.
-const WAIT: Duration = Duration::from_secs(20);
+/// The checkpoints of the policies driven by the stream.
+const POLICIES: [&str; 3] = ["policy:assignment", "policy:vitals", "policy:escalation"];
 
-/// Window for "nothing more happens": two policy polls and two scheduler ticks.
-const QUIET: Duration = Duration::from_millis(2_000);
+/// A deadline no test waits for: rows armed with it are due only when a test backdates them.
+const FAR: i32 = 3600;
 
 /// One stored event, read from the database (all of them, whoever may see them).
 #[derive(Debug, Clone)]
@@ -68,25 +69,6 @@ async fn of_type(pool: &PgPool, event_type: &str) -> Vec<Stored> {
         .collect()
 }
 
-/// Polls `probe` until it returns `Some`, for at most `timeout`.
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn head(pool: &PgPool) -> i64 {
     sqlx::query_scalar(
         "SELECT coalesce((SELECT position FROM stream_heads WHERE hospital = $1), 0)",
@@ -109,15 +91,92 @@ async fn checkpoint(pool: &PgPool, projector: &str) -> i64 {
     .unwrap()
 }
 
-/// Waits until every policy has handled the stream up to its current head.
-async fn policies_caught_up(pool: &PgPool) {
-    let head = head(pool).await;
-    for policy in ["policy:assignment", "policy:vitals", "policy:escalation"] {
-        eventually(WAIT, policy, || async {
-            (checkpoint(pool, policy).await >= head).then_some(())
-        })
-        .await;
-    }
+/// Deadline rows of the hospital that are due now (a row being fired keeps its `due_at`
+/// until the outcome of its escalation commits).
+async fn due_deadlines(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM alert_deadlines WHERE hospital = $1 AND due_at <= clock_timestamp()",
+    )
+    .bind(H)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until the policies and the escalation scheduler have nothing left to do: every
+/// policy's checkpoint has reached the stream head, the head has not moved meanwhile, and no
+/// deadline is due. This is the positive signal an absence check waits for before asserting
+/// that nothing (more) happened.
+///
+/// Why it is enough: a policy commits the commands of a batch before it advances its
+/// checkpoint, and the scheduler commits an escalation before it clears the row's `due_at`;
+/// so reading the head, then the checkpoints and the due rows, then the head again, sees
+/// any effect of what was handled in the second read of the head.
+async fn settled(pool: &PgPool) {
+    eventually(WAIT, "the policies and the scheduler to settle", || async {
+        let before = head(pool).await;
+        for policy in POLICIES {
+            if checkpoint(pool, policy).await < before {
+                return None;
+            }
+        }
+        let quiet = due_deadlines(pool).await == 0 && head(pool).await == before;
+        quiet.then_some(())
+    })
+    .await;
+}
+
+/// The deadline row of `alert`: (level, seconds until due; `None` when not armed).
+async fn deadline_of(pool: &PgPool, alert: &str) -> Option<(i16, Option<f64>)> {
+    sqlx::query_as(
+        "SELECT level, extract(epoch FROM due_at - clock_timestamp())::float8 \
+         FROM alert_deadlines WHERE hospital = $1 AND alert_id = $2",
+    )
+    .bind(H)
+    .bind(alert)
+    .fetch_optional(pool)
+    .await
+    .unwrap()
+}
+
+/// Waits until each of `alerts` is armed (due in the future) for `level`.
+async fn armed_for(pool: &PgPool, alerts: &[String], level: i16) {
+    eventually(
+        WAIT,
+        &format!("deadlines armed for level {level}"),
+        || async {
+            let armed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM alert_deadlines WHERE hospital = $1 AND alert_id = ANY($2) \
+             AND level = $3 AND due_at > clock_timestamp()",
+            )
+            .bind(H)
+            .bind(alerts)
+            .bind(level)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            (armed == alerts.len() as i64).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Makes the armed deadlines of `alerts` due now, as if their time had passed.
+async fn backdate(pool: &PgPool, alerts: &[String]) {
+    let moved = sqlx::query(
+        "UPDATE alert_deadlines SET due_at = clock_timestamp() \
+         WHERE hospital = $1 AND alert_id = ANY($2) AND due_at IS NOT NULL",
+    )
+    .bind(H)
+    .bind(alerts)
+    .execute(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        moved.rows_affected(),
+        alerts.len() as u64,
+        "every deadline backdated"
+    );
 }
 
 /// Sets the hospital's deadline for `severity` (as an administrator would, in SQL).
@@ -190,25 +249,19 @@ async fn assigning_a_case_notifies_the_assignee_exactly_once_even_when_the_polic
 
     // Act: open a case for asha-1, then hand it to chw-ravi; asha-2 takes a case herself.
     let opened = app
-        .post(
-            &format!("/api/hospitals/{H}/cases"),
+        .open_case(
+            H,
             &doctor,
             json!({"patient": "p-7", "title": "Fever 3 days", "assignee": "asha-1"}),
         )
         .await;
     assert_eq!(opened.status(), StatusCode::CREATED);
     let case_id = created_id(&opened.json().await.unwrap());
-    let assigned = app
-        .post(
-            &format!("/api/hospitals/{H}/cases/{case_id}/assign"),
-            &doctor,
-            json!({"assignee": "chw-ravi"}),
-        )
-        .await;
+    let assigned = app.assign_case(H, &doctor, &case_id, "chw-ravi").await;
     assert_eq!(assigned.status(), StatusCode::OK);
     let own = app
-        .post(
-            &format!("/api/hospitals/{H}/cases"),
+        .open_case(
+            H,
             &asha2,
             json!({"patient": "p-8", "title": "Follow-up", "assignee": "asha-2"}),
         )
@@ -258,7 +311,7 @@ async fn assigning_a_case_notifies_the_assignee_exactly_once_even_when_the_polic
     })
     .await;
     check(&sent, "chw-ravi", &assigned_cmd.unwrap());
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
     assert!(
         notifications_of(asha2.clone()).await.0.is_empty(),
         "assigning oneself notifies nobody"
@@ -277,7 +330,7 @@ async fn assigning_a_case_notifies_the_assignee_exactly_once_even_when_the_polic
     .execute(&app.pool)
     .await
     .unwrap();
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
 
     // Assert: still the same two notifications, no more.
     let ids: Vec<String> = of_type(&app.pool, "NotificationSent")
@@ -297,13 +350,7 @@ async fn an_out_of_range_reading_raises_one_alert_per_patient_and_sign_while_it_
     let record = |body: Value| {
         let (app, nurse) = (&app, nurse.clone());
         async move {
-            let r = app
-                .post(
-                    &format!("/api/hospitals/{H}/patients/p-1/vitals"),
-                    &nurse,
-                    body,
-                )
-                .await;
+            let r = app.record_vitals(H, &nurse, "p-1", body).await;
             assert_eq!(r.status(), StatusCode::CREATED);
         }
     };
@@ -330,7 +377,7 @@ async fn an_out_of_range_reading_raises_one_alert_per_patient_and_sign_while_it_
 
     // Act: SpO2 still low while the alert is open; the heart rate is now high too.
     record(json!({"spo2": 85, "heart_rate": 150})).await;
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
 
     // Assert: no second SpO2 alert; one heart-rate alert.
     let alerts = raised().await;
@@ -348,11 +395,7 @@ async fn an_out_of_range_reading_raises_one_alert_per_patient_and_sign_while_it_
 
     // Act: the SpO2 alert is resolved, then SpO2 is low again.
     let resolved = app
-        .post(
-            &format!("/api/hospitals/{H}/alerts/{}/resolve", first.aggregate_id),
-            &nurse,
-            json!({"note": "oxygen increased"}),
-        )
+        .resolve(H, &nurse, &first.aggregate_id, "oxygen increased")
         .await;
     assert_eq!(resolved.status(), StatusCode::OK);
     record(json!({"spo2": 80})).await;
@@ -364,25 +407,21 @@ async fn an_out_of_range_reading_raises_one_alert_per_patient_and_sign_while_it_
     .await;
     assert_eq!(third.data["message"], "SpO2 80% (low) for patient p-1");
     assert_ne!(third.aggregate_id, first.aggregate_id);
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
     assert_eq!(raised().await.len(), 3);
 
     // Act: with every SpO2 alert resolved (so only positions can tell that the second
     // reading came while one was open), the policy reads the whole stream again.
     let resolved = app
-        .post(
-            &format!("/api/hospitals/{H}/alerts/{}/resolve", third.aggregate_id),
-            &nurse,
-            json!({"note": "recovered"}),
-        )
+        .resolve(H, &nurse, &third.aggregate_id, "recovered")
         .await;
     assert_eq!(resolved.status(), StatusCode::OK);
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
     sqlx::query("UPDATE projection_checkpoints SET position = 0 WHERE projector = 'policy:vitals'")
         .execute(&app.pool)
         .await
         .unwrap();
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
 
     // Assert: it decides as the first time: no new alert, and no re-raised one.
     assert_eq!(raised().await.len(), 3);
@@ -396,10 +435,11 @@ const IGNORED_ALERTS: usize = 12;
 async fn unacknowledged_alerts_are_escalated_once_per_level_by_competing_nodes() {
     // Invariant: however many nodes run the scheduler, each (alert, level) is escalated by
     // exactly one command, and an acknowledged alert never.
-    // Arrange: three nodes on one database; critical alerts are due after one second.
+    // Arrange: three nodes on one database; critical deadlines an hour away, so that each
+    // level is due exactly when the test backdates it.
     let app = spawn_app().await;
     let others = [start_node(&app.db.url).await, start_node(&app.db.url).await];
-    set_deadline(&app.pool, "critical", 1).await;
+    set_deadline(&app.pool, "critical", FAR).await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
 
     // Act: most alerts are left alone; one is acknowledged at once.
@@ -408,48 +448,44 @@ async fn unacknowledged_alerts_are_escalated_once_per_level_by_competing_nodes()
         ignored.push(raise(&app, &nurse, "critical").await);
     }
     let owned = raise(&app, &nurse, "critical").await;
-    let ack = app
-        .post_empty(
-            &format!("/api/hospitals/{H}/alerts/{owned}/acknowledge"),
-            &nurse,
-        )
-        .await;
+    let ack = app.acknowledge(H, &nurse, &owned).await;
     assert_eq!(ack.status(), StatusCode::OK);
     // The stream-driven policies compete too.
     let doctor = app.token(H, "dr-rao", Role::Physician);
     let opened = app
-        .post(
-            &format!("/api/hospitals/{H}/cases"),
+        .open_case(
+            H,
             &doctor,
             json!({"patient": "p-7", "title": "Fever", "assignee": "asha-1"}),
         )
         .await;
     assert_eq!(opened.status(), StatusCode::CREATED);
     let recorded = app
-        .post(
-            &format!("/api/hospitals/{H}/patients/p-1/vitals"),
-            &nurse,
-            json!({"heart_rate": 150}),
-        )
+        .record_vitals(H, &nurse, "p-1", json!({"heart_rate": 150}))
         .await;
     assert_eq!(recorded.status(), StatusCode::CREATED);
 
+    // Act: level by level, every ignored alert's deadline passes at the same instant, so the
+    // three nodes' schedulers find the same twelve due rows at once.
+    for level in 1..=5 {
+        armed_for(&app.pool, &ignored, level).await;
+        backdate(&app.pool, &ignored).await;
+    }
+
     // Assert: every ignored alert climbs every level up to the last, once each, by
     // `system`, each escalation caused by the event that armed it (the raise, then the
-    // previous escalation).
-    eventually(
-        Duration::from_secs(40),
-        "every deadline to be used up",
-        || async {
-            let left: i64 = sqlx::query_scalar("SELECT count(*) FROM alert_deadlines")
+    // previous escalation); past the last level nothing is armed any more.
+    eventually(WAIT, "every deadline to be used up", || async {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM alert_deadlines WHERE alert_id = ANY($1)")
+                .bind(&ignored)
                 .fetch_one(&app.pool)
                 .await
                 .unwrap();
-            (left == 0).then_some(())
-        },
-    )
+        (left == 0).then_some(())
+    })
     .await;
-    tokio::time::sleep(QUIET).await;
+    settled(&app.pool).await;
     for alert in &ignored {
         let climbed = escalations(&app.pool, alert).await;
         let levels: Vec<u64> = climbed.iter().map(|e| e.0).collect();
@@ -481,13 +517,16 @@ async fn unacknowledged_alerts_are_escalated_once_per_level_by_competing_nodes()
 async fn a_pending_deadline_fires_once_after_the_server_restarts() {
     // Arrange
     let app = spawn_app().await;
-    set_deadline(&app.pool, "critical", 2).await;
+    set_deadline(&app.pool, "critical", FAR).await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let alert = raise(&app, &nurse, "critical").await;
+    armed_for(&app.pool, std::slice::from_ref(&alert), 1).await;
 
-    // Act: the only server stops before the deadline; a new one starts on the database.
+    // Act: the only server stops before the deadline, which passes while no server runs; a
+    // new one starts on the database.
     app.shutdown.trigger().await;
     assert!(escalations(&app.pool, &alert).await.is_empty());
+    backdate(&app.pool, std::slice::from_ref(&alert)).await;
     let restarted = start_node(&app.db.url).await;
 
     // Assert: level 1 fires once, and the deadline moves on to level 2.
@@ -502,15 +541,16 @@ async fn a_pending_deadline_fires_once_after_the_server_restarts() {
                 .fetch_optional(&app.pool)
                 .await
                 .unwrap();
-        (level >= Some(2)).then_some(())
+        (level == Some(2)).then_some(())
     })
     .await;
+    settled(&app.pool).await;
     let levels: Vec<u64> = escalations(&app.pool, &alert)
         .await
         .iter()
         .map(|e| e.0)
         .collect();
-    assert_eq!(levels.iter().filter(|l| **l == 1).count(), 1, "{levels:?}");
+    assert_eq!(levels, vec![1], "level 1 once, level 2 not due yet");
     restarted.trigger().await;
 }
 
@@ -518,11 +558,11 @@ async fn a_pending_deadline_fires_once_after_the_server_restarts() {
 async fn a_deadline_claimed_by_a_node_that_died_is_finished_under_the_same_command_id() {
     // Arrange: deadlines far away, so only what the test stages is due.
     let app = spawn_app().await;
-    set_deadline(&app.pool, "critical", 3600).await;
+    set_deadline(&app.pool, "critical", FAR).await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let first = raise(&app, &nurse, "critical").await;
     let second = raise(&app, &nurse, "critical").await;
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
     let bus = CommandBus::new(app.pool.clone());
 
     // Act 1: a node stamped `first`'s level-1 command and died before executing it.
@@ -606,7 +646,13 @@ async fn a_deadline_claimed_by_a_node_that_died_is_finished_under_the_same_comma
         (level == Some(2)).then_some(())
     })
     .await;
-    tokio::time::sleep(QUIET).await;
+    settled(&app.pool).await;
+    let (level, due_in) = deadline_of(&app.pool, &second).await.expect("the row");
+    assert_eq!(level, 2);
+    assert!(
+        due_in.is_some_and(|s| s > f64::from(FAR) - 60.0),
+        "level 2 is armed an hour away: {due_in:?}"
+    );
     let levels: Vec<u64> = escalations(&app.pool, &second)
         .await
         .iter()
@@ -620,25 +666,28 @@ async fn a_deadline_claimed_by_a_node_that_died_is_finished_under_the_same_comma
 async fn a_rebuild_of_the_alert_board_does_not_run_policies_again() {
     // Arrange: one effect of each policy has happened.
     let app = spawn_app().await;
-    set_deadline(&app.pool, "critical", 1).await;
+    set_deadline(&app.pool, "critical", FAR).await;
     let doctor = app.token(H, "dr-rao", Role::Physician);
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let opened = app
-        .post(
-            &format!("/api/hospitals/{H}/cases"),
+        .open_case(
+            H,
             &doctor,
             json!({"patient": "p-7", "title": "Fever", "assignee": "asha-1"}),
         )
         .await;
     assert_eq!(opened.status(), StatusCode::CREATED);
     let vitals = app
-        .post(
-            &format!("/api/hospitals/{H}/patients/p-1/vitals"),
-            &nurse,
-            json!({"spo2": 82}),
-        )
+        .record_vitals(H, &nurse, "p-1", json!({"spo2": 82}))
         .await;
     assert_eq!(vitals.status(), StatusCode::CREATED);
+    let raised = eventually(WAIT, "the vitals alert", || async {
+        of_type(&app.pool, "AlertRaised").await.into_iter().next()
+    })
+    .await;
+    let alert = vec![raised.aggregate_id];
+    armed_for(&app.pool, &alert, 1).await;
+    backdate(&app.pool, &alert).await;
     eventually(
         WAIT,
         "a notification, an alert and an escalation",
@@ -650,18 +699,9 @@ async fn a_rebuild_of_the_alert_board_does_not_run_policies_again() {
     )
     .await;
     // Nothing may be due during the rebuild: acknowledge the alert, stopping escalations.
-    let alert = of_type(&app.pool, "AlertRaised")
-        .await
-        .remove(0)
-        .aggregate_id;
-    let ack = app
-        .post_empty(
-            &format!("/api/hospitals/{H}/alerts/{alert}/acknowledge"),
-            &nurse,
-        )
-        .await;
+    let ack = app.acknowledge(H, &nurse, &alert[0]).await;
     assert_eq!(ack.status(), StatusCode::OK);
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
     let count = |t: &'static str| {
         let pool = app.pool.clone();
         async move { of_type(&pool, t).await.len() }
@@ -684,8 +724,7 @@ async fn a_rebuild_of_the_alert_board_does_not_run_policies_again() {
     )
     .await
     .expect("rebuild");
-    tokio::time::sleep(QUIET).await;
-    policies_caught_up(&app.pool).await;
+    settled(&app.pool).await;
 
     // Assert: no policy effect ran again; the stream did not grow at all.
     let after = (
@@ -699,13 +738,8 @@ async fn a_rebuild_of_the_alert_board_does_not_run_policies_again() {
 
 /// `PUT` of the escalation policy with `token`.
 async fn put_policy(app: &TestApp, hospital: &str, token: &str, body: Value) -> reqwest::Response {
-    app.client
-        .put(app.url(&format!("/api/hospitals/{hospital}/policies/escalation")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    app.put(&paths::escalation_policy(hospital), token, body)
         .await
-        .unwrap()
 }
 
 /// Invariants of the escalation policy endpoint: defaults until set; only the hospital's
@@ -715,7 +749,7 @@ async fn put_policy(app: &TestApp, hospital: &str, token: &str, body: Value) -> 
 async fn an_admin_sets_the_escalation_deadlines_and_new_alerts_are_armed_with_them() {
     let app = spawn_app().await;
     let admin = app.token(H, "admin-ada", Role::Admin);
-    let path = format!("/api/hospitals/{H}/policies/escalation");
+    let path = paths::escalation_policy(H);
     let defaults: Value = app.get(&path, &admin).await.json().await.unwrap();
     assert_eq!(
         defaults,
@@ -771,10 +805,7 @@ async fn an_admin_sets_the_escalation_deadlines_and_new_alerts_are_armed_with_th
     );
     // Another hospital keeps its defaults.
     let theirs: Value = app
-        .get(
-            "/api/hospitals/city-general/policies/escalation",
-            &elsewhere,
-        )
+        .get(&paths::escalation_policy("city-general"), &elsewhere)
         .await
         .json()
         .await

@@ -1,8 +1,9 @@
 //! Presence, typing and viewing across a cluster: two (or three) `PresenceHub`s, each with
 //! its own pool and LISTEN connection, on one fresh database — the way two `vigil serve`
 //! processes share a PostgreSQL. Sessions are stand-in actors that record the frames they
-//! are pushed. Timers are shortened; every wait polls with a deadline instead of sleeping a
-//! fixed time.
+//! are pushed. Timers are shortened; every wait polls with a deadline (`helpers::eventually`)
+//! instead of sleeping a fixed time, and "nothing else arrives" is asserted after a later
+//! change (a marker) has arrived, never after a quiet window.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +20,7 @@ use vigil::realtime::presence::{
 use vigil::realtime::protocol::{Participant, PresenceEntry, ServerFrame};
 use vigil::realtime::{next_session_id, Push, SessionId};
 
-use crate::helpers::TestDatabase;
+use crate::helpers::{eventually, until, TestDatabase, WAIT};
 
 /// Longest wait for something that should happen within a few database round trips.
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -92,24 +93,22 @@ async fn start_node_on_own_arbiter(db: &TestDatabase) -> (Arbiter, Addr<Presence
 /// notification is sent before a node can hear it.
 async fn until_listening(db: &TestDatabase, count: i64) {
     let pool = PgPool::connect(&db.url).await.unwrap();
-    let started = Instant::now();
-    loop {
-        let listening: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity \
+    let pool = &pool;
+    until(
+        DEADLINE,
+        &format!("{count} nodes listening"),
+        || async move {
+            let listening: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
              WHERE datname = current_database() AND query = 'LISTEN vigil_presence'",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        if listening >= count {
-            return;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "{listening} of {count} nodes listening"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            listening >= count
+        },
+    )
+    .await;
 }
 
 /// Records the frames pushed to a stand-in session.
@@ -192,18 +191,16 @@ impl Session {
         pick: impl Fn(&ServerFrame) -> Option<T>,
         check: impl Fn(&T) -> bool,
     ) -> T {
-        let started = Instant::now();
-        loop {
-            let latest = self.frames().iter().rev().find_map(&pick);
-            match latest {
-                Some(value) if check(&value) => return value,
-                latest => assert!(
-                    started.elapsed() < DEADLINE,
-                    "timed out waiting for {what}; latest: {latest:?}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (pick, check) = (&pick, &check);
+        let found = eventually(DEADLINE, what, || async move {
+            self.frames()
+                .iter()
+                .rev()
+                .find_map(pick)
+                .filter(|value| check(value))
+        })
+        .await;
+        found
     }
 
     async fn until_presence(&self, what: &str, check: impl Fn(&Vec<PresenceEntry>) -> bool) {
@@ -289,8 +286,8 @@ async fn online_users_by_role_count_each_user_once_over_all_nodes() {
         Session::connect(&b, &other, "nurse-c", Role::Nurse).await,
     ];
 
-    let started = Instant::now();
-    loop {
+    let (b, h) = (&b, &h);
+    let counts = eventually(DEADLINE, "one physician and two nurses", || async move {
         let counts = b
             .send(OnlineByRole {
                 hospital: h.clone(),
@@ -298,13 +295,11 @@ async fn online_users_by_role_count_each_user_once_over_all_nodes() {
             .await
             .unwrap()
             .unwrap();
-        if counts.get(&Role::Physician) == Some(&1) && counts.get(&Role::Nurse) == Some(&2) {
-            assert_eq!(counts.len(), 2, "{counts:?}");
-            break;
-        }
-        assert!(started.elapsed() < DEADLINE, "counts: {counts:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        (counts.get(&Role::Physician) == Some(&1) && counts.get(&Role::Nurse) == Some(&2))
+            .then_some(counts)
+    })
+    .await;
+    assert_eq!(counts.len(), 2, "{counts:?}");
 }
 
 #[actix_web::test]
@@ -450,14 +445,31 @@ async fn views_and_unviews_reach_other_nodes_in_the_order_they_were_made() {
         }
     }
     a.send(view(&ben)).await.unwrap();
+    // A marker made after the burst, on the same node: once it is seen on B, every change
+    // of the burst has been applied there (that order is the invariant under test).
+    let marker = patient("p-marker");
+    watcher.watch(&b, WatchTopic::Target(marker.clone())).await;
+    a.send(View {
+        session: ana.id,
+        target: marker.clone(),
+    })
+    .await
+    .unwrap();
 
     watcher
-        .until_viewers(&target, |v| *v == vec![who("ben", "physician")])
+        .until_viewers(&marker, |v| *v == vec![who("ana", "nurse")])
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    watcher
-        .until_viewers(&target, |v| *v == vec![who("ben", "physician")])
-        .await;
+    let last_of_target = watcher.frames().iter().rev().find_map(|frame| match frame {
+        ServerFrame::Viewing { target: t, viewers } if *t == target.to_string() => {
+            Some(viewers.clone())
+        }
+        _ => None,
+    });
+    assert_eq!(
+        last_of_target,
+        Some(vec![who("ben", "physician")]),
+        "the burst ends on B as it ended on A"
+    );
 }
 
 /// `dr-a`, connected to node `a`, views `target`; `nurse-b`, on node `b`, watches presence
@@ -531,7 +543,11 @@ async fn a_node_that_leaves_takes_its_presence_views_and_node_row_with_it_at_onc
     until_listening(&db, 2).await;
     let target = patient("p-4");
     let (watcher, still_connected) = seen_viewing_from_the_other_node(&a, &b, &target).await;
-    until(|| peers_of_b.count() == 1, "b to count a as a peer").await;
+    let peers = &peers_of_b;
+    until(DEADLINE, "b to count a as a peer", || async move {
+        peers.count() == 1
+    })
+    .await;
 
     // Act: the node leaves (graceful shutdown) while its session is still connected.
     a.send(Leave).await.unwrap();
@@ -551,13 +567,34 @@ async fn a_node_that_leaves_takes_its_presence_views_and_node_row_with_it_at_onc
         .until_presence("dr-a gone", |p| *p == vec![online("nurse-b", "nurse", 1)])
         .await;
     watcher.until_viewers(&target, |v| v.is_empty()).await;
-    until(|| peers_of_b.count() == 0, "b to stop counting a").await;
+    until(DEADLINE, "b to stop counting a", || async move {
+        peers.count() == 0
+    })
+    .await;
     a.send(Disconnect {
         session: still_connected.id,
     })
     .await
     .unwrap();
-    tokio::time::sleep(settings().node_heartbeat * 3).await;
+    // A's heartbeat is a timer with no trace once it has left, so the wait is for time: three
+    // of B's heartbeats (same interval, same runtime), seen as B's `last_seen` moving three
+    // times, cover two whole intervals of A's timer after the leave.
+    let pool_ref = &pool;
+    let beats_of_b = std::cell::RefCell::new(Vec::new());
+    let beats = &beats_of_b;
+    until(DEADLINE, "three heartbeats of b", || async move {
+        let seen: chrono::DateTime<chrono::Utc> =
+            sqlx::query_scalar("SELECT max(last_seen) FROM presence_nodes")
+                .fetch_one(pool_ref)
+                .await
+                .unwrap();
+        let mut beats = beats.borrow_mut();
+        if beats.last() != Some(&seen) {
+            beats.push(seen);
+        }
+        beats.len() > 3
+    })
+    .await;
     let registered: i64 =
         sqlx::query_scalar("SELECT count(*) FROM presence_nodes WHERE node_id = $1")
             .bind(leaving)
@@ -584,18 +621,16 @@ async fn a_leaving_node_skips_the_writes_queued_before_its_leave() {
     for i in 0..CONNECTIONS {
         sessions.push(Session::connect(&hub, &h, &format!("nurse-{i}"), Role::Nurse).await);
     }
-    let started = Instant::now();
-    loop {
+    let pool_ref = &pool;
+    // 500 single-row writes: on a loaded machine they take longer than one round trip.
+    until(WAIT, "every connection stored", || async move {
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM presence_sessions")
-            .fetch_one(&pool)
+            .fetch_one(pool_ref)
             .await
             .unwrap();
-        if stored == CONNECTIONS as i64 {
-            break;
-        }
-        assert!(started.elapsed() < DEADLINE, "{stored} connections stored");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        stored == CONNECTIONS as i64
+    })
+    .await;
     let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
     listener.listen("vigil_presence").await.unwrap();
 
@@ -617,23 +652,27 @@ async fn a_leaving_node_skips_the_writes_queued_before_its_leave() {
     .await
     .unwrap();
     assert_eq!((nodes, stored), (0, 0));
+    // A notification of ours, sent after the leave was answered: PostgreSQL delivers
+    // notifications in commit order, so once it arrives every notification of the node has.
+    sqlx::query("SELECT pg_notify('vigil_presence', 'end-of-test')")
+        .execute(&pool)
+        .await
+        .unwrap();
     let mut notifications = 0;
-    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+    loop {
+        let notification = tokio::time::timeout(DEADLINE, listener.recv())
+            .await
+            .expect("our notification arrives")
+            .unwrap();
+        if notification.payload() == "end-of-test" {
+            break;
+        }
         notifications += 1;
     }
     assert!(
         notifications < CONNECTIONS / 5,
         "{notifications} notifications for {CONNECTIONS} closing connections"
     );
-}
-
-/// Polls `condition` until it holds, failing after [`DEADLINE`].
-async fn until(condition: impl Fn() -> bool, what: &str) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[actix_web::test]
@@ -892,15 +931,12 @@ async fn a_count_the_database_cannot_answer_in_time_is_unknown() {
         pool_had_room,
         "the abandoned count queries still hold the pool's connections"
     );
-    let started = Instant::now();
-    loop {
+    let elsewhere = &elsewhere;
+    until(DEADLINE, "the count answered again", || async move {
         let count = elsewhere
             .count(hospital("st-marys"), UserId::parse("nurse-amy").unwrap())
             .await;
-        if count == Some(1) {
-            break;
-        }
-        assert!(started.elapsed() < DEADLINE, "still {count:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        count == Some(1)
+    })
+    .await;
 }

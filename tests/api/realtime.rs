@@ -6,7 +6,7 @@ use aggregates::types::Role;
 use serde_json::json;
 
 use crate::helpers::ws::{self, closed, events, frame, frame_of, send, subscribe};
-use crate::helpers::{spawn_app, spawn_app_with};
+use crate::helpers::{paths, spawn_app, spawn_app_with};
 
 const H: &str = "st-marys";
 
@@ -147,7 +147,7 @@ async fn a_token_for_another_hospital_cannot_open_the_socket() {
     let foreign = app.token("other", "nurse-amy", Role::Nurse);
     let request = app
         .client
-        .get(app.url(&format!("/api/hospitals/{H}/ws")))
+        .get(app.url(&paths::ws(H)))
         .bearer_auth(&foreign)
         .send()
         .await
@@ -203,7 +203,7 @@ async fn refused_upgrades_get_problem_responses() {
     let app = spawn_app().await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let foreign = app.token("other", "nurse-amy", Role::Nurse);
-    let ws_path = format!("/api/hospitals/{H}/ws");
+    let ws_path = paths::ws(H);
 
     let (status, content_type, problem) =
         refused_upgrade(app.port, &ws_path, Some("not-a-token")).await;
@@ -224,12 +224,7 @@ async fn refused_upgrades_get_problem_responses() {
     assert_eq!(status, 400);
     assert_eq!(problem["field"], "hospital");
 
-    let (status, _, problem) = refused_upgrade(
-        app.port,
-        &format!("/api/hospitals/{H}/alerts"),
-        Some(&nurse),
-    )
-    .await;
+    let (status, _, problem) = refused_upgrade(app.port, &paths::alerts(H), Some(&nurse)).await;
     assert_eq!(status, 404);
     assert_eq!(problem["code"], "route_not_found");
 

@@ -16,7 +16,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
 use uuid::Uuid;
@@ -24,10 +23,8 @@ use vigil::auth::Claims;
 use vigil::command::{CommandBus, CommandContext};
 
 use crate::helpers::ws::{self, closed, frame, frame_of, send, subscribe, Received, Socket};
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
-use crate::resume::{
-    assert_no_event, metric, metrics_text, next_event, position, positions, take_events, try_next,
-};
+use crate::helpers::{eventually, paths, spawn_app, spawn_app_with, until, TestApp};
+use crate::resume::{metric, metrics_text, next_event, position, positions, take_events, try_next};
 
 const H: &str = "st-marys";
 
@@ -51,27 +48,37 @@ async fn next_reply(socket: &mut Socket) -> Value {
     }
 }
 
-/// A token for `user` of `hospital` that expires `seconds` from now.
-fn token_expiring_in(app: &TestApp, hospital: &str, user: &str, seconds: i64) -> (String, i64) {
-    let now = chrono::Utc::now().timestamp();
-    let exp = now + seconds;
-    let token = app.token_with(&Claims {
+/// A token for `user` of `hospital` that expires at `exp` (seconds since the epoch).
+fn token_expiring_at(app: &TestApp, hospital: &str, user: &str, exp: i64) -> String {
+    app.token_with(&Claims {
         sub: UserId::parse(user).unwrap(),
         hospital: HospitalId::parse(hospital).unwrap(),
         role: Role::Nurse,
         exp,
-        iat: Some(now),
+        iat: Some(chrono::Utc::now().timestamp()),
         iss: None,
         aud: None,
-    });
-    (token, exp)
+    })
 }
 
-/// Sleeps until the wall clock passes `exp` (seconds since the epoch) plus `margin`.
-async fn sleep_past(exp: i64, margin: Duration) {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let wait_ms = (exp * 1000 - now_ms).max(0) as u64;
-    tokio::time::sleep(Duration::from_millis(wait_ms) + margin).await;
+/// The server side of a loopback TCP connection: (state, bytes in its send queue), from
+/// `/proc/net/tcp` (`"01"` is ESTABLISHED), or `None` once the kernel has forgotten it.
+fn server_side_tcp(server_port: u16, client_port: u16) -> Option<(String, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let local = format!("0100007F:{server_port:04X}");
+    let remote = format!("0100007F:{client_port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str())).then(
+            || {
+                let queued = fields[4].split(':').next().unwrap_or("0");
+                (
+                    fields[3].to_owned(),
+                    u64::from_str_radix(queued, 16).unwrap_or(0),
+                )
+            },
+        )
+    })
 }
 
 /// Commits a high-severity alert by `user` straight through the command bus (no HTTP, so
@@ -129,12 +136,7 @@ async fn connect_with_small_buffers(port: u16, token: &str) -> Socket {
         .connect(([127, 0, 0, 1], port).into())
         .await
         .expect("TCP connect");
-    let mut request = format!("ws://127.0.0.1:{port}/api/hospitals/{H}/ws")
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let request = ws::request(port, &paths::ws(H), Some(token));
     let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
         .await
         .expect("websocket connects");
@@ -189,6 +191,9 @@ impl AsyncWrite for Deaf {
 
 /// Invariant: a client that answers nothing (not even the server's pings) is closed with
 /// 4005 after two silent intervals; one that reads (and so answers pings) stays open.
+///
+/// The heartbeat is a timer, so the test takes a few intervals; it waits for frames (the
+/// silent client's close, the live client's pings), never for a fixed time.
 #[actix_web::test]
 async fn a_silent_client_is_closed_by_the_heartbeat_and_a_live_one_is_not() {
     // Arrange
@@ -198,12 +203,7 @@ async fn a_silent_client_is_closed_by_the_heartbeat_and_a_live_one_is_not() {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", app.port))
         .await
         .expect("TCP connect");
-    let mut request = format!("ws://127.0.0.1:{}/api/hospitals/{H}/ws", app.port)
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("Authorization", format!("Bearer {nurse}").parse().unwrap());
+    let request = ws::request(app.port, &paths::ws(H), Some(&nurse));
     let (mut silent, _) = tokio_tungstenite::client_async(
         request,
         Deaf {
@@ -223,36 +223,53 @@ async fn a_silent_client_is_closed_by_the_heartbeat_and_a_live_one_is_not() {
     let mut live = ws::connect(app.port, H, Some(&nurse)).await;
     subscribe(&mut live, &["alerts"], None).await;
 
-    // Act: the live client reads (tungstenite answers pings while reading) for 1.5 s; the
-    // silent one reads nothing meanwhile, and never answers.
-    let until = Instant::now() + Duration::from_millis(1500);
-    while let Some(left) = until.checked_duration_since(Instant::now()) {
-        match try_next(&mut live, left).await {
-            None => break,
-            Some(Received::Frame(f)) => assert_ne!(f["type"], "closing", "{f}"),
-            Some(Received::Closed(code)) => panic!("the live client was closed: {code:?}"),
-        }
-    }
-
-    // Assert: by now the silent client has been told why, and closed.
-    let mut reason = None;
-    let code = loop {
-        let message = tokio::time::timeout(Duration::from_secs(3), silent.next())
-            .await
-            .expect("the silent client is closed in time");
-        match message {
-            Some(Ok(Message::Text(text))) => {
-                let f: Value = serde_json::from_str(&text).expect("json frame");
-                if f["type"] == "closing" {
-                    reason = f["reason"].as_str().map(str::to_owned);
+    // Act: the live client reads (tungstenite answers pings while reading) until the server
+    // has pinged it LIVE_PINGS times, well past the two silent intervals that close a
+    // connection; meanwhile the silent one never answers (its writes go nowhere).
+    const LIVE_PINGS: usize = 5;
+    let live_reader = async {
+        let mut pings = 0;
+        while pings < LIVE_PINGS {
+            let message = tokio::time::timeout(Duration::from_secs(3), live.next())
+                .await
+                .expect("the live client is pinged in time");
+            match message {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                Some(Ok(Message::Text(text))) => {
+                    let f: Value = serde_json::from_str(&text).expect("json frame");
+                    assert_ne!(f["type"], "closing", "{f}");
                 }
+                Some(Ok(Message::Close(frame))) => panic!("the live client was closed: {frame:?}"),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => panic!("the live client failed: {error}"),
+                None => panic!("the live client was closed"),
             }
-            Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            Some(Err(error)) => panic!("read failed before the close frame: {error}"),
-            None => break None,
         }
     };
+    let silent_reader = async {
+        let mut reason = None;
+        let code = loop {
+            let message = tokio::time::timeout(Duration::from_secs(5), silent.next())
+                .await
+                .expect("the silent client is closed in time");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    let f: Value = serde_json::from_str(&text).expect("json frame");
+                    if f["type"] == "closing" {
+                        reason = f["reason"].as_str().map(str::to_owned);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => break frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => {}
+                Some(Err(error)) => panic!("read failed before the close frame: {error}"),
+                None => break None,
+            }
+        };
+        (reason, code)
+    };
+    let ((), (reason, code)) = tokio::join!(live_reader, silent_reader);
+
+    // Assert: the silent client has been told why, and closed; the live one still answers.
     assert_eq!(reason.as_deref(), Some("heartbeat_timeout"));
     assert_eq!(code, Some(4005));
     send(&mut live, ping("still-there")).await;
@@ -265,8 +282,10 @@ async fn a_silent_client_is_closed_by_the_heartbeat_and_a_live_one_is_not() {
 #[actix_web::test]
 async fn a_connection_that_never_subscribes_is_closed_as_idle() {
     // Arrange
-    let app = spawn_app_with(|s| s.realtime.idle_timeout = Duration::from_millis(300)).await;
+    const IDLE: Duration = Duration::from_millis(300);
+    let app = spawn_app_with(|s| s.realtime.idle_timeout = IDLE).await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let subscribed_since = Instant::now();
     let mut subscribed = ws::connect(app.port, H, Some(&nurse)).await;
     subscribe(&mut subscribed, &["alerts"], None).await;
 
@@ -280,7 +299,11 @@ async fn a_connection_that_never_subscribes_is_closed_as_idle() {
     assert_eq!(reason.as_deref(), Some("idle_timeout"));
     assert_eq!(code, Some(4004));
     assert!(started.elapsed() < Duration::from_secs(3));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The idle timer is a timer: the subscribed connection's own one was armed before the
+    // idle connection's, which has fired. Its actor may run on another worker thread, so
+    // the test also lets its deadline pass by a whole timeout before asking (the one wait
+    // for time here, at most IDLE).
+    tokio::time::sleep_until(subscribed_since + IDLE * 2).await;
     send(&mut subscribed, ping("p")).await;
     assert_eq!(frame_of(&mut subscribed, "pong").await["id"], "p");
 }
@@ -291,10 +314,16 @@ async fn a_connection_that_never_subscribes_is_closed_as_idle() {
 #[actix_web::test]
 async fn a_token_expiry_is_warned_then_closes_unless_refreshed() {
     // Arrange
+    // Token expiry is a timer on the wall clock (whole seconds): the tokens live 3 s, the
+    // shortest that leaves the 2 s warning room to be sent and answered.
     let app = spawn_app_with(|s| s.realtime.token_warning = Duration::from_secs(2)).await;
+    let exp = chrono::Utc::now().timestamp() + 3;
+    // Told when the first connection is closed at `exp`: the positive signal that the
+    // server's expiry timers for `exp` have fired.
+    let expired = tokio::sync::Notify::new();
 
     let expires = async {
-        let (token, exp) = token_expiring_in(&app, H, "nurse-a", 3);
+        let token = token_expiring_at(&app, H, "nurse-a", exp);
         let mut socket = ws::connect(app.port, H, Some(&token)).await;
         subscribe(&mut socket, &["alerts"], None).await;
         let warning = frame_of(&mut socket, "token_expiring").await;
@@ -306,10 +335,11 @@ async fn a_token_expiry_is_warned_then_closes_unless_refreshed() {
             chrono::Utc::now().timestamp() <= exp + 2,
             "closed at the expiry, not much later"
         );
+        expired.notify_one();
     };
 
     let refreshed = async {
-        let (token, exp) = token_expiring_in(&app, H, "nurse-b", 3);
+        let token = token_expiring_at(&app, H, "nurse-b", exp);
         let mut socket = ws::connect(app.port, H, Some(&token)).await;
         subscribe(&mut socket, &["alerts"], None).await;
         frame_of(&mut socket, "token_expiring").await;
@@ -323,7 +353,11 @@ async fn a_token_expiry_is_warned_then_closes_unless_refreshed() {
         assert_eq!(reply["type"], "authenticated", "{reply}");
         assert_eq!(reply["id"], "r1");
         assert_eq!(reply["user"], "nurse-b");
-        sleep_past(exp, Duration::from_millis(1500)).await;
+        // The old expiry has passed: another connection's timer for the same instant fired.
+        // This session's timer (had the refresh not replaced it) was armed for the same
+        // instant on maybe another worker thread: 200 ms more covers that thread's lag.
+        expired.notified().await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
         send(&mut socket, ping("after-expiry")).await;
         let pong = next_reply(&mut socket).await;
         assert_eq!(
@@ -334,7 +368,7 @@ async fn a_token_expiry_is_warned_then_closes_unless_refreshed() {
     };
 
     let refused = async {
-        let (token, _) = token_expiring_in(&app, H, "nurse-c", 3);
+        let token = token_expiring_at(&app, H, "nurse-c", exp);
         let mut socket = ws::connect(app.port, H, Some(&token)).await;
         subscribe(&mut socket, &["alerts"], None).await;
         let someone_else = app.token(H, "dr-other", Role::Physician);
@@ -515,20 +549,21 @@ async fn a_user_over_the_connection_limit_is_refused_until_one_closes() {
 
     // Closing one frees a slot (released when the server sees the close).
     first.close(None).await.expect("close");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let mut again = ws::connect(app.port, H, Some(&nurse)).await;
-        let reply = frame(&mut again).await;
-        if reply["type"] == "authenticated" {
-            break;
-        }
-        assert_eq!(reply["code"], "too_many_connections", "{reply}");
-        assert!(
-            Instant::now() < deadline,
-            "the slot of a closed connection was never released"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let nurse_ref = &nurse;
+    let _again = eventually(
+        Duration::from_secs(3),
+        "the slot of a closed connection to be released",
+        || async move {
+            let mut again = ws::connect(app.port, H, Some(nurse_ref)).await;
+            let reply = frame(&mut again).await;
+            if reply["type"] == "authenticated" {
+                return Some(again);
+            }
+            assert_eq!(reply["code"], "too_many_connections", "{reply}");
+            None
+        },
+    )
+    .await;
     send(&mut second, ping("second")).await;
     assert_eq!(frame_of(&mut second, "pong").await["id"], "second");
 }
@@ -536,8 +571,8 @@ async fn a_user_over_the_connection_limit_is_refused_until_one_closes() {
 /// Rows of `user`'s connections in `presence_sessions` (every node's), waited for until
 /// there are `expected` of them (a node's writer stores a connection just after admitting it).
 async fn await_registered_connections(app: &TestApp, user: &str, expected: i64) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    let what = format!("{expected} connections of {user} registered");
+    until(Duration::from_secs(5), &what, || async move {
         let count: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM presence_sessions WHERE hospital = $1 AND user_id = $2",
         )
@@ -546,15 +581,17 @@ async fn await_registered_connections(app: &TestApp, user: &str, expected: i64) 
         .fetch_one(&app.pool)
         .await
         .expect("count connections");
-        if count == expected {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count} connections of {user} registered, expected {expected}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        count == expected
+    })
+    .await;
+}
+
+/// The heartbeat times (`last_seen`) of the cluster's nodes, by node.
+async fn node_heartbeats(app: &TestApp) -> Vec<(Uuid, chrono::DateTime<chrono::Utc>)> {
+    sqlx::query_as("SELECT node_id, last_seen FROM presence_nodes ORDER BY node_id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("node heartbeats")
 }
 
 /// Invariant: the per-user limit holds across the nodes of a cluster: a user's connections
@@ -578,23 +615,39 @@ async fn the_connection_limit_counts_the_users_connections_on_every_node() {
     let port_b = node_b.port();
     let shutdown_b = node_b.shutdown_handle();
     actix_web::rt::spawn(node_b.run_until_stopped());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let live: i64 = sqlx::query_scalar("SELECT count(*) FROM presence_nodes")
-            .fetch_one(&app.pool)
-            .await
-            .expect("count nodes");
-        if live == 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second node never registered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Both writers count the other node at their next heartbeat.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let registered = eventually(
+        Duration::from_secs(5),
+        "the second node to register",
+        || async {
+            let beats = node_heartbeats(&app).await;
+            (beats.len() == 2).then_some(beats)
+        },
+    )
+    .await;
+    // Each writer counts the other nodes at each heartbeat, after touching its own row: two
+    // more heartbeats of each node after both were registered prove one whole count.
+    let beats = std::cell::RefCell::new((0, registered));
+    let (beats, app_ref) = (&beats, &app);
+    until(
+        Duration::from_secs(5),
+        "two heartbeats of each node",
+        || async move {
+            let now = node_heartbeats(app_ref).await;
+            let mut seen = beats.borrow_mut();
+            let (changes, last) = &mut *seen;
+            let moved = now.len() == 2
+                && now
+                    .iter()
+                    .zip(last.iter())
+                    .all(|(a, b)| a.0 == b.0 && a.1 > b.1);
+            if moved {
+                *changes += 1;
+                *last = now;
+            }
+            *changes >= 2
+        },
+    )
+    .await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let mut on_a_1 = ws::connect(app.port, H, Some(&nurse)).await;
     assert_eq!(frame(&mut on_a_1).await["type"], "authenticated");
@@ -646,7 +699,10 @@ async fn the_connection_limit_counts_the_users_connections_on_every_node() {
 #[actix_web::test]
 async fn typing_faster_than_the_throttle_is_refused() {
     // Arrange
-    let app = spawn_app_with(|s| s.realtime.typing_throttle = Duration::from_millis(1000)).await;
+    // The throttle is a timer: 500 ms, short, yet far longer than two frames sent back to
+    // back take to arrive.
+    const THROTTLE: Duration = Duration::from_millis(500);
+    let app = spawn_app_with(|s| s.realtime.typing_throttle = THROTTLE).await;
     let nurse = app.token(H, "nurse-amy", Role::Nurse);
     let mut socket = ws::connect(app.port, H, Some(&nurse)).await;
     frame_of(&mut socket, "authenticated").await;
@@ -665,6 +721,8 @@ async fn typing_faster_than_the_throttle_is_refused() {
     )
     .await;
     let throttled = next_reply(&mut socket).await;
+    // `t1` was accepted before `t2` was refused, so before now.
+    let t1_accepted_before = Instant::now();
     send(
         &mut socket,
         json!({"type": "typing", "id": "t3", "case": other_case}),
@@ -672,7 +730,8 @@ async fn typing_faster_than_the_throttle_is_refused() {
     .await;
     send(&mut socket, ping("after-other-case")).await;
     let after_other_case = next_reply(&mut socket).await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // The one wait for time: until a whole interval has passed since `t1`.
+    tokio::time::sleep_until(t1_accepted_before + THROTTLE).await;
     send(
         &mut socket,
         json!({"type": "typing", "id": "t4", "case": case}),
@@ -747,18 +806,15 @@ async fn a_client_that_stops_reading_is_disconnected_and_resumes_exactly() {
         }
     };
     let slow_reader = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let exposition = metrics_text(&app.client, &app.address).await;
-            if metric(&exposition, "vigil_slow_consumer_disconnects_total").unwrap_or(0.0) >= 1.0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the slow client was never disconnected"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until(
+            Duration::from_secs(30),
+            "the slow client to be disconnected",
+            || async {
+                let exposition = metrics_text(&app.client, &app.address).await;
+                metric(&exposition, "vigil_slow_consumer_disconnects_total").unwrap_or(0.0) >= 1.0
+            },
+        )
+        .await;
         // Read again: what was buffered, then the closing frame and the close.
         let mut received = Vec::new();
         let mut reason = None;
@@ -810,7 +866,15 @@ async fn a_client_that_stops_reading_is_disconnected_and_resumes_exactly() {
         positions(&rest),
         ((last + 1)..=EVENTS as i64).collect::<Vec<_>>()
     );
-    assert_no_event(&mut resumed, "nothing after the last event").await;
+    // Nothing after the last event: the next event committed arrives next, with nothing
+    // before it (delivery is ordered, so anything extra would have come first).
+    raise_high_alert(&bus, &hospital, "monitor-0", &message).await;
+    let next = take_events(&mut resumed, 1).await;
+    assert_eq!(
+        positions(&next),
+        vec![EVENTS as i64 + 1],
+        "nothing after the last event"
+    );
 }
 
 /// Invariant: `/metrics` exposes the gateway's connection gauge, delivery counter and
@@ -848,17 +912,10 @@ async fn metrics_expose_connections_deliveries_and_latency() {
 }
 
 /// The state of the server's side of the TCP connection from `client_port` to the server's
-/// `server_port` on loopback, from `/proc/net/tcp` (`"01"` is ESTABLISHED), or `None` once
-/// the kernel has forgotten it.
+/// `server_port` on loopback (`"01"` is ESTABLISHED), or `None` once the kernel has forgotten
+/// it.
 fn server_side_tcp_state(server_port: u16, client_port: u16) -> Option<String> {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let local = format!("0100007F:{server_port:04X}");
-    let remote = format!("0100007F:{client_port:04X}");
-    table.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        (fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()))
-            .then(|| fields[3].to_owned())
-    })
+    server_side_tcp(server_port, client_port).map(|(state, _)| state)
 }
 
 /// Invariant: a client that stops reading for good does not keep its connection. Once it is
@@ -903,18 +960,12 @@ async fn a_client_that_never_reads_again_loses_its_connection() {
     );
 
     // Assert: the server's side leaves ESTABLISHED while the client still reads nothing.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let state = server_side_tcp_state(app.port, client_port);
-        if state.as_deref() != Some("01") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server still holds the connection of a client that stopped reading"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(
+        Duration::from_secs(15),
+        "the server to let go of the connection of a client that stopped reading",
+        || async { server_side_tcp_state(app.port, client_port).as_deref() != Some("01") },
+    )
+    .await;
     // The server is healthy.
     let response = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
@@ -947,7 +998,24 @@ async fn a_half_closed_client_that_never_reads_does_not_keep_its_writer() {
     for _ in 0..150 {
         raise_high_alert(&bus, &hospital, "monitor-1", &message).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The writer is blocked once the server's send queue for this client holds data it
+    // cannot send and stops moving (the client reads nothing, so nothing drains it).
+    let queued = std::cell::Cell::new(0);
+    let queued = &queued;
+    until(
+        Duration::from_secs(10),
+        "the server's send queue to fill",
+        || async move {
+            let now = server_side_tcp(app.port, client_port).map_or(0, |(_, q)| q);
+            let stuck = now > 0 && now == queued.get();
+            queued.set(now);
+            if !stuck {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            stuck
+        },
+    )
+    .await;
 
     // Act: the client closes its sending side, and still reads nothing.
     match silent.get_mut() {
@@ -957,17 +1025,14 @@ async fn a_half_closed_client_that_never_reads_does_not_keep_its_writer() {
 
     // Assert: the server's side moves past ESTABLISHED / CLOSE_WAIT (it shuts down its own
     // side, LAST_ACK, or the socket is gone) within a bounded time.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let state = server_side_tcp_state(app.port, client_port);
-        if !matches!(state.as_deref(), Some("01") | Some("08")) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the server still holds the half-closed connection (state {state:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until(
+        Duration::from_secs(20),
+        "the server to let go of the half-closed connection",
+        || async {
+            let state = server_side_tcp_state(app.port, client_port);
+            !matches!(state.as_deref(), Some("01") | Some("08"))
+        },
+    )
+    .await;
     drop(silent);
 }
