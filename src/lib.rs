@@ -5,6 +5,7 @@
 //! ([`stream`]), which is what lets any client resume exactly where it left off. See
 //! `ARCHITECTURE.md` for the map of the code and the invariants it keeps.
 
+pub mod access;
 pub mod auth;
 pub mod cli;
 pub mod command;

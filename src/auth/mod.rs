@@ -1,18 +1,16 @@
-//! Authentication: bearer JWTs verified with `jsonwebtoken`, and the roles table
-//! ([`roles`]) that says what each role may do.
+//! Authentication: bearer JWTs verified with `jsonwebtoken`. What an authenticated user may
+//! do is `access`'s question.
 //!
 //! A verified token becomes an [`Identity`]: the user, their hospital (the tenant) and their
 //! role. Nothing past the HTTP edge ever sees a raw token.
 
 pub mod keys;
-pub mod roles;
 
 use aggregates::types::{HospitalId, Role, UserId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use keys::{JwtKeys, KeyError};
-pub use roles::{permits, Action};
 
 /// The claims Vigil reads from a token. `hospital` and `role` are Vigil's own claims; they are
 /// parsed into domain types, so a token naming an unknown role is invalid rather than a
@@ -23,7 +21,7 @@ pub struct Claims {
     pub sub: UserId,
     /// The tenant: every request is confined to this hospital.
     pub hospital: HospitalId,
-    /// What the user may do (see [`roles`]).
+    /// What the user may do (see `access::roles`).
     pub role: Role,
     /// Expiry, seconds since the epoch. Required.
     pub exp: i64,

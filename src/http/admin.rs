@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection, PgPool};
 use utoipa::ToSchema;
 
-use super::commands::authorize;
 use super::extract::{Authenticated, JsonBody};
 use super::problem::{ApiError, Problem};
 use super::AppState;
-use crate::auth::{Action, Identity};
+use crate::access::authorize;
+use crate::access::Action;
+use crate::auth::Identity;
 use crate::projection;
 
 /// The advisory-lock namespace (first key) of rebuild locks; the second key is the hash of the

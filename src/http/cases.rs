@@ -11,13 +11,14 @@ use chrono::Utc;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::commands::{authorize, dispatch, uuid_id, CommandCall, Target};
+use super::commands::{dispatch, uuid_id, CommandCall, Target};
 use super::extract::{Authenticated, JsonBody};
 use super::problem::ApiError;
 use super::reads_access::require_case;
 use super::responses::CommandErrors;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::authorize;
+use crate::access::Action;
 use crate::command::CommandOutcome;
 
 /// Body of `POST /cases`.

@@ -11,11 +11,11 @@ use std::time::Instant;
 use actix_web::{web, HttpResponse};
 use uuid::Uuid;
 
-use super::commands::authorize;
 use super::extract::{hospital_from_path, Authenticated};
 use super::problem::ApiError;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::authorize;
+use crate::access::Action;
 use crate::command::{CommandOutcome, Resolution};
 
 /// Errors of `GET commands/{command_id}`.

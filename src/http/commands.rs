@@ -15,7 +15,8 @@ use super::extract::{hospital_from_path, Authenticated};
 use super::idempotency::{self, Begin};
 use super::problem::ApiError;
 use super::AppState;
-use crate::auth::{permits, Action, Identity};
+use crate::access::{authorize, Action};
+use crate::auth::Identity;
 use crate::command::{CommandBus, CommandContext, CommandError, Routes};
 
 /// Header a client may send to group related commands; defaults to the command id.
@@ -49,28 +50,6 @@ impl Target {
             Target::Create | Target::Record(_) => StatusCode::CREATED,
         }
     }
-}
-
-/// Confines `identity` to the hospital in the path and checks the role may perform `action`.
-/// The one place requests are authorized.
-pub fn authorize(
-    identity: &Identity,
-    hospital: &HospitalId,
-    action: Action,
-) -> Result<(), ApiError> {
-    if &identity.hospital != hospital {
-        return Err(ApiError::Forbidden {
-            code: "wrong_hospital",
-            detail: format!("your token is for hospital `{}`", identity.hospital),
-        });
-    }
-    if !permits(identity.role, action) {
-        return Err(ApiError::Forbidden {
-            code: "role_forbidden",
-            detail: format!("role `{}` may not {action:?}", identity.role.as_str()),
-        });
-    }
-    Ok(())
 }
 
 /// Parses an aggregate id from the path (a UUID, canonicalized).

@@ -7,14 +7,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::commands::authorize;
 use super::extract::{hospital_from_path, Authenticated};
 use super::problem::ApiError;
 use super::responses::ReadErrors;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::authorize;
+use crate::access::entitlement::{may_see, Viewer};
+use crate::access::Action;
 use crate::config::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
-use crate::stream::entitlement::{may_see, Viewer};
 use crate::stream::read::{head, read_after, ReadError};
 use crate::stream::{EventMetadata, Position, StreamEvent};
 

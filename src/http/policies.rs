@@ -13,11 +13,11 @@ use aggregates::alert::Severity;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::commands::authorize;
 use super::extract::{hospital_from_path, Authenticated, JsonBody};
 use super::problem::ApiError;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::authorize;
+use crate::access::Action;
 use crate::policy::escalation::{self, Deadlines};
 
 /// Shortest deadline accepted: below this the scheduler's tick (half a second) and a

@@ -215,6 +215,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::access::Denied> for ApiError {
+    fn from(denied: crate::access::Denied) -> Self {
+        let code = match denied {
+            crate::access::Denied::WrongHospital { .. } => "wrong_hospital",
+            crate::access::Denied::RoleForbidden { .. } => "role_forbidden",
+        };
+        ApiError::Forbidden {
+            code,
+            detail: denied.to_string(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

@@ -15,12 +15,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 
-use super::commands::authorize;
 use super::extract::{hospital_from_path, Authenticated};
 use super::problem::ApiError;
 use super::responses::ReadErrors;
 use super::AppState;
-use crate::auth::{Action, Identity};
+use crate::access::authorize;
+use crate::access::Action;
+use crate::auth::Identity;
 
 /// Longest a read waits for `min_position`.
 pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(3);

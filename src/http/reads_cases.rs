@@ -13,14 +13,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 
-use super::commands::{authorize, uuid_id};
+use super::commands::uuid_id;
 use super::extract::{hospital_from_path, Authenticated};
 use super::problem::ApiError;
 use super::reads::{page, snapshot};
 use super::reads_access::{confine, not_negative, one_of, user_param};
 use super::responses::ReadErrors;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::authorize;
+use crate::access::Action;
 
 /// The read model these endpoints read.
 const MODEL: &str = "case_list";

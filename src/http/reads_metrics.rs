@@ -22,14 +22,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
-use super::commands::authorize;
 use super::extract::{hospital_from_path, Authenticated};
 use super::problem::ApiError;
 use super::reads::MIN_POSITION_WAIT;
 use super::reads_access::refused;
 use super::responses::ReadErrors;
 use super::AppState;
-use crate::auth::{Action, Identity};
+use crate::access::authorize;
+use crate::access::reads::may_read_metrics;
+use crate::access::Action;
 use crate::realtime::presence::{OnlineByRole, PresenceHub};
 
 /// The read models metrics are computed from; `as_of` is the least of their checkpoints.
@@ -140,14 +141,6 @@ pub async fn hospital_metrics(
     })
 }
 
-/// Whether `identity` may read metrics.
-fn may_read_metrics(identity: &Identity) -> bool {
-    matches!(
-        identity.role,
-        Role::Admin | Role::Physician | Role::Nurse | Role::Operator
-    )
-}
-
 /// Waits (bounded by [`MIN_POSITION_WAIT`] in all) until every model in [`MODELS`] has
 /// reached `wanted` for `hospital`.
 async fn wait_for_models(
@@ -201,7 +194,7 @@ pub async fn metrics(
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;
-    if !may_read_metrics(&auth.0) {
+    if !may_read_metrics(auth.0.role) {
         return Err(refused(&auth.0, "metrics"));
     }
     if let Some(wanted) = query.min_position {

@@ -13,14 +13,14 @@ use projections::patient_view::{self, SignFlag, VitalsRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::commands::authorize;
 use super::extract::{hospital_from_path, Authenticated};
 use super::problem::ApiError;
 use super::reads::{snapshot, MAX_PAGE};
 use super::reads_access::confine;
 use super::responses::ReadErrors;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::authorize;
+use crate::access::Action;
 
 /// The read model this endpoint reads.
 const MODEL: &str = "patient_view";

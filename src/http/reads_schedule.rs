@@ -10,14 +10,14 @@ use projections::schedule::{self, AppointmentRow, ScheduleFilter, STATUSES};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::commands::authorize;
 use super::extract::{hospital_from_path, Authenticated};
 use super::problem::ApiError;
 use super::reads::{page, snapshot, MAX_PAGE};
 use super::reads_access::{confine, one_of, user_param};
 use super::responses::ReadErrors;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::authorize;
+use crate::access::Action;
 
 /// The read model this endpoint reads.
 const MODEL: &str = "schedule";

@@ -12,7 +12,7 @@ use super::extract::{Authenticated, JsonBody};
 use super::problem::ApiError;
 use super::responses::CommandErrors;
 use super::AppState;
-use crate::auth::Action;
+use crate::access::Action;
 use crate::command::CommandOutcome;
 
 /// Body of `POST /patients/{patient}/vitals`: at least one sign. Each is checked against

@@ -25,13 +25,14 @@ use super::hospital::{
 };
 use super::presence::{self, ViewTarget, WatchTopic};
 use super::protocol::{parse_client_frame, ClientFrame, CloseReason, FrameId, ServerFrame};
-use super::topics::{role_may_subscribe, Subscriptions, Topic};
+use super::topics::{Subscriptions, Topic};
 use super::writer::{Filter, StreamStart, WriterCommand};
 use super::{Push, Realtime, SessionId};
+use crate::access::entitlement::{case_access, depends_on_the_case, Viewer};
+use crate::access::topics::may_subscribe;
 use crate::auth::Identity;
 use crate::metrics::Metrics;
 use crate::rate_limit::TokenBucket;
-use crate::stream::entitlement::{case_access, depends_on_the_case, Viewer};
 
 /// Window over which limit violations are counted.
 pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
@@ -468,7 +469,7 @@ impl SessionActor {
             } => self.subscribe(id, topics, last_event_id.map(|l| l.0), epoch, ctx),
             ClientFrame::Unsubscribe { id, topics } => self.unsubscribe(id, topics, ctx),
             ClientFrame::Typing { id, case } => {
-                if !role_may_subscribe(identity.role, &Topic::Case(case)) {
+                if !may_subscribe(identity.role, &Topic::Case(case)) {
                     return self.error(
                         id,
                         "forbidden_topic",
@@ -523,7 +524,7 @@ impl SessionActor {
                 let Ok(target) = target.parse::<ViewTarget>() else {
                     return;
                 };
-                if !role_may_subscribe(identity.role, &view_topic(&target)) {
+                if !may_subscribe(identity.role, &view_topic(&target)) {
                     return self.error(
                         id,
                         "forbidden_topic",
@@ -639,10 +640,7 @@ impl SessionActor {
         let Some(topics) = self.parse_topics(&id, &raw, ctx) else {
             return;
         };
-        if let Some(refused) = topics
-            .iter()
-            .find(|t| !role_may_subscribe(identity.role, t))
-        {
+        if let Some(refused) = topics.iter().find(|t| !may_subscribe(identity.role, t)) {
             return self.error(
                 id,
                 "forbidden_topic",
@@ -666,7 +664,7 @@ impl SessionActor {
     }
 
     /// Runs `then` once the log confirms that the user may touch every case in `cases`
-    /// (`stream::entitlement::case_access`, the rule every path shares); otherwise answers
+    /// (`access::entitlement::case_access`, the rule every path shares); otherwise answers
     /// `case_not_found` — the same for a case assigned to someone else as for one that does
     /// not exist — or `unavailable`. Without cases, `then` runs at once. Nothing else is
     /// handled while the log is asked, so frames keep their order.

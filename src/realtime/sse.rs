@@ -36,21 +36,23 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::hospital::{ConnectionSlot, HospitalActor, Join, Kick, Leave, Resume, SessionProgress};
 use super::protocol::{CloseReason, LastEventId, ServerFrame};
-use super::topics::{role_may_subscribe, Subscriptions, Topic};
+use super::topics::{Subscriptions, Topic};
 use super::window::WindowEvent;
 use super::writer::{
     self, closing_frame, Closed, Filter, Sink, StreamStart, WriterCommand, WriterContext,
     COMMAND_QUEUE,
 };
 use super::{next_session_id, Realtime, SessionId};
-use crate::auth::{Action, AuthError, Identity};
-use crate::http::commands::authorize;
+use crate::access::authorize;
+use crate::access::entitlement::{case_access, Viewer};
+use crate::access::topics::may_subscribe;
+use crate::access::Action;
+use crate::auth::{AuthError, Identity};
 use crate::http::extract::{bearer_token, hospital_from_path, Authenticated};
 use crate::http::problem::ApiError;
 use crate::http::responses::ReadErrors;
 use crate::http::AppState;
 use crate::metrics::Metrics;
-use crate::stream::entitlement::{case_access, Viewer};
 
 /// How long a ticket may wait before it is used.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -308,7 +310,7 @@ pub async fn stream(
         let topic: Topic = name.parse().map_err(|e: super::topics::UnknownTopic| {
             ApiError::invalid_field("topics", e.to_string())
         })?;
-        if !role_may_subscribe(identity.role, &topic) {
+        if !may_subscribe(identity.role, &topic) {
             return Err(ApiError::Forbidden {
                 code: "forbidden_topic",
                 detail: format!(

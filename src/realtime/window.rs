@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::topics::{topics_of, Topic};
-use crate::stream::entitlement::{may_see_scope, Viewer};
+use crate::access::entitlement::{may_see_scope, Viewer};
 use crate::stream::{Position, StreamEvent};
 
 /// An event ready to send.

@@ -24,8 +24,8 @@ use super::hospital::{HospitalFeed, SessionProgress, READ_RETRY};
 use super::protocol::{CloseReason, ServerFrame};
 use super::topics::Subscriptions;
 use super::window::{prepare, Batch, WindowEvent};
+use crate::access::entitlement::Viewer;
 use crate::metrics::Metrics;
-use crate::stream::entitlement::Viewer;
 use crate::stream::read::read_after;
 use crate::stream::Position;
 

@@ -8,9 +8,9 @@
 //!
 //! Invariant: only the database assigns positions. Nothing in Rust computes or guesses one.
 
-pub mod entitlement;
 pub mod listener;
 pub mod read;
+pub mod topics;
 
 use aggregates::routing::Scope;
 use aggregates::types::{HospitalId, UserId};

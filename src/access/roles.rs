@@ -2,7 +2,7 @@
 //!
 //! Every command endpoint names its [`Action`] and asks [`permits`]; nothing else in the code
 //! decides by role. Which *events* a role may read is a separate question (entitlement, see
-//! `stream::entitlement`), because it depends on the event as well as the role.
+//! `access::entitlement`), because it depends on the event as well as the role.
 //!
 //! | action                  | admin | physician | nurse | operator | chw | asha |
 //! |-------------------------|:-----:|:---------:|:-----:|:--------:|:---:|:----:|

@@ -31,7 +31,7 @@ use cqrs_es::Aggregate;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{store_key, StreamEvent};
+use crate::stream::{store_key, StreamEvent};
 
 /// The reader an event is being filtered for.
 #[derive(Clone, Copy, Debug)]
