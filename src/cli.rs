@@ -15,7 +15,7 @@ use crate::config::{
     parse_duration, BareUnit, DatabaseSettings, JwtAlgorithm, JwtSettings, LogFormat,
     ServeSettings, DURATIONS_HELP,
 };
-use crate::http::admin::RebuildLock;
+use crate::projection::rebuilds::RebuildLock;
 use crate::startup::{jwt_keys, Application};
 use crate::store::embedded::EmbeddedPostgres;
 use crate::store::DataDirPart;

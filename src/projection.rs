@@ -16,6 +16,9 @@ use sqlx::PgPool;
 
 use crate::stream::listener::{StreamListener, WakeScope, Wakeups};
 
+pub mod metrics;
+pub mod rebuilds;
+
 /// A projector wakes at least this often even without notifications (a safety net; the
 /// NOTIFY path is the fast one).
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -55,7 +58,7 @@ pub fn spawn(pool: PgPool, listener: &StreamListener, spacing: Duration) {
                     );
                     // The same lock as admin and CLI rebuilds: with several nodes starting
                     // at once, one rebuilds and the others keep projecting.
-                    match crate::http::admin::RebuildLock::try_acquire(&pool, model.name()).await {
+                    match rebuilds::RebuildLock::try_acquire(&pool, model.name()).await {
                         Ok(Some(lock)) => {
                             let cancel = AtomicBool::new(false);
                             // An interrupted rebuild of all hospitals is resumed; one of a

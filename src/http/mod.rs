@@ -54,7 +54,7 @@ pub struct AppState {
     /// Counters exposed at `/metrics`.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Read-model rebuilds started on this node (see [`admin`]).
-    pub rebuilds: admin::Rebuilds,
+    pub rebuilds: crate::projection::rebuilds::Rebuilds,
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -60,7 +60,7 @@ impl Modify for BearerAuth {
         crate::realtime::sse::Ticket, reads::AlertBoardPage,
         reads_cases::CaseListPage, reads_cases::CaseDetail, reads_patients::PatientPage,
         reads_schedule::SchedulePage, reads_notifications::InboxPage,
-        reads_metrics::MetricsSnapshot, reads_metrics::RoleCounts,
+        crate::projection::metrics::MetricsSnapshot, crate::projection::metrics::RoleCounts,
         admin::ProjectionsStatus, admin::ProjectorView, admin::RebuildView, admin::RebuildRequest, admin::RebuildScope,
         policies::EscalationPolicy, policies::DeadlineSeconds,
     )),

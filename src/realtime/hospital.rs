@@ -281,7 +281,16 @@ impl HospitalActor {
         let presence = self.presence.clone();
         let hospital = self.feed.hospital.clone();
         let compute = async move {
-            crate::http::reads_metrics::hospital_metrics(&pool, &presence, &hospital).await
+            let online = presence
+                .send(super::presence::OnlineByRole {
+                    hospital: hospital.clone(),
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            crate::projection::metrics::hospital_metrics(&pool, &hospital, &online)
+                .await
+                .map_err(|e| e.to_string())
         };
         ctx.spawn(compute.into_actor(self).map(|result, act, _| match result {
             Ok(snapshot) => {
