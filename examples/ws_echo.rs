@@ -27,9 +27,9 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use vigil::config::RealtimeSettings;
+use vigil::http::ws::hard_frame_limit;
 use vigil::realtime::socket::{self, SocketReader, WsSink};
 use vigil::realtime::writer::Sink;
-use vigil::realtime::ws::hard_frame_limit;
 
 /// Time a client has to send its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::KeyedLimiter;
 use crate::realtime::hospital::Directory;
 use crate::realtime::presence::{Elsewhere, Leave, Peers, PresenceHub};
-use crate::realtime::{self, Realtime};
+use crate::realtime::Realtime;
 use crate::store::{self, Database};
 use crate::stream::listener::StreamListener;
 use crate::telemetry::RequestSpan;
@@ -268,7 +268,7 @@ async fn wait_for_signal() {
 }
 
 /// The HTTP server on `listener`: actix-web's router for every request, except WebSocket
-/// upgrades, which actix-http hands with their socket to [`realtime::ws::upgrade`] (so a
+/// upgrades, which actix-http hands with their socket to [`http::ws::upgrade`] (so a
 /// connection does not keep actix-http's two 8 KiB buffers for its whole life). This is
 /// what `actix_web::HttpServer` builds, plus the upgrade service it does not offer, with
 /// its timeouts.
@@ -315,7 +315,7 @@ fn http_server(
                     move |(req, framed): (Request, Framed<TcpStream, h1::Codec>)| {
                         let realtime = realtime.clone();
                         async move {
-                            realtime::ws::upgrade(realtime, req, framed).await;
+                            http::ws::upgrade(realtime, req, framed).await;
                             Ok::<_, actix_web::Error>(())
                         }
                     },

@@ -25,7 +25,9 @@ pub mod reads_notifications;
 pub mod reads_patients;
 pub mod reads_schedule;
 pub mod responses;
+pub mod sse;
 pub mod vitals;
+pub mod ws;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use aggregates::types::{HospitalId, UserId};
@@ -185,16 +187,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/events/stream")
-                    .route(web::get().to(crate::realtime::sse::stream))
+                    .route(web::get().to(sse::stream))
                     .default_service(web::to(method_not_allowed)),
             )
-            .service(
-                post("/events/stream/tickets")
-                    .route(web::post().to(crate::realtime::sse::issue_ticket)),
-            )
+            .service(post("/events/stream/tickets").route(web::post().to(sse::issue_ticket)))
             .service(
                 web::resource("/ws")
-                    .route(web::get().to(crate::realtime::ws::connect))
+                    .route(web::get().to(ws::connect))
                     .default_service(web::to(method_not_allowed)),
             ),
     )

@@ -12,7 +12,8 @@
 //!   what a connection receives, so replay and live delivery cannot diverge;
 //! - [`session`]: the `SessionActor` behind each WebSocket: frames in, timers, limits;
 //! - [`presence`]: who is online, typing and viewing, across nodes;
-//! - [`ws`] and [`sse`]: the HTTP endpoints;
+//! - the HTTP endpoints that open connections are `http::ws` and `http::sse`, edges over
+//!   this module like every other endpoint;
 //! - [`socket`]: a WebSocket connection's socket, run by Vigil after the handshake, and
 //!   [`assemble`]: whole messages from its frames (fragments, UTF-8, limits).
 //!
@@ -25,11 +26,9 @@ pub mod presence;
 pub mod protocol;
 pub mod session;
 pub mod socket;
-pub mod sse;
 pub mod topics;
 pub mod window;
 pub mod writer;
-pub mod ws;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

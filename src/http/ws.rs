@@ -27,17 +27,17 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
-use super::hospital::SessionProgress;
-use super::session::SessionActor;
-use super::socket;
-use super::writer::{self, WriterContext, COMMAND_QUEUE};
-use super::Realtime;
+use super::extract::{bearer_token_in, hospital_from_path};
+use super::problem::ApiError;
+use super::AppState;
 use crate::access::authorize;
 use crate::access::Action;
 use crate::auth::Identity;
-use crate::http::extract::{bearer_token_in, hospital_from_path};
-use crate::http::problem::ApiError;
-use crate::http::AppState;
+use crate::realtime::hospital::SessionProgress;
+use crate::realtime::session::SessionActor;
+use crate::realtime::socket;
+use crate::realtime::writer::{self, WriterContext, COMMAND_QUEUE};
+use crate::realtime::Realtime;
 
 /// How long a client has to take a refused upgrade's error response.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);

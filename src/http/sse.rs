@@ -34,25 +34,27 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
-use super::hospital::{ConnectionSlot, HospitalActor, Join, Kick, Leave, Resume, SessionProgress};
-use super::protocol::{CloseReason, LastEventId, ServerFrame};
-use super::topics::{Subscriptions, Topic};
-use super::window::WindowEvent;
-use super::writer::{
-    self, closing_frame, Closed, Filter, Sink, StreamStart, WriterCommand, WriterContext,
-    COMMAND_QUEUE,
-};
-use super::{next_session_id, Realtime, SessionId};
+use super::extract::{bearer_token, hospital_from_path, Authenticated};
+use super::problem::ApiError;
+use super::responses::ReadErrors;
+use super::AppState;
 use crate::access::authorize;
 use crate::access::entitlement::{case_access, Viewer};
 use crate::access::topics::may_subscribe;
 use crate::access::Action;
 use crate::auth::{AuthError, Identity};
-use crate::http::extract::{bearer_token, hospital_from_path, Authenticated};
-use crate::http::problem::ApiError;
-use crate::http::responses::ReadErrors;
-use crate::http::AppState;
 use crate::metrics::Metrics;
+use crate::realtime::hospital::{
+    ConnectionSlot, HospitalActor, Join, Kick, Leave, Resume, SessionProgress,
+};
+use crate::realtime::protocol::{CloseReason, LastEventId, ServerFrame};
+use crate::realtime::topics::{Subscriptions, Topic};
+use crate::realtime::window::WindowEvent;
+use crate::realtime::writer::{
+    self, closing_frame, Closed, Filter, Sink, StreamStart, WriterCommand, WriterContext,
+    COMMAND_QUEUE,
+};
+use crate::realtime::{next_session_id, Realtime, SessionId};
 
 /// How long a ticket may wait before it is used.
 pub const TICKET_TTL: Duration = Duration::from_secs(30);
@@ -307,9 +309,11 @@ pub async fn stream(
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        let topic: Topic = name.parse().map_err(|e: super::topics::UnknownTopic| {
-            ApiError::invalid_field("topics", e.to_string())
-        })?;
+        let topic: Topic = name
+            .parse()
+            .map_err(|e: crate::stream::topics::UnknownTopic| {
+                ApiError::invalid_field("topics", e.to_string())
+            })?;
         if !may_subscribe(identity.role, &topic) {
             return Err(ApiError::Forbidden {
                 code: "forbidden_topic",
