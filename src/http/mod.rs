@@ -9,13 +9,13 @@ pub mod appointments;
 pub mod cases;
 pub mod command_outcomes;
 pub mod commands;
+pub mod escalation_deadlines;
 pub mod events;
 pub mod extract;
 pub mod health;
 pub mod idempotency;
 pub mod notifications;
 pub mod openapi;
-pub mod policies;
 pub mod problem;
 pub mod reads;
 pub mod reads_access;
@@ -163,8 +163,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(
                 web::resource("/policies/escalation")
-                    .route(web::get().to(policies::get_escalation))
-                    .route(web::put().to(policies::put_escalation))
+                    .route(web::get().to(escalation_deadlines::get_escalation))
+                    .route(web::put().to(escalation_deadlines::put_escalation))
                     .default_service(web::to(method_not_allowed)),
             )
             .service(

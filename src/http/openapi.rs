@@ -6,8 +6,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, alerts, appointments, cases, events, health, notifications, policies, problem, reads,
-    vitals,
+    admin, alerts, appointments, cases, escalation_deadlines, events, health, notifications,
+    problem, reads, vitals,
 };
 use super::{
     command_outcomes, reads_cases, reads_metrics, reads_notifications, reads_patients,
@@ -53,7 +53,7 @@ impl Modify for BearerAuth {
         super::sse::stream, super::sse::issue_ticket,
         health::healthz, health::readyz,
         admin::status, admin::start_rebuild, admin::cancel_rebuild,
-        policies::get_escalation, policies::put_escalation,
+        escalation_deadlines::get_escalation, escalation_deadlines::put_escalation,
     ),
     components(schemas(
         problem::Problem, CommandOutcome, CommittedEvent, events::EventsPage, events::WireEvent,
@@ -62,7 +62,7 @@ impl Modify for BearerAuth {
         reads_schedule::SchedulePage, reads_notifications::InboxPage,
         crate::projection::metrics::MetricsSnapshot, crate::projection::metrics::RoleCounts,
         admin::ProjectionsStatus, admin::ProjectorView, admin::RebuildView, admin::RebuildRequest, admin::RebuildScope,
-        policies::EscalationPolicy, policies::DeadlineSeconds,
+        escalation_deadlines::EscalationPolicy, escalation_deadlines::DeadlineSeconds,
     )),
     modifiers(&BearerAuth),
 )]

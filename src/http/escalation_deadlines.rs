@@ -1,5 +1,6 @@
 //! `GET`/`PUT /api/hospitals/{hospital}/policies/escalation`: a hospital's auto-escalation
-//! deadlines — how long an alert of each severity may stay unacknowledged before the system
+//! deadlines (the settings the escalation process manager in `crate::policy` reads; the file
+//! is named for what it holds so the two meanings of "policy" do not meet) — how long an alert of each severity may stay unacknowledged before the system
 //! pages the next tier.
 //!
 //! Admins of the hospital only (another hospital's admin gets 403, like every hospital
