@@ -532,44 +532,93 @@ pub async fn rebuild_scoped(
     }
     let only = scope.hospital();
     if restart || pending.is_none() {
-        let mut tx = pool.begin().await?;
-        for table in model.tables() {
-            let name = shadow.get(table)?;
-            sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&format!("CREATE TABLE {name} (LIKE {table} INCLUDING ALL)"))
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query("DELETE FROM projection_checkpoints WHERE projector = $1")
-            .bind(&checkpoint)
+        prepare_shadow(pool, model, &shadow, &checkpoint, only).await?;
+    }
+    let (start_done, done) = fill_shadow(
+        pool,
+        model,
+        &shadow,
+        &checkpoint,
+        only,
+        cancel,
+        &mut progress,
+    )
+    .await?;
+    let done = swap_in(pool, model, &shadow, &checkpoint, only, done).await?;
+    progress(done, done);
+    let seconds = started.elapsed().as_secs_f64();
+    let events = done - start_done;
+    Ok(RebuildReport {
+        events,
+        seconds,
+        events_per_second: if seconds > 0.0 {
+            events as f64 / seconds
+        } else {
+            0.0
+        },
+    })
+}
+
+/// A fresh rebuild: empty shadow tables, no shadow checkpoints but one at 0 per hospital in
+/// scope, and the rebuild's scope recorded (so an interrupted rebuild resumes in its scope).
+async fn prepare_shadow(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    shadow: &Tables,
+    checkpoint: &str,
+    only: Option<&str>,
+) -> Result<(), ProjectionError> {
+    let mut tx = pool.begin().await?;
+    for table in model.tables() {
+        let name = shadow.get(table)?;
+        sqlx::query(&format!("DROP TABLE IF EXISTS {name}"))
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO projection_rebuilds (projector, hospital) VALUES ($1, $2) \
-             ON CONFLICT (projector) DO UPDATE SET hospital = EXCLUDED.hospital, \
-             started_at = clock_timestamp()",
-        )
-        .bind(model.name())
-        .bind(only)
-        .execute(&mut *tx)
-        .await?;
-        // Seed a checkpoint per hospital in scope so status reports the rebuild from the
-        // start (a hospital without events yet gets one too: the swap needs a row to lock).
-        sqlx::query(
-            "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
-             SELECT $1, hospital, 0, $2 FROM stream_heads WHERE $3::text IS NULL OR hospital = $3 \
-             UNION SELECT $1, $3, 0, $2 WHERE $3::text IS NOT NULL \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&checkpoint)
-        .bind(model.version())
-        .bind(only)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        sqlx::query(&format!("CREATE TABLE {name} (LIKE {table} INCLUDING ALL)"))
+            .execute(&mut *tx)
+            .await?;
     }
+    sqlx::query("DELETE FROM projection_checkpoints WHERE projector = $1")
+        .bind(checkpoint)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO projection_rebuilds (projector, hospital) VALUES ($1, $2) \
+         ON CONFLICT (projector) DO UPDATE SET hospital = EXCLUDED.hospital, \
+         started_at = clock_timestamp()",
+    )
+    .bind(model.name())
+    .bind(only)
+    .execute(&mut *tx)
+    .await?;
+    // Seed a checkpoint per hospital in scope so status reports the rebuild from the
+    // start (a hospital without events yet gets one too: the swap needs a row to lock).
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projector, hospital, position, version) \
+         SELECT $1, hospital, 0, $2 FROM stream_heads WHERE $3::text IS NULL OR hospital = $3 \
+         UNION SELECT $1, $3, 0, $2 WHERE $3::text IS NOT NULL \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(checkpoint)
+    .bind(model.version())
+    .bind(only)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Phase 1, in bulk and outside any lock: projects every hospital in scope into the shadow
+/// tables, batch by batch, until none lags. Returns the events done when it started and now.
+async fn fill_shadow(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    shadow: &Tables,
+    checkpoint: &str,
+    only: Option<&str>,
+    cancel: &AtomicBool,
+    progress: &mut impl FnMut(i64, i64),
+) -> Result<(i64, i64), ProjectionError> {
     let total = || async {
         sqlx::query_scalar::<_, i64>(
             "SELECT coalesce(sum(position), 0)::bigint FROM stream_heads \
@@ -583,15 +632,14 @@ pub async fn rebuild_scoped(
         sqlx::query_scalar::<_, i64>(
             "SELECT coalesce(sum(position), 0)::bigint FROM projection_checkpoints WHERE projector = $1",
         )
-        .bind(&checkpoint)
+        .bind(checkpoint)
         .fetch_one(pool)
         .await
     };
     let mut done = done_now().await?;
     let start_done = done;
-    // Phase 1: bulk, outside any lock.
     loop {
-        let pending: Vec<_> = lagging(pool, &checkpoint)
+        let pending: Vec<_> = lagging(pool, checkpoint)
             .await?
             .into_iter()
             .filter(|(hospital, _, _)| only.is_none_or(|h| h == hospital))
@@ -602,7 +650,6 @@ pub async fn rebuild_scoped(
         let mut advanced = false;
         // One batch per lagging hospital per pass, a few hospitals at once: a batch is
         // mostly PostgreSQL work, so two in flight keep both of a small machine's cores busy.
-        let (shadow, checkpoint) = (&shadow, checkpoint.as_str());
         let mut batches = stream::iter(pending)
             .map(|(hospital, _, _)| async move {
                 apply_batch(pool, model, shadow, checkpoint, &hospital, REBUILD_BATCH).await
@@ -627,10 +674,22 @@ pub async fn rebuild_scoped(
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
-    // Phase 2: swap. Locking the live checkpoints in scope pauses the live projector there
-    // on every node; the shadow is then caught up to the last committed event and put in
-    // place, and the live checkpoint is set to where the shadow stands — the live projector
-    // continues from there on the new rows. Writers are never blocked.
+    Ok((start_done, done))
+}
+
+/// Phase 2, the swap, in one transaction. Locking the live checkpoints in scope pauses the
+/// live projector there on every node; the shadow is then caught up to the last committed
+/// event and put in place, and the live checkpoint is set to where the shadow stands — the
+/// live projector continues from there on the new rows. Writers are never blocked. Returns
+/// the events done, counting the catch-up.
+async fn swap_in(
+    pool: &PgPool,
+    model: &dyn ReadModel,
+    shadow: &Tables,
+    checkpoint: &str,
+    only: Option<&str>,
+    mut done: i64,
+) -> Result<i64, ProjectionError> {
     let mut tx = pool.begin().await?;
     if let Some(hospital) = only {
         // The live row may not exist yet (nothing projected): create it so it can be locked.
@@ -664,7 +723,7 @@ pub async fn rebuild_scoped(
         let mut at: i64 = sqlx::query_scalar(
             "SELECT coalesce((SELECT position FROM projection_checkpoints WHERE projector = $1 AND hospital = $2), 0)",
         )
-        .bind(&checkpoint)
+        .bind(checkpoint)
         .bind(&hospital)
         .fetch_one(&mut *tx)
         .await?;
@@ -673,7 +732,7 @@ pub async fn rebuild_scoped(
             let Some(last) = events.last().map(|e| e.position) else {
                 break;
             };
-            model.apply_all(&mut tx, &shadow, &events).await?;
+            model.apply_all(&mut tx, shadow, &events).await?;
             done += events.len() as i64;
             at = last;
         }
@@ -726,7 +785,7 @@ pub async fn rebuild_scoped(
         }
     }
     sqlx::query("DELETE FROM projection_checkpoints WHERE projector = $1")
-        .bind(&checkpoint)
+        .bind(checkpoint)
         .execute(&mut *tx)
         .await?;
     sqlx::query("DELETE FROM projection_rebuilds WHERE projector = $1")
@@ -734,18 +793,7 @@ pub async fn rebuild_scoped(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    progress(done, done);
-    let seconds = started.elapsed().as_secs_f64();
-    let events = done - start_done;
-    Ok(RebuildReport {
-        events,
-        seconds,
-        events_per_second: if seconds > 0.0 {
-            events as f64 / seconds
-        } else {
-            0.0
-        },
-    })
+    Ok(done)
 }
 
 /// When a hospital's stream head was last read by a model (for `as_of` timestamps).
