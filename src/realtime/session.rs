@@ -434,21 +434,7 @@ impl SessionActor {
 
     fn dispatch(&mut self, frame: ClientFrame, ctx: &mut Context<Self>) {
         if let ClientFrame::Auth { id, token } = frame {
-            if self.identity.is_some() {
-                return self.error(
-                    id,
-                    "already_authenticated",
-                    "use `refresh` to replace the token",
-                    ctx,
-                );
-            }
-            return match self.rt.keys.verify(&token) {
-                Ok(identity) => self.authenticated(identity, id, ctx),
-                Err(error) => {
-                    self.error(id, error.code(), error.to_string(), ctx);
-                    self.close(CloseReason::AuthenticationFailed, ctx);
-                }
-            };
+            return self.auth(id, &token, ctx);
         }
         let Some(identity) = self.identity.clone() else {
             return self.error(
@@ -468,45 +454,7 @@ impl SessionActor {
                 epoch,
             } => self.subscribe(id, topics, last_event_id.map(|l| l.0), epoch, ctx),
             ClientFrame::Unsubscribe { id, topics } => self.unsubscribe(id, topics, ctx),
-            ClientFrame::Typing { id, case } => {
-                if !may_subscribe(identity.role, &Topic::Case(case)) {
-                    return self.error(
-                        id,
-                        "forbidden_topic",
-                        "your role may not follow case threads",
-                        ctx,
-                    );
-                }
-                let now = Instant::now();
-                let throttle = self.rt.settings.typing_throttle;
-                if self
-                    .typing_sent
-                    .get(&case)
-                    .is_some_and(|t| now.saturating_duration_since(*t) < throttle)
-                {
-                    let frame = ServerFrame::error(
-                        id,
-                        "typing_throttled",
-                        format!(
-                            "send `typing` at most once every {} ms per case",
-                            throttle.as_millis()
-                        ),
-                    );
-                    return self.violation(CloseReason::RateLimited, frame, ctx);
-                }
-                if self.typing_sent.len() > self.rt.settings.max_subscriptions {
-                    self.typing_sent
-                        .retain(|_, t| now.saturating_duration_since(*t) < throttle);
-                }
-                // Throttled before the entitlement check, so typing cannot flood the log.
-                self.typing_sent.insert(case, now);
-                self.with_cases(&identity, id, vec![case], ctx, move |act, _, _| {
-                    act.rt.presence.do_send(presence::Typing {
-                        session: act.id,
-                        case,
-                    });
-                });
-            }
+            ClientFrame::Typing { id, case } => self.typing(&identity, id, case, ctx),
             ClientFrame::View { id, target } | ClientFrame::Unview { id, target }
                 if target.parse::<ViewTarget>().is_err() =>
             {
@@ -521,80 +469,169 @@ impl SessionActor {
                 )
             }
             ClientFrame::View { id, target } => {
-                let Ok(target) = target.parse::<ViewTarget>() else {
-                    return;
-                };
-                if !may_subscribe(identity.role, &view_topic(&target)) {
-                    return self.error(
-                        id,
-                        "forbidden_topic",
-                        format!("your role may not view `{target}`"),
-                        ctx,
-                    );
+                if let Ok(target) = target.parse::<ViewTarget>() {
+                    self.view(&identity, id, target, ctx);
                 }
-                if !self.views.contains(&target)
-                    && self.views.len() >= self.rt.settings.max_subscriptions
-                {
-                    let frame = ServerFrame::error(id, "too_many_views", "release a view first");
-                    return self.violation(CloseReason::PolicyViolation, frame, ctx);
-                }
-                let cases = match &target {
-                    ViewTarget::Case(case) => vec![*case],
-                    ViewTarget::Patient(_) => vec![],
-                };
-                self.with_cases(&identity, id, cases, ctx, move |act, _, _| {
-                    act.views.insert(target.clone());
-                    act.rt.presence.do_send(presence::View {
-                        session: act.id,
-                        target,
-                    });
-                });
             }
             ClientFrame::Unview { target, .. } => {
-                let Ok(target) = target.parse::<ViewTarget>() else {
-                    return;
-                };
-                if self.views.remove(&target) {
-                    self.rt.presence.do_send(presence::Unview {
-                        session: self.id,
-                        target,
-                    });
+                if let Ok(target) = target.parse::<ViewTarget>() {
+                    self.unview(target);
                 }
             }
-            ClientFrame::Refresh { id, token } => match self.rt.keys.verify(&token) {
-                // A refresh extends the connection's life, never what it may receive: the
-                // subscriptions were authorized for this user, hospital and role, so a token
-                // for another role is refused (either way: a downgrade must reconnect too).
-                Ok(fresh)
-                    if fresh.user == identity.user
-                        && fresh.hospital == identity.hospital
-                        && fresh.role == identity.role =>
-                {
-                    self.identity = Some(fresh.clone());
-                    self.schedule_token_timers(ctx);
-                    if let Some(filter) = self.filter() {
-                        self.send(WriterCommand::Filter(Box::new(filter)), ctx);
-                    }
-                    self.frame(
-                        ServerFrame::Authenticated {
-                            id,
-                            user: fresh.user.to_string(),
-                            role: fresh.role.as_str().to_owned(),
-                            hospital: fresh.hospital.to_string(),
-                            expires_at: fresh.expires_at,
-                        },
-                        ctx,
-                    );
-                }
-                Ok(_) => self.error(
-                    id,
-                    "refresh_mismatch",
-                    "a refresh token must be for the same user, hospital and role; reconnect to change role",
-                    ctx,
-                ),
-                Err(error) => self.error(id, error.code(), error.to_string(), ctx),
-            },
+            ClientFrame::Refresh { id, token } => self.refresh(&identity, id, &token, ctx),
         }
+    }
+
+    /// `auth`: the first token of a connection that did not send one with the upgrade.
+    fn auth(&mut self, id: Option<FrameId>, token: &str, ctx: &mut Context<Self>) {
+        if self.identity.is_some() {
+            return self.error(
+                id,
+                "already_authenticated",
+                "use `refresh` to replace the token",
+                ctx,
+            );
+        }
+        match self.rt.keys.verify(token) {
+            Ok(identity) => self.authenticated(identity, id, ctx),
+            Err(error) => {
+                self.error(id, error.code(), error.to_string(), ctx);
+                self.close(CloseReason::AuthenticationFailed, ctx);
+            }
+        }
+    }
+
+    /// `typing`: throttled per case, then confined by the case rule before it is announced.
+    fn typing(
+        &mut self,
+        identity: &Identity,
+        id: Option<FrameId>,
+        case: Uuid,
+        ctx: &mut Context<Self>,
+    ) {
+        if !may_subscribe(identity.role, &Topic::Case(case)) {
+            return self.error(
+                id,
+                "forbidden_topic",
+                "your role may not follow case threads",
+                ctx,
+            );
+        }
+        let now = Instant::now();
+        let throttle = self.rt.settings.typing_throttle;
+        if self
+            .typing_sent
+            .get(&case)
+            .is_some_and(|t| now.saturating_duration_since(*t) < throttle)
+        {
+            let frame = ServerFrame::error(
+                id,
+                "typing_throttled",
+                format!(
+                    "send `typing` at most once every {} ms per case",
+                    throttle.as_millis()
+                ),
+            );
+            return self.violation(CloseReason::RateLimited, frame, ctx);
+        }
+        if self.typing_sent.len() > self.rt.settings.max_subscriptions {
+            self.typing_sent
+                .retain(|_, t| now.saturating_duration_since(*t) < throttle);
+        }
+        // Throttled before the entitlement check, so typing cannot flood the log.
+        self.typing_sent.insert(case, now);
+        self.with_cases(identity, id, vec![case], ctx, move |act, _, _| {
+            act.rt.presence.do_send(presence::Typing {
+                session: act.id,
+                case,
+            });
+        });
+    }
+
+    /// `view`: the "currently viewing" soft lock, confined like a subscription.
+    fn view(
+        &mut self,
+        identity: &Identity,
+        id: Option<FrameId>,
+        target: ViewTarget,
+        ctx: &mut Context<Self>,
+    ) {
+        if !may_subscribe(identity.role, &view_topic(&target)) {
+            return self.error(
+                id,
+                "forbidden_topic",
+                format!("your role may not view `{target}`"),
+                ctx,
+            );
+        }
+        if !self.views.contains(&target) && self.views.len() >= self.rt.settings.max_subscriptions {
+            let frame = ServerFrame::error(id, "too_many_views", "release a view first");
+            return self.violation(CloseReason::PolicyViolation, frame, ctx);
+        }
+        let cases = match &target {
+            ViewTarget::Case(case) => vec![*case],
+            ViewTarget::Patient(_) => vec![],
+        };
+        self.with_cases(identity, id, cases, ctx, move |act, _, _| {
+            act.views.insert(target.clone());
+            act.rt.presence.do_send(presence::View {
+                session: act.id,
+                target,
+            });
+        });
+    }
+
+    /// `unview`: releases a view this connection holds.
+    fn unview(&mut self, target: ViewTarget) {
+        if self.views.remove(&target) {
+            self.rt.presence.do_send(presence::Unview {
+                session: self.id,
+                target,
+            });
+        }
+    }
+
+    /// `refresh`: a new token for the same user, hospital and role.
+    fn refresh(
+        &mut self,
+        identity: &Identity,
+        id: Option<FrameId>,
+        token: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        match self.rt.keys.verify(token) {
+            // A refresh extends the connection's life, never what it may receive: the
+            // subscriptions were authorized for this user, hospital and role, so a token
+            // for another role is refused (either way: a downgrade must reconnect too).
+            Ok(fresh)
+                if fresh.user == identity.user
+                    && fresh.hospital == identity.hospital
+                    && fresh.role == identity.role =>
+            {
+                self.identity = Some(fresh.clone());
+                self.schedule_token_timers(ctx);
+                if let Some(filter) = self.filter() {
+                    self.send(WriterCommand::Filter(Box::new(filter)), ctx);
+                }
+                self.frame(
+                    ServerFrame::Authenticated {
+                        id,
+                        user: fresh.user.to_string(),
+                        role: fresh.role.as_str().to_owned(),
+                        hospital: fresh.hospital.to_string(),
+                        expires_at: fresh.expires_at,
+                    },
+                    ctx,
+                );
+            }
+            Ok(_) => self.error(
+                id,
+                "refresh_mismatch",
+                "a refresh token must be for the same user, hospital and role; reconnect to change role",
+                ctx,
+            ),
+            Err(error) => self.error(id, error.code(), error.to_string(), ctx),
+                }
     }
 
     fn parse_topics(
