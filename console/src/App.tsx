@@ -114,7 +114,7 @@ function Workspace(props: { session: Session; onSignOut: () => void }): ReactNod
       <main id="main" tabIndex={-1}>
         {screen === 'alerts' && <AlertBoard session={session} />}
         {screen === 'cases' && <Cases session={session} caseId={route[1] ?? null} />}
-        {screen === 'patients' && <Patient patient={route[1] ?? 'p-1001'} />}
+        {screen === 'patients' && <Patient patient={route[1] ?? 'p-1001'} me={session.user} />}
         {screen === 'schedule' && <Schedule />}
         {screen === 'notifications' && <Notifications />}
         {screen === 'presence' && <Presence />}

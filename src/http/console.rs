@@ -137,3 +137,75 @@ pub fn demo_links(
     }
     Ok(lines.join("\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::{http::StatusCode, test, App};
+
+    use super::*;
+
+    async fn get(path: &str) -> actix_web::dev::ServiceResponse {
+        let app = test::init_service(App::new().configure(configure)).await;
+        test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await
+    }
+
+    fn header<'a>(res: &'a actix_web::dev::ServiceResponse, name: header::HeaderName) -> &'a str {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    /// The first hashed asset of the committed build.
+    fn an_asset() -> String {
+        let assets = DIST
+            .get_dir("assets")
+            .expect("console/dist/assets is committed");
+        let file = assets.files().next().expect("the build has assets");
+        file.path().to_string_lossy().into_owned()
+    }
+
+    #[actix_web::test]
+    async fn index_html_is_revalidated_and_carries_the_content_security_policy() {
+        for path in ["/console", "/console/"] {
+            let res = get(path).await;
+            assert_eq!(res.status(), StatusCode::OK, "{path}");
+            assert_eq!(header(&res, header::CACHE_CONTROL), "no-cache");
+            assert_eq!(
+                header(&res, header::CONTENT_SECURITY_POLICY),
+                CONTENT_SECURITY_POLICY
+            );
+            assert!(header(&res, header::CONTENT_TYPE).starts_with("text/html"));
+        }
+    }
+
+    #[actix_web::test]
+    async fn hashed_assets_are_immutable_for_a_year() {
+        let res = get(&format!("/console/{}", an_asset())).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, header::CACHE_CONTROL), IMMUTABLE);
+        assert!(!header(&res, header::CONTENT_TYPE).starts_with("text/html"));
+    }
+
+    #[actix_web::test]
+    async fn client_side_routes_get_index_html_but_unknown_files_are_not_found() {
+        let route = get("/console/cases/3f1c").await;
+        assert_eq!(route.status(), StatusCode::OK);
+        assert!(header(&route, header::CONTENT_TYPE).starts_with("text/html"));
+        for missing in ["/console/assets/index-00000000.js", "/console/favicon.ico"] {
+            assert_eq!(
+                get(missing).await.status(),
+                StatusCode::NOT_FOUND,
+                "{missing}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_policy_allows_no_inline_script_and_no_foreign_origin() {
+        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
+        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-eval"));
+        assert!(CONTENT_SECURITY_POLICY.contains("script-src 'self';"));
+        assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
+    }
+}

@@ -67,7 +67,7 @@ function Thread(props: { id: string; session: Session }): ReactNode {
   return (
     <article className="thread" aria-labelledby="thread-title" data-testid="thread">
       <h2 id="thread-title">{c.title}</h2>
-      <ViewingBanner viewers={viewers.filter((v) => v.user !== props.session.user)} what="case" />
+      <ViewingBanner viewers={viewers} me={props.session.user} what="case" />
       <p>
         Patient <Link to={`patients/${c.patient}`}>{c.patient}</Link> · status <strong data-testid="case-status">{c.status.replace('_', ' ')}</strong>
         {c.assignee && <> · assigned to {c.assignee}</>}

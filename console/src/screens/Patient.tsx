@@ -24,7 +24,7 @@ function deviation(v: VitalsRow, flag: string): string | null {
   return v.out_of_range.find((o) => o.sign === flag)?.deviation ?? null;
 }
 
-export function Patient(props: { patient: string }): ReactNode {
+export function Patient(props: { patient: string; me: string }): ReactNode {
   const id = props.patient;
   const vigil = useVigil();
   const view = useLive('patient', { patient: id });
@@ -45,7 +45,7 @@ export function Patient(props: { patient: string }): ReactNode {
         <label>Patient id <input value={other} onChange={(e) => setOther(e.target.value)} /></label>
         <button type="submit">Open</button>
       </form>
-      <ViewingBanner viewers={viewers} what="patient" />
+      <ViewingBanner viewers={viewers} me={props.me} what="patient" />
       {view.status === 'error' && <p role="alert" className="error">{problemText(view.error)}</p>}
       <h2>Latest vitals {latest && <span className="muted small">recorded {time(latest.recorded_at)} by {latest.recorded_by}</span>}</h2>
       {latest ? (

@@ -40,13 +40,14 @@ export function time(iso: string | null | undefined): string {
 }
 
 /** "Dr Rao is viewing": the soft lock of a patient or case. */
-export function ViewingBanner(props: { viewers: readonly UserRef[]; what: string }): ReactNode {
-  if (props.viewers.length === 0) return null;
-  const names = props.viewers.map((v) => `${v.user} (${v.role})`).join(', ');
+export function ViewingBanner(props: { viewers: readonly UserRef[]; me: string; what: string }): ReactNode {
+  const others = props.viewers.filter((v) => v.user !== props.me);
+  if (others.length === 0) return null;
+  const names = others.map((v) => `${v.user} (${v.role})`).join(', ');
   return (
     <p className="banner" role="status" data-testid="viewing">
-      <span aria-hidden="true">👁 </span>
-      {names} {props.viewers.length === 1 ? 'is' : 'are'} viewing this {props.what}
+      <span aria-hidden="true">◎ </span>
+      {names} {others.length === 1 ? 'is' : 'are'} viewing this {props.what}
     </p>
   );
 }
