@@ -16,6 +16,9 @@ export function ConnectionIndicator(): ReactNode {
   const queued = useObservable(vigil.outbox.pending).length;
   const [note, setNote] = useState<Note>(null);
   const subscribedOnce = useRef(false);
+  /** Set while the connection is down, so a topic re-subscription is not reported as a resume. */
+  const wasDown = useRef(false);
+  if (state.status === 'reconnecting' || state.status === 'offline') wasDown.current = true;
   const since = useRef({ status: state.status, at: Date.now() });
   if (since.current.status !== state.status) since.current = { status: state.status, at: Date.now() };
   const now = useNow(state.status === 'reconnecting' ? 250 : 5000);
@@ -26,7 +29,8 @@ export function ConnectionIndicator(): ReactNode {
       const first = !subscribedOnce.current;
       subscribedOnce.current = true;
       if (!frame.recovered && !first) setNote({ kind: 'reloaded', reason: frame.reason ?? 'reset' });
-      else if (frame.recovered && !first) setNote({ kind: 'caught_up', head: Number(frame.position), count: 0 });
+      else if (frame.recovered && !first && wasDown.current) setNote({ kind: 'caught_up', head: Number(frame.position), count: 0 });
+      wasDown.current = false;
     });
     const offEvent = vigil.onEvent((e) =>
       setNote((n) => (n?.kind === 'caught_up' && e.position <= n.head ? { ...n, count: n.count + 1 } : n)),
