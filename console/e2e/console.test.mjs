@@ -221,7 +221,11 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
       await axe(page, path);
       await page.screenshot({ path: `${SHOTS}${path.split('/')[0]}.png`, fullPage: true });
     }
-    await admin.page.getByTestId('projections').getByText('alert_board').waitFor({ timeout: TIMEOUT });
+    // A rebuild of one read model, followed live to its end (the demo's stream is short).
+    const row = admin.page.getByTestId('projection-alert_board');
+    await row.getByRole('button', { name: 'Rebuild alert_board' }).click();
+    await row.getByTestId('rebuild-status').getByText(/running|completed/).waitFor({ timeout: TIMEOUT });
+    await row.getByTestId('rebuild-status').getByText('completed').waitFor({ timeout: TIMEOUT });
     await admin.page.screenshot({ path: `${SHOTS}admin.png`, fullPage: true });
     await admin.context.close();
   });

@@ -80,14 +80,14 @@ export function Admin(props: { session: Session }): ReactNode {
             const running = rb?.status === 'running';
             const pct = rb?.total ? Math.round(((rb.done ?? 0) / rb.total) * 100) : null;
             return (
-              <tr key={p.name}>
+              <tr key={p.name} data-testid={`projection-${p.name}`}>
                 <th scope="row">{p.name} <span className="muted small">v{p.version}</span></th>
                 <td>{p.state.replace('_', ' ')}</td>
                 <td>{p.checkpoint} / {p.head}</td>
                 <td>{p.lag_events} events, {p.lag_seconds.toFixed(1)} s</td>
                 <td>
                   {rb && (
-                    <span className="small">
+                    <span className="small" data-testid="rebuild-status">
                       {rb.status}
                       {pct !== null && <> <progress max={100} value={pct} aria-label={`${p.name} rebuild progress`}>{pct}%</progress> {pct}%</>}
                       {rb.events_per_second ? ` · ${Math.round(rb.events_per_second)} ev/s` : ''}
@@ -119,7 +119,7 @@ export function Admin(props: { session: Session }): ReactNode {
         <figure className="chart">
           <svg viewBox="0 0 320 130" role="img" aria-label={`Open alerts by severity: ${SEVERITIES.map((s) => `${s} ${open[s] ?? 0}`).join(', ')}`}>
             {SEVERITIES.map((s, i) => {
-              const h = ((open[s] ?? 0) / max) * 90;
+              const h = ((open[s] ?? 0) / max) * 75;
               return (
                 <g key={s}>
                   <rect x={20 + i * 75} y={100 - h} width="50" height={h} className={`bar bar-${s}`} />
@@ -157,6 +157,10 @@ function Sparkline(props: { points: number[] }): ReactNode {
   return (
     <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`Open alerts over time, ${n} samples, latest ${props.points.at(-1) ?? 0}`}>
       <polyline fill="none" className="line" points={path} />
+      {path.split(' ').filter(Boolean).map((xy, i) => {
+        const [x, y] = xy.split(',').map(Number);
+        return <circle key={i} cx={x} cy={y} r="3" className="point" />;
+      })}
     </svg>
   );
 }
