@@ -149,7 +149,7 @@ mod tests {
         test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await
     }
 
-    fn header<'a>(res: &'a actix_web::dev::ServiceResponse, name: header::HeaderName) -> &'a str {
+    fn header(res: &actix_web::dev::ServiceResponse, name: header::HeaderName) -> &str {
         res.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -201,8 +201,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_policy_allows_no_inline_script_and_no_foreign_origin() {
+    #[actix_web::test]
+    async fn the_policy_allows_no_inline_script_and_no_foreign_origin() {
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
         assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-eval"));
         assert!(CONTENT_SECURITY_POLICY.contains("script-src 'self';"));
