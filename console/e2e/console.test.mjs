@@ -17,6 +17,8 @@ const TIMEOUT = 20_000;
 let server;
 let browser;
 const tokens = {};
+/** The console links `vigil serve --demo` printed, by user. */
+const links = {};
 /** Every URL the pages requested, to prove no token travels in one. */
 const requested = [];
 /** Content-Security-Policy violations reported by any page. */
@@ -52,7 +54,7 @@ async function openPage(who, path, viewport = { width: 1280, height: 1000 }) {
   page.on('console', (m) => {
     if (/Content[- ]Security[- ]Policy/i.test(m.text())) cspViolations.push(m.text());
   });
-  await page.goto(`${server.url}/console#token=${tokens[who]}`);
+  await page.goto(links[who] ?? `${server.url}/console#token=${tokens[who]}`);
   await page.getByTestId('connection').and(page.locator('[data-status="connected"]')).waitFor({ timeout: TIMEOUT });
   assert.ok(!page.url().includes('token'), `the fragment is cleared: ${page.url()}`);
   if (path) await go(page, path);
@@ -99,6 +101,11 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
       if (board.alerts.length >= 3) break;
       await new Promise((r) => setTimeout(r, 250));
     }
+    // The nurse and the CHW sign in with the very links `--demo` printed.
+    for (const m of server.log.matchAll(/^\s+(\S+)\s+(http:\/\/\S+\/console#token=\S+)$/gm)) links[m[1]] = m[2];
+    assert.ok(links['nurse-amy']?.startsWith(`${server.url}/console#token=`), `--demo prints a console link: ${server.log.slice(-2000)}`);
+    assert.ok(links['chw-ravi'], 'and one for the CHW');
+    delete links['dr-rao']; // the physician signs in with a token from `vigil token`, like a deployment would
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       headless: true,
@@ -250,8 +257,9 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
   });
 
   test('no token was sent in any URL, and no page reported a CSP violation', () => {
-    for (const who of Object.keys(tokens)) {
-      assert.ok(!requested.some((u) => u.includes(tokens[who])), `${who}'s token never in a requested URL`);
+    const used = [...Object.values(tokens), ...Object.values(links).map((l) => l.split('#token=')[1])];
+    for (const token of used) {
+      assert.ok(!requested.some((u) => u.includes(token)), 'a token never appears in a requested URL');
     }
     assert.ok(requested.some((u) => u.includes('/console')), 'the console was loaded');
     assert.deepEqual(cspViolations, []);
