@@ -39,6 +39,7 @@ export function AlertBoard(props: { session: Session }): ReactNode {
   const pending = pendingByAlert(useObservable(vigil.outbox.pending));
   const alerts = rows<AlertRow>(board.data?.alerts);
   const counts = (board.data?.counts ?? {}) as unknown as Partial<Record<Severity, number>>;
+  const total = severity ? (counts[severity] ?? 0) : SEVERITIES.reduce((n, s) => n + (counts[s] ?? 0), 0);
   const [policy, setPolicy] = useState<Policy | null>(null);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [announcement, setAnnouncement] = useState('');
@@ -94,7 +95,9 @@ export function AlertBoard(props: { session: Session }): ReactNode {
           </select>
         </label>
         <span className="muted" aria-live="off">
-          {board.status === 'loading' ? 'Loading…' : `${alerts.length} shown · as of position ${board.position ?? '–'}`}
+          {board.status === 'loading'
+            ? 'Loading…'
+            : `${alerts.length} shown${total > alerts.length ? ` of ${total} (the first ${PAGE}, most severe first)` : ''} · as of position ${board.position ?? '–'}`}
           {board.refreshing ? ' · updating' : ''}
         </span>
       </div>
