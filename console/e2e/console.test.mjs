@@ -256,6 +256,22 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     console.log(`# after the restart: nurse on ${await nurse.page.getByTestId('connection').innerText()}, physician on ${await doctor.page.getByTestId('connection').innerText()}`);
   });
 
+  test('the board keeps only a window of its rows in the page, and scrolling moves the window', async () => {
+    const page = doctor.page;
+    await go(page, 'alerts');
+    const stamp = Date.now();
+    for (let i = 0; i < 60; i += 1) await rest(tokens['nurse-amy'], 'POST', 'alerts', { severity: 'low', message: `Window ${stamp} #${i}` });
+    const last = `Window ${stamp} #59`;
+    await page.getByText(/\d+ shown/).and(page.getByText(new RegExp(`^(7[0-9]|[89][0-9]|1[0-9]{2}) shown`))).waitFor({ timeout: TIMEOUT });
+    const shown = Number((await page.getByText(/\d+ shown/).innerText()).match(/(\d+) shown/)[1]);
+    const inDom = await page.getByTestId('alert').count();
+    assert.ok(inDom < 25 && inDom < shown, `${inDom} rows in the DOM for ${shown} alerts`);
+    assert.equal(await alertRow(page, last).count(), 0, 'the last row is not rendered before scrolling');
+    await page.getByTestId('alert-list').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    await alertRow(page, last).waitFor({ timeout: TIMEOUT });
+    assert.ok((await page.getByTestId('alert').count()) < 25);
+  });
+
   test('no token was sent in any URL, and no page reported a CSP violation', () => {
     const used = [...Object.values(tokens), ...Object.values(links).map((l) => l.split('#token=')[1])];
     for (const token of used) {
