@@ -240,7 +240,10 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
   test('after a server restart both pages resume and stay live', async () => {
     await go(nurse.page, 'alerts');
     await go(doctor.page, 'alerts');
-    await server.restart();
+    await server.stopProcess();
+    await nurse.page.getByTestId('connection').getByText(/Reconnecting( in \d+ s|…)/).waitFor({ timeout: TIMEOUT });
+    await nurse.page.screenshot({ path: `${SHOTS}reconnecting.png` });
+    await server.startProcess();
     for (const { page } of [nurse, doctor]) {
       await page.getByTestId('connection').and(page.locator('[data-status="connected"]')).waitFor({ timeout: 60_000 });
     }
