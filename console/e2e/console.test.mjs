@@ -237,6 +237,23 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     await admin.context.close();
   });
 
+  test('keyboard only: an alert is acknowledged with Tab and Enter', async () => {
+    const page = nurse.page;
+    await go(page, 'alerts');
+    const message = `Keyboard ${Date.now()}`;
+    await rest(tokens['dr-rao'], 'POST', 'alerts', { severity: 'critical', message });
+    await alertRow(page, message).waitFor({ timeout: TIMEOUT });
+    await page.locator('body').focus();
+    let reached = false;
+    for (let i = 0; i < 80 && !reached; i += 1) {
+      await page.keyboard.press('Tab');
+      reached = await page.evaluate((m) => document.activeElement?.getAttribute('aria-label') === `Acknowledge: ${m}`, message);
+    }
+    assert.ok(reached, 'the acknowledge button is reachable with Tab');
+    await page.keyboard.press('Enter');
+    await alertRow(page, message).and(page.locator('[data-status="acknowledged"]')).waitFor({ timeout: TIMEOUT });
+  });
+
   test('after a server restart both pages resume and stay live', async () => {
     await go(nurse.page, 'alerts');
     await go(doctor.page, 'alerts');
