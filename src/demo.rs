@@ -203,11 +203,13 @@ pub async fn seed(state: &AppState, settings: &ServeSettings, port: u16) -> anyh
         ip => ip.to_string(),
     };
     let base = format!("http://{host}:{port}/api/hospitals/{DEMO_HOSPITAL}");
+    let console = crate::http::console::demo_links(state, &hospital, &host, port)?;
     // This is the demo's user-facing output, meant to be copied from the terminal.
     #[allow(clippy::print_stdout)]
     {
         println!(
             "\nVigil demo hospital `{DEMO_HOSPITAL}` is ready. Users: {users}.\n\
+             Open the console (the token is in the #fragment, never sent to the server):\n{console}\n\
              A nurse token (12 h) for nurse-amy:\n\n  export TOKEN={token}\n\n\
              Try:\n\
              \x20 curl -s -H \"Authorization: Bearer $TOKEN\" '{base}/events?after=0'\n\

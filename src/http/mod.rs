@@ -9,6 +9,7 @@ pub mod appointments;
 pub mod cases;
 pub mod command_outcomes;
 pub mod commands;
+pub mod console;
 pub mod escalation_deadlines;
 pub mod events;
 pub mod extract;
@@ -102,6 +103,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz))
     .route("/api/openapi.json", web::get().to(openapi::serve))
     .route("/metrics", web::get().to(metrics))
+    .configure(console::configure)
     .service(
         web::resource("/api/admin/projections")
             .route(web::get().to(admin::status))

@@ -46,10 +46,12 @@ export async function freePort() {
  * and starts it again on the same port and data dir (positions and epoch survive).
  */
 export class VigilServer {
-  constructor({ dataDir, port, env }) {
+  constructor({ dataDir, port, env, args }) {
     this.dataDir = dataDir;
     this.port = port;
     this.env = env ?? {};
+    /** Extra `vigil serve` arguments (the console's tests pass `--demo`). */
+    this.args = args ?? [];
     this.bin = vigilBinary();
     this.proc = null;
     this.log = '';
@@ -57,7 +59,7 @@ export class VigilServer {
 
   static async start(opts = {}) {
     const dataDir = mkdtempSync(join(tmpdir(), 'vigil-js-'));
-    const server = new VigilServer({ dataDir, port: await freePort(), env: opts.env });
+    const server = new VigilServer({ dataDir, port: await freePort(), env: opts.env, args: opts.args });
     await server.startProcess();
     return server;
   }
@@ -68,7 +70,7 @@ export class VigilServer {
 
   async startProcess() {
     const env = { ...withoutDatabaseUrl(), ...this.env };
-    this.proc = spawn(this.bin, ['serve', '--bind', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir], {
+    this.proc = spawn(this.bin, ['serve', '--bind', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, ...this.args], {
       env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
