@@ -246,3 +246,60 @@ mod tests {
         assert_eq!(field_of(e).as_deref(), Some("message"));
     }
 }
+
+/// A query string deserialized into `T`, failing with `400 invalid_query` whose `field` and
+/// message name the offending parameter. actix-web's own `web::Query` reports only the
+/// serde message ("invalid digit found in string"), which does not say which parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> Query<T> {
+    /// Parses `query` (the raw query string, without `?`).
+    pub fn parse(query: &str) -> Result<Self, ApiError> {
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let inner = error.into_inner().to_string();
+                // An unknown parameter fails at the struct, not at a field: its name is in
+                // serde's message ("unknown field `foo`, expected ...").
+                let field = if path.is_empty() || path == "." {
+                    inner
+                        .split('`')
+                        .nth(1)
+                        .map(str::to_owned)
+                        .unwrap_or_default()
+                } else {
+                    path
+                };
+                let detail = if field.is_empty() {
+                    format!("invalid query string: {inner}")
+                } else {
+                    format!("invalid query parameter `{field}`: {inner}")
+                };
+                ApiError::BadRequest {
+                    code: "invalid_query",
+                    detail,
+                    field: (!field.is_empty()).then_some(field),
+                }
+            })
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Self::parse(req.query_string()))
+    }
+}

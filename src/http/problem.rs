@@ -64,9 +64,10 @@ pub enum ApiError {
     /// 404: unknown aggregate or route.
     #[error("{detail}")]
     NotFound { code: &'static str, detail: String },
-    /// 405: the route exists but not with this method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// 405: the route exists but not with this method. `allow` lists the methods it has, sent
+    /// as the `Allow` header RFC 9110 §15.5.6 requires.
+    #[error("method not allowed: this resource accepts {allow}")]
+    MethodNotAllowed { allow: &'static str },
     /// 409: a rejected state transition or a concurrency conflict.
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
@@ -141,7 +142,7 @@ impl ApiError {
             | ApiError::Conflict { code, .. }
             | ApiError::Unprocessable { code, .. } => code,
             ApiError::Unauthorized(auth) => auth.code(),
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -158,7 +159,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::Forbidden { .. } => "Forbidden",
             ApiError::NotFound { .. } => "Not found",
-            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::MethodNotAllowed { .. } => "Method not allowed",
             ApiError::Conflict { .. } => "Conflict",
             ApiError::PayloadTooLarge { .. } => "Payload too large",
             ApiError::UnsupportedMediaType => "Unsupported media type",
@@ -214,7 +215,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -237,6 +238,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized(_) => {
                 response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::MethodNotAllowed { allow } => {
+                response.insert_header((header::ALLOW, *allow));
             }
             _ => {}
         }

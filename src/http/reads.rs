@@ -16,7 +16,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 
 use super::commands::authorize;
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::responses::ReadErrors;
 use super::AppState;
@@ -39,6 +39,25 @@ pub async fn snapshot(
     if let Some(wanted) = min_position {
         if wanted < 0 {
             return Err(ApiError::invalid_field("min_position", "must be 0 or more"));
+        }
+        // A position beyond the stream's head is not reached by waiting (no command has
+        // returned it yet): refuse it at once, naming the head, instead of holding the
+        // request for the whole wait and answering 503. The head is read after the command
+        // that returned `wanted` committed, so a position a client was given is never refused.
+        let hospital_id = aggregates::types::HospitalId::parse(hospital)
+            .map_err(|e| ApiError::invalid_field("hospital", e.to_string()))?;
+        let head = crate::stream::read::head(&state.pool, &hospital_id)
+            .await
+            .map_err(ApiError::database)?;
+        if wanted > head.position {
+            return Err(ApiError::BadRequest {
+                code: "position_beyond_head",
+                detail: format!(
+                    "min_position {wanted} is beyond the head of the stream (position {}); use a position a command or read returned",
+                    head.position
+                ),
+                field: Some("min_position".into()),
+            });
         }
         let reached =
             crate::projection::wait_for(&state.pool, model, hospital, wanted, MIN_POSITION_WAIT)
@@ -154,7 +173,7 @@ pub async fn alert_board(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<String>,
-    query: web::Query<AlertsQuery>,
+    query: Query<AlertsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;

@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use utoipa::{IntoParams, ToSchema};
 
 use super::commands::authorize;
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::reads::MIN_POSITION_WAIT;
 use super::reads_access::refused;
@@ -197,7 +197,7 @@ pub async fn metrics(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<String>,
-    query: web::Query<MetricsQuery>,
+    query: Query<MetricsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;

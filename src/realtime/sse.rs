@@ -39,7 +39,7 @@ use super::writer::{
 use super::{next_session_id, Realtime, SessionId};
 use crate::auth::{Action, AuthError, Identity};
 use crate::http::commands::authorize;
-use crate::http::extract::{bearer_token, hospital_from_path, Authenticated};
+use crate::http::extract::{bearer_token, hospital_from_path, Authenticated, Query};
 use crate::http::problem::ApiError;
 use crate::http::responses::ReadErrors;
 use crate::http::AppState;
@@ -251,7 +251,7 @@ pub async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<StreamQuery>,
+    query: Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     let identity = match (bearer_token(&req), &query.ticket) {

@@ -4,6 +4,7 @@
 mod auth_keys;
 mod cli;
 mod commands;
+mod conformance;
 mod errors;
 mod events;
 mod exactly_once;
