@@ -15,6 +15,7 @@ pub mod health;
 pub mod idempotency;
 pub mod notifications;
 pub mod openapi;
+pub mod openapi_contract;
 pub mod policies;
 pub mod problem;
 pub mod reads;

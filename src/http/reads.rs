@@ -28,6 +28,33 @@ pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(3);
 /// Largest page of a list read.
 pub const MAX_PAGE: i64 = 500;
 
+/// Refuses a `min_position` beyond the stream's head at once (400 `position_beyond_head`,
+/// naming the head): no command has returned it yet, so waiting cannot reach it. The head is
+/// read after the command that returned a position committed, so a position a client was
+/// given is never refused.
+pub async fn refuse_beyond_head(
+    state: &AppState,
+    hospital: &str,
+    wanted: i64,
+) -> Result<(), ApiError> {
+    let hospital_id = aggregates::types::HospitalId::parse(hospital)
+        .map_err(|e| ApiError::invalid_field("hospital", e.to_string()))?;
+    let head = crate::stream::read::head(&state.pool, &hospital_id)
+        .await
+        .map_err(ApiError::database)?;
+    if wanted > head.position {
+        return Err(ApiError::BadRequest {
+            code: "position_beyond_head",
+            detail: format!(
+                "min_position {wanted} is beyond the head of the stream (position {}); use a position a command or read returned",
+                head.position
+            ),
+            field: Some("min_position".into()),
+        });
+    }
+    Ok(())
+}
+
 /// Opens a read-only snapshot in which `model`'s checkpoint for `hospital` is at least
 /// `min_position` (after waiting, bounded), and returns it with that checkpoint (`as_of`).
 pub async fn snapshot(
@@ -40,25 +67,7 @@ pub async fn snapshot(
         if wanted < 0 {
             return Err(ApiError::invalid_field("min_position", "must be 0 or more"));
         }
-        // A position beyond the stream's head is not reached by waiting (no command has
-        // returned it yet): refuse it at once, naming the head, instead of holding the
-        // request for the whole wait and answering 503. The head is read after the command
-        // that returned `wanted` committed, so a position a client was given is never refused.
-        let hospital_id = aggregates::types::HospitalId::parse(hospital)
-            .map_err(|e| ApiError::invalid_field("hospital", e.to_string()))?;
-        let head = crate::stream::read::head(&state.pool, &hospital_id)
-            .await
-            .map_err(ApiError::database)?;
-        if wanted > head.position {
-            return Err(ApiError::BadRequest {
-                code: "position_beyond_head",
-                detail: format!(
-                    "min_position {wanted} is beyond the head of the stream (position {}); use a position a command or read returned",
-                    head.position
-                ),
-                field: Some("min_position".into()),
-            });
-        }
+        refuse_beyond_head(state, hospital, wanted).await?;
         let reached =
             crate::projection::wait_for(&state.pool, model, hospital, wanted, MIN_POSITION_WAIT)
                 .await

@@ -158,6 +158,7 @@ async fn wait_for_models(
     if wanted < 0 {
         return Err(ApiError::invalid_field("min_position", "must be 0 or more"));
     }
+    super::reads::refuse_beyond_head(state, hospital.as_str(), wanted).await?;
     let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
     for model in MODELS {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

@@ -127,6 +127,7 @@ async fn a_min_position_beyond_the_head_is_refused_at_once_naming_the_head() {
         (H, "cases"),
         (H, "appointments"),
         (H, "notifications"),
+        (H, "metrics"),
         ("empty-ward", "alerts"),
     ] {
         let token = app.token(hospital, "nurse-amy", Role::Nurse);
