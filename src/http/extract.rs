@@ -139,6 +139,29 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>, body: &[u8])
     }
 }
 
+/// Largest magnitude below which every integer is exactly an `f64` (2^53).
+const EXACT_F64_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// Rewrites every number with no fractional part (`2070.0`) as an integer (`2070`), in place.
+/// Fractions and floats too large to be exact integers are left alone (and still refused
+/// where an integer is wanted).
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() < EXACT_F64_INTEGER {
+                    // In range by the check above: the cast is exact.
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -175,13 +198,30 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 body.extend_from_slice(&chunk);
             }
             let mut deserializer = serde_json::Deserializer::from_slice(&body);
-            let value: T = serde_path_to_error::deserialize(&mut deserializer)
-                .map_err(|e| json_error(e, &body))?;
-            deserializer.end().map_err(|e| ApiError::BadRequest {
-                code: "malformed_json",
-                detail: format!("malformed JSON: {e}"),
-                field: None,
-            })?;
+            let value: T = match serde_path_to_error::deserialize(&mut deserializer) {
+                Ok(value) => {
+                    deserializer.end().map_err(|e| ApiError::BadRequest {
+                        code: "malformed_json",
+                        detail: format!("malformed JSON: {e}"),
+                        field: None,
+                    })?;
+                    value
+                }
+                // JSON has one number type: `2070.0` is the integer 2070 to JSON Schema (and
+                // so to the OpenAPI document and its generators), but serde refuses it for an
+                // integer field. Retry once with integral floats written as integers.
+                Err(e)
+                    if e.inner()
+                        .to_string()
+                        .starts_with("invalid type: floating point") =>
+                {
+                    let mut tree: serde_json::Value =
+                        serde_json::from_slice(&body).map_err(|_| json_error(e, &body))?;
+                    integral_floats_as_integers(&mut tree);
+                    serde_path_to_error::deserialize(tree).map_err(|e| json_error(e, &body))?
+                }
+                Err(e) => return Err(json_error(e, &body)),
+            };
             Ok(JsonBody {
                 value,
                 digest: Sha256::digest(&body).into(),

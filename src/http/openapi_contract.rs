@@ -171,16 +171,33 @@ const WS: &str =
 const CONTROLS: &str = r"\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F";
 
 /// `BoundedText<1, max>`: after trimming, 1..=max characters with no control characters
-/// but tab and line breaks. The pattern says "something that is neither whitespace nor a
-/// control character, with no control character between the first and the last of them";
-/// `maxLength` bounds the raw text (the server bounds the trimmed text, which is never
-/// longer).
+/// but tab and line breaks. The pattern says exactly that: optional surrounding whitespace
+/// around a first and a last character that are neither whitespace nor control characters,
+/// with at most `max - 2` characters between them, none of them a control character. (A
+/// `maxLength` would bound the raw text, which the server does not.)
 fn text(max: u64) -> Value {
+    let inner = max.saturating_sub(2);
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "pattern": format!(
+            "^[{WS}]*[^{WS}{CONTROLS}]([^{CONTROLS}]{{0,{inner}}}[^{WS}{CONTROLS}])?[{WS}]*$"
+        ),
+        "description": format!("1..{max} characters after trimming; no control characters but tab and line breaks."),
+    })
+}
+
+/// [`text`] for use inside `oneOf`: the same pattern with an unbounded middle and a
+/// `maxLength` on the raw text. (Schemathesis 4.32's coverage phase mis-generates bounded
+/// quantifiers inside `oneOf`; the only difference from the server is that surrounding
+/// whitespace counts toward `maxLength` here.)
+fn text_in_one_of(max: u64) -> Value {
     json!({
         "type": "string",
         "minLength": 1,
         "maxLength": max,
         "pattern": format!("^[{WS}]*[^{WS}{CONTROLS}]([^{CONTROLS}]*[^{WS}{CONTROLS}])?[{WS}]*$"),
+        "description": format!("1..{max} characters after trimming; no control characters but tab and line breaks."),
     })
 }
 
@@ -195,9 +212,6 @@ fn string_enum(values: &[&str]) -> Value {
 fn integer(min: i64, max: i64) -> Value {
     json!({"type": "integer", "minimum": min, "maximum": max})
 }
-
-/// The largest integer every client (JavaScript included) reads exactly.
-const MAX_SAFE_INTEGER: i64 = 9_007_199_254_740_991;
 
 /// The shared value types, as components.
 fn value_types() -> Vec<(&'static str, Value)> {
@@ -239,22 +253,21 @@ fn value_types() -> Vec<(&'static str, Value)> {
                 "oneOf": [
                     {"type": "object", "title": "TaskAssigned", "required": ["kind", "title"],
                      "properties": {"kind": {"type": "string", "enum": ["task_assigned"]},
-                                    "title": text(200),
+                                    "title": text_in_one_of(200),
                                     "case_id": {"oneOf": [uuid(), {"type": "null"}]}}},
                     {"type": "object", "title": "LabResult",
                      "required": ["kind", "patient", "test", "summary", "urgent"],
                      "properties": {"kind": {"type": "string", "enum": ["lab_result"]},
                                     "patient": {"$ref": "#/components/schemas/PatientId"},
-                                    "test": text(200), "summary": text(2000),
+                                    "test": text_in_one_of(200), "summary": text_in_one_of(2000),
                                     "urgent": {"type": "boolean"}}},
                     {"type": "object", "title": "PriorAuthorization",
                      "required": ["kind", "patient", "request", "status"],
                      "properties": {"kind": {"type": "string", "enum": ["prior_authorization"]},
                                     "patient": {"$ref": "#/components/schemas/PatientId"},
-                                    "request": text(200),
+                                    "request": text_in_one_of(200),
                                     "status": string_enum(&["submitted", "pending", "approved", "denied", "info_requested"])}},
                 ],
-                "discriminator": {"propertyName": "kind"},
             }),
         ),
     ]
@@ -287,7 +300,11 @@ fn body_fields() -> Vec<(&'static str, &'static str, Value)> {
         ("ChangeCaseStatus", "status", reference("CaseStatus")),
         ("ChangeCaseStatus", "note", nullable(text(2000))),
         ("PostMessage", "body", text(4000)),
-        ("MarkRead", "up_to", integer(1, MAX_SAFE_INTEGER)),
+        (
+            "MarkRead",
+            "up_to",
+            json!({"type": "integer", "minimum": 1, "maximum": u64::MAX}),
+        ),
         ("ScheduleAppointment", "patient", reference("PatientId")),
         ("ScheduleAppointment", "clinician", reference("UserId")),
         ("ScheduleAppointment", "reason", nullable(text(200))),
@@ -321,31 +338,15 @@ const SIGNS: &[&str] = &[
     "respiratory_rate",
 ];
 
-/// "At least one sign" and "diastolic below systolic" as JSON Schema: `anyOf` one present
-/// sign; and, when both pressures are given, `diastolic < systolic`, which JSON Schema cannot
-/// compare directly, as bands of 10 mmHg (a pair in no band, e.g. 95/99, is refused by the
-/// document though the server would take it: the document errs on the strict side).
+/// "At least one sign" as JSON Schema: `anyOf` one present, non-null sign. "Diastolic below
+/// systolic" compares two fields, which JSON Schema cannot: it is in the description, and the
+/// server answers 400 `invalid_field` for it.
 fn vitals_rules(schema: &mut Map<String, Value>) {
     let any_sign: Vec<Value> = SIGNS
         .iter()
         .map(|sign| json!({"required": [sign], "properties": {*sign: {"not": {"type": "null"}}}}))
         .collect();
-    let mut bands: Vec<Value> = vec![
-        json!({"not": {"required": ["systolic"]}}),
-        json!({"not": {"required": ["diastolic"]}}),
-        json!({"properties": {"systolic": {"type": "null"}}}),
-        json!({"properties": {"diastolic": {"type": "null"}}}),
-    ];
-    for low in (20..200).step_by(10) {
-        bands.push(json!({"properties": {
-            "diastolic": {"type": "integer", "minimum": low, "maximum": low + 9},
-            "systolic": {"type": "integer", "minimum": (low + 10).max(40), "maximum": 300},
-        }}));
-    }
-    schema.insert(
-        "allOf".into(),
-        json!([{"anyOf": any_sign}, {"anyOf": bands}]),
-    );
+    schema.insert("anyOf".into(), Value::Array(any_sign));
 }
 
 /// Query parameters: `(name, schema)`, applied wherever an operation has that parameter.
@@ -354,14 +355,16 @@ fn query_parameters(path: &str) -> Vec<(&'static str, Value)> {
     let mut out = vec![
         ("limit", integer(1, page_max)),
         ("history", integer(1, 500)),
-        ("offset", integer(0, MAX_SAFE_INTEGER)),
-        ("min_position", integer(0, MAX_SAFE_INTEGER)),
-        ("after", integer(0, MAX_SAFE_INTEGER)),
-        ("messages_after", integer(0, MAX_SAFE_INTEGER)),
-        ("patient", reference("PatientId")),
+        ("offset", integer(0, i64::MAX)),
+        ("min_position", integer(0, i64::MAX)),
+        ("after", integer(0, i64::MAX)),
+        ("messages_after", integer(0, i64::MAX)),
+        // The board's filters match stored values and are not parsed: any text (matching
+        // nothing is an empty page, not an error). User filters are parsed as user ids.
+        ("patient", json!({"type": "string"})),
+        ("department", json!({"type": "string"})),
         ("assignee", reference("UserId")),
         ("clinician", reference("UserId")),
-        ("department", text(100)),
         ("date", json!({"type": "string", "format": "date"})),
         ("severity", reference("Severity")),
         ("unread_only", json!({"type": "boolean"})),
