@@ -359,10 +359,9 @@ fn query_parameters(path: &str) -> Vec<(&'static str, Value)> {
         ("min_position", integer(0, i64::MAX)),
         ("after", integer(0, i64::MAX)),
         ("messages_after", integer(0, i64::MAX)),
-        // The board's filters match stored values and are not parsed: any text (matching
-        // nothing is an empty page, not an error). User filters are parsed as user ids.
-        ("patient", json!({"type": "string"})),
-        ("department", json!({"type": "string"})),
+        // Filters are parsed like the values they match.
+        ("patient", reference("PatientId")),
+        ("department", text(100)),
         ("assignee", reference("UserId")),
         ("clinician", reference("UserId")),
         ("date", json!({"type": "string", "format": "date"})),

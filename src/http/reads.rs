@@ -197,11 +197,29 @@ pub async fn alert_board(
         &["low", "medium", "high", "critical"],
     )?;
     let (limit, offset) = page(query.limit, query.offset)?;
+    // Filters are parsed like the values they match, so a value no alert can have (a NUL,
+    // which PostgreSQL text cannot even hold) is a 400, not a database error.
+    let patient = match &query.patient {
+        Some(raw) => Some(
+            aggregates::types::PatientId::parse(raw)
+                .map_err(|e| ApiError::invalid_field("patient", e.to_string()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let department = match &query.department {
+        Some(raw) => Some(
+            aggregates::types::Department::parse(raw)
+                .map_err(|e| ApiError::invalid_field("department", e.to_string()))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let filter = BoardFilter {
         status: query.status.clone(),
         severity: query.severity.clone(),
-        department: query.department.clone(),
-        patient: query.patient.clone(),
+        department,
+        patient,
         raised_by: own_only(&auth.0).then(|| auth.0.user.to_string()),
         limit,
         offset,

@@ -296,3 +296,38 @@ async fn an_oversized_request_head_gets_a_431_before_the_connection_closes() {
     assert!(answer.contains("\r\n\r\n"), "a complete head: {answer:?}");
     drop(writing.await);
 }
+
+/// JSON has one number type, and JSON Schema's `integer` includes `2070.0`: an integral
+/// float is accepted where the document says integer; a fraction is still refused.
+#[actix_web::test]
+async fn an_integral_float_is_accepted_where_an_integer_is_documented() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.token(H, "admin-ada", Role::Admin);
+    let path = format!("/api/hospitals/{H}/policies/escalation");
+    let put = |body: serde_json::Value| {
+        app.client
+            .put(app.url(&path))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+    };
+
+    // Act
+    let integral =
+        put(serde_json::json!({"critical": 120.0, "high": 600, "medium": 1800.0, "low": 3600}))
+            .await
+            .expect("request");
+    let fraction =
+        put(serde_json::json!({"critical": 120.5, "high": 600, "medium": 1800, "low": 3600}))
+            .await
+            .expect("request");
+
+    // Assert
+    assert_eq!(integral.status(), StatusCode::OK);
+    let policy: Value = integral.json().await.unwrap();
+    assert_eq!(policy["critical"], 120);
+    assert_eq!(policy["medium"], 1800);
+    let problem = assert_problem(fraction, StatusCode::BAD_REQUEST, "invalid_field").await;
+    assert_eq!(problem["field"], "critical");
+}
