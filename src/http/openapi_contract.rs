@@ -394,13 +394,14 @@ fn path_parameter(name: &str) -> Option<Value> {
 /// descriptions, so generated SDKs document them.
 fn problem_codes(status: &str, command: bool) -> &'static str {
     match (status, command) {
-        ("400", true) => "`malformed_json`, `invalid_field` (`field` names it), `invalid_path`",
+        ("400", true) => "`malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`)",
         ("400", false) => "`invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head)",
         ("401", _) => "`missing_token`, `invalid_token`, `token_expired`",
         ("403", _) => "`wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`",
         ("404", true) => "`alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`",
-        ("404", false) => "`case_not_found`, `command_not_found`, `projection_not_found`",
-        ("409", _) => "a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`",
+        ("404", false) => "`case_not_found`, `command_not_found`, `unknown_projection`",
+        ("409", true) => "a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`",
+        ("409", false) => "`rebuild_in_progress`, `rebuild_not_running`, `rebuild_scope_conflict`",
         ("413", _) => "`payload_too_large`",
         ("415", _) => "`unsupported_media_type`",
         ("422", _) => "`idempotency_key_reused`",
