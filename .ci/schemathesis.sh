@@ -51,6 +51,9 @@ for _ in $(seq 1 120); do
 done
 curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null
 
+# One worker: with two, Hypothesis parses lambda sources in two threads at once, which
+# CPython 3.11 can fail with "AST constructor recursion depth mismatch" (a tool error, not a
+# finding about the server).
 run() {
   local role=$1 seed=$2
   shift 2
@@ -59,7 +62,7 @@ run() {
   VIGIL_ST_HOSPITAL=$HOSPITAL \
     "$VENV/bin/schemathesis" --config-file .ci/schemathesis.toml run \
       "http://127.0.0.1:$PORT/api/openapi.json" \
-      --checks all --seed "$seed" --workers 2 --max-examples "$EXAMPLES" \
+      --checks all --seed "$seed" --workers 1 --max-examples "$EXAMPLES" \
       --report junit --report-dir "$WORK/report-$role-$seed" "$@"
 }
 
