@@ -9,15 +9,16 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 
-use super::{AuthError, Claims, Identity};
+use super::{Audience, AuthError, Claims, Identity};
 use crate::config::{JwtAlgorithm, JwtSettings};
 
 /// Shortest HS256 secret accepted: RFC 7518 §3.2 requires a key at least as long as the hash
 /// output (256 bits).
 pub const MIN_SECRET_LEN: usize = 32;
 
-/// Clock skew tolerated on `exp`, so a token minted on a host whose clock is a little ahead
-/// is not refused. Kept small: expiry is a security boundary.
+/// Clock skew tolerated on `exp` and `nbf` (RFC 7519 §4.1.4-5 allow "some small leeway"), so
+/// a token minted on a host whose clock is a little off is not refused. Kept small: both are
+/// security boundaries.
 pub const EXPIRY_LEEWAY_SECS: u64 = 5;
 
 /// Why the configured keys are unusable. Reported once at start-up.
@@ -124,6 +125,9 @@ impl JwtKeys {
         };
         let mut validation = Validation::new(algorithm);
         validation.leeway = EXPIRY_LEEWAY_SECS;
+        // jsonwebtoken leaves `nbf` unchecked by default; RFC 7519 §4.1.5 says a token must not
+        // be accepted before it. Checked only when present (it is an optional claim).
+        validation.validate_nbf = true;
         // jsonwebtoken checks `iss` and `aud` only when a token carries them: a configured
         // issuer or audience must also be a required claim, or omitting it would pass.
         let mut required = vec!["exp", "sub"];
@@ -167,29 +171,8 @@ impl JwtKeys {
 
     /// Verifies a token and returns who it belongs to.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
-        // A header that does not parse (`alg: none`, an algorithm jsonwebtoken does not
-        // know, garbage) is answered plainly: the parser's own message lists the library's
-        // internal algorithm variants, which tells a client nothing useful.
-        if jsonwebtoken::decode_header(token).is_err() {
-            return Err(AuthError::Invalid(
-                "malformed token or unsupported algorithm".into(),
-            ));
-        }
-        let data =
-            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::Expired,
-                    ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                    ErrorKind::InvalidAlgorithm => AuthError::Invalid("wrong algorithm".into()),
-                    ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer".into()),
-                    ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience".into()),
-                    ErrorKind::MissingRequiredClaim(claim) => {
-                        AuthError::Invalid(format!("missing claim `{claim}`"))
-                    }
-                    ErrorKind::Json(err) => AuthError::Invalid(format!("bad claims: {err}")),
-                    _ => AuthError::Invalid("malformed token".into()),
-                }
-            })?;
+        let data = decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| self.explain(token, e.kind()))?;
         let claims = data.claims;
         let expires_at = DateTime::<Utc>::from_timestamp(claims.exp, 0)
             .ok_or_else(|| AuthError::Invalid("`exp` out of range".into()))?;
@@ -199,6 +182,70 @@ impl JwtKeys {
             role: claims.role,
             expires_at,
         })
+    }
+
+    /// Says what is wrong with a refused token. jsonwebtoken's own kinds can mislead: an
+    /// unsigned token (`alg: none`) fails to parse its header, and a negative `exp` does not
+    /// parse as a NumericDate and is reported as missing; both are told apart here by
+    /// looking at the (unverified) header and claims, which are used for the message only.
+    fn explain(&self, token: &str, kind: &ErrorKind) -> AuthError {
+        let expected = self.algorithm_name();
+        let invalid = |detail: String| AuthError::Invalid(detail);
+        if let Some(alg) = unverified_part(token, 0).and_then(|h| h.get("alg").cloned()) {
+            let alg = alg.as_str().unwrap_or_default().to_owned();
+            if alg.eq_ignore_ascii_case("none") {
+                return invalid(format!(
+                    "unsigned token (`alg: none`) refused: tokens must be signed with {expected}"
+                ));
+            }
+            if alg != expected {
+                return invalid(format!(
+                    "wrong algorithm: the token is signed with `{alg}`, this server accepts only {expected}"
+                ));
+            }
+        }
+        match kind {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => {
+                invalid("the token is not valid yet (its `nbf` is in the future)".into())
+            }
+            ErrorKind::InvalidSignature => invalid("bad signature".into()),
+            ErrorKind::InvalidAlgorithm => invalid("wrong algorithm".into()),
+            ErrorKind::InvalidIssuer => invalid("wrong issuer".into()),
+            ErrorKind::InvalidAudience => invalid("wrong audience".into()),
+            ErrorKind::MissingRequiredClaim(claim) | ErrorKind::InvalidClaimFormat(claim) => {
+                match unverified_part(token, 1).and_then(|c| c.get(claim.as_str()).cloned()) {
+                    Some(value) if matches!(claim.as_str(), "exp" | "nbf") => invalid(format!(
+                        "claim `{claim}` must be a NumericDate (seconds since the epoch, not negative), got {value}"
+                    )),
+                    Some(value) => invalid(format!("claim `{claim}` has an invalid value: {value}")),
+                    None => invalid(format!("missing claim `{claim}`")),
+                }
+            }
+            ErrorKind::Json(err) => {
+                // Claims are deserialized before they are validated: name a missing claim as
+                // the validation would.
+                let claims = unverified_part(token, 1).unwrap_or_default();
+                match ["exp", "sub", "hospital", "role"]
+                    .into_iter()
+                    .find(|claim| !claims.contains_key(*claim))
+                {
+                    Some(claim) if !claims.is_empty() => {
+                        invalid(format!("missing claim `{claim}`"))
+                    }
+                    _ => invalid(format!("bad claims: {err}")),
+                }
+            }
+            _ => invalid("malformed token".into()),
+        }
+    }
+
+    fn algorithm_name(&self) -> &'static str {
+        match self.algorithm {
+            Algorithm::RS256 => "RS256",
+            Algorithm::ES256 => "ES256",
+            _ => "HS256",
+        }
     }
 
     /// Mints a token for `user` of `hospital` with `role`, valid for `ttl`.
@@ -218,23 +265,33 @@ impl JwtKeys {
             exp: now.saturating_add(ttl),
             iat: Some(now),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(Audience::One),
         })
     }
 
     /// Signs arbitrary claims (tests use it to mint expired or foreign tokens).
     pub fn mint_claims(&self, claims: &Claims) -> Result<String, KeyError> {
-        let name = match self.algorithm {
-            Algorithm::RS256 => "RS256",
-            Algorithm::ES256 => "ES256",
-            _ => "HS256",
-        };
+        let name = self.algorithm_name();
         let key = self
             .encoding
             .as_ref()
             .ok_or(KeyError::MissingPrivateKey(name))?;
         Ok(encode(&Header::new(self.algorithm), claims, key)?)
     }
+}
+
+/// The JSON object in segment `index` of a compact JWT (0 the header, 1 the claims), decoded
+/// without any verification: only for error messages.
+fn unverified_part(
+    token: &str,
+    index: usize,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use base64::Engine;
+    let segment = token.split('.').nth(index)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// Loads the zero-config HS256 secret from `<data_dir>/jwt-secret`, creating it (random, 256

@@ -31,9 +31,22 @@ pub struct Claims {
     /// Issuer, checked when the server is configured with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience, checked when the server is configured with one.
+    /// Audience, checked when the server is configured with one. RFC 7519 §4.1.3 allows a
+    /// single string or an array (many identity providers send `["vigil"]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
+}
+
+/// The `aud` claim in either of the shapes RFC 7519 §4.1.3 allows. The match against the
+/// configured audience is jsonwebtoken's (any element equal); this type only has to accept
+/// both shapes so that a valid token is not refused as malformed.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "vigil"`.
+    One(String),
+    /// `"aud": ["vigil", "another-app"]`.
+    Many(Vec<String>),
 }
 
 /// Who is making a request, established from a verified token.

@@ -305,7 +305,7 @@ fn has_body(req: &HttpRequest) -> bool {
 /// `GET /api/admin/projections` for its progress.
 #[utoipa::path(post, path = "/api/admin/projections/{name}/rebuild", tag = "operations",
     params(("name" = String, Path, description = "Read model, e.g. alert_board")),
-    request_body(content = Option<RebuildRequest>, description = "Optional; `{\"restart\": true}` starts over instead of resuming, `{\"scope\": \"hospital\"}` rebuilds only the caller's hospital"),
+    request_body(content = RebuildRequest, description = "Optional (no body: the defaults); `{\"restart\": true}` starts over instead of resuming, `{\"scope\": \"hospital\"}` rebuilds only the caller's hospital"),
     responses((status = 202, description = "Rebuild started", body = ProjectorView), AdminErrors),
     security(("bearer" = [])))]
 #[tracing::instrument(skip_all, fields(model = %path.as_str()))]

@@ -139,6 +139,29 @@ fn json_error(error: serde_path_to_error::Error<serde_json::Error>, body: &[u8])
     }
 }
 
+/// Largest magnitude below which every integer is exactly an `f64` (2^53).
+const EXACT_F64_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// Rewrites every number with no fractional part (`2070.0`) as an integer (`2070`), in place.
+/// Fractions and floats too large to be exact integers are left alone (and still refused
+/// where an integer is wanted).
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+                if f.fract() == 0.0 && f.abs() < EXACT_F64_INTEGER {
+                    // In range by the check above: the cast is exact.
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
 impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Error = ApiError;
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
@@ -175,13 +198,30 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 body.extend_from_slice(&chunk);
             }
             let mut deserializer = serde_json::Deserializer::from_slice(&body);
-            let value: T = serde_path_to_error::deserialize(&mut deserializer)
-                .map_err(|e| json_error(e, &body))?;
-            deserializer.end().map_err(|e| ApiError::BadRequest {
-                code: "malformed_json",
-                detail: format!("malformed JSON: {e}"),
-                field: None,
-            })?;
+            let value: T = match serde_path_to_error::deserialize(&mut deserializer) {
+                Ok(value) => {
+                    deserializer.end().map_err(|e| ApiError::BadRequest {
+                        code: "malformed_json",
+                        detail: format!("malformed JSON: {e}"),
+                        field: None,
+                    })?;
+                    value
+                }
+                // JSON has one number type: `2070.0` is the integer 2070 to JSON Schema (and
+                // so to the OpenAPI document and its generators), but serde refuses it for an
+                // integer field. Retry once with integral floats written as integers.
+                Err(e)
+                    if e.inner()
+                        .to_string()
+                        .starts_with("invalid type: floating point") =>
+                {
+                    let mut tree: serde_json::Value =
+                        serde_json::from_slice(&body).map_err(|_| json_error(e, &body))?;
+                    integral_floats_as_integers(&mut tree);
+                    serde_path_to_error::deserialize(tree).map_err(|e| json_error(e, &body))?
+                }
+                Err(e) => return Err(json_error(e, &body)),
+            };
             Ok(JsonBody {
                 value,
                 digest: Sha256::digest(&body).into(),
@@ -244,5 +284,62 @@ mod tests {
     fn an_invalid_value_type_names_its_field() {
         let e = parse::<Body>(r#"{"message":"", "severity":"low"}"#).unwrap_err();
         assert_eq!(field_of(e).as_deref(), Some("message"));
+    }
+}
+
+/// A query string deserialized into `T`, failing with `400 invalid_query` whose `field` and
+/// message name the offending parameter. actix-web's own `web::Query` reports only the
+/// serde message ("invalid digit found in string"), which does not say which parameter.
+#[derive(Debug)]
+pub struct Query<T>(pub T);
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: DeserializeOwned> Query<T> {
+    /// Parses `query` (the raw query string, without `?`).
+    pub fn parse(query: &str) -> Result<Self, ApiError> {
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Query)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let inner = error.into_inner().to_string();
+                // An unknown parameter fails at the struct, not at a field: its name is in
+                // serde's message ("unknown field `foo`, expected ...").
+                let field = if path.is_empty() || path == "." {
+                    inner
+                        .split('`')
+                        .nth(1)
+                        .map(str::to_owned)
+                        .unwrap_or_default()
+                } else {
+                    path
+                };
+                let detail = if field.is_empty() {
+                    format!("invalid query string: {inner}")
+                } else {
+                    format!("invalid query parameter `{field}`: {inner}")
+                };
+                ApiError::BadRequest {
+                    code: "invalid_query",
+                    detail,
+                    field: (!field.is_empty()).then_some(field),
+                }
+            })
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Self::parse(req.query_string()))
     }
 }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod idempotency;
 pub mod notifications;
 pub mod openapi;
+pub mod openapi_contract;
 pub mod problem;
 pub mod reads;
 pub mod reads_access;
@@ -82,13 +83,17 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     })
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// A resource whose routes are the methods in `allow`: any other method is a 405 problem
+/// with `Allow: <allow>` (RFC 9110 §15.5.6), never a 404, since the resource exists.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+    }))
 }
 
-/// A resource whose only route is `POST` (anything else is a 405 problem).
+/// A resource whose only route is `POST`.
 fn post(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+    resource(path, "POST")
 }
 
 /// Registers every route.
@@ -96,29 +101,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(|err, _| {
         bad_request("invalid_path", format!("invalid path parameter: {err}"))
     }))
-    .app_data(web::QueryConfig::default().error_handler(|err, _| {
-        bad_request("invalid_query", format!("invalid query parameter: {err}"))
-    }))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/api/openapi.json", web::get().to(openapi::serve))
-    .route("/metrics", web::get().to(metrics))
+    .service(resource("/healthz", "GET").route(web::get().to(health::healthz)))
+    .service(resource("/readyz", "GET").route(web::get().to(health::readyz)))
+    .service(resource("/api/openapi.json", "GET").route(web::get().to(openapi::serve)))
+    .service(resource("/metrics", "GET").route(web::get().to(metrics)))
+    .service(resource("/api/admin/projections", "GET").route(web::get().to(admin::status)))
     .configure(console::configure)
     .service(
-        web::resource("/api/admin/projections")
-            .route(web::get().to(admin::status))
-            .default_service(web::to(method_not_allowed)),
-    )
-    .service(
-        web::resource("/api/admin/projections/{name}/rebuild")
+        resource("/api/admin/projections/{name}/rebuild", "POST, DELETE")
             .route(web::post().to(admin::start_rebuild))
-            .route(web::delete().to(admin::cancel_rebuild))
-            .default_service(web::to(method_not_allowed)),
+            .route(web::delete().to(admin::cancel_rebuild)),
     )
     .service(
         web::scope("/api/hospitals/{hospital}")
             .service(
-                post("/alerts")
+                resource("/alerts", "GET, POST")
                     .route(web::post().to(alerts::raise))
                     .route(web::get().to(reads::alert_board)),
             )
@@ -126,27 +123,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(post("/alerts/{id}/escalate").route(web::post().to(alerts::escalate)))
             .service(post("/alerts/{id}/resolve").route(web::post().to(alerts::resolve)))
             .service(
-                post("/cases")
+                resource("/cases", "GET, POST")
                     .route(web::post().to(cases::open))
                     .route(web::get().to(reads_cases::list)),
             )
-            .service(
-                web::resource("/cases/{id}")
-                    .route(web::get().to(reads_cases::detail))
-                    .default_service(web::to(method_not_allowed)),
-            )
+            .service(resource("/cases/{id}", "GET").route(web::get().to(reads_cases::detail)))
             .service(post("/cases/{id}/assign").route(web::post().to(cases::assign)))
             .service(post("/cases/{id}/status").route(web::post().to(cases::change_status)))
             .service(post("/cases/{id}/messages").route(web::post().to(cases::post_message)))
             .service(post("/cases/{id}/read").route(web::post().to(cases::mark_read)))
             .service(post("/patients/{patient}/vitals").route(web::post().to(vitals::record)))
             .service(
-                web::resource("/patients/{patient}")
-                    .route(web::get().to(reads_patients::view))
-                    .default_service(web::to(method_not_allowed)),
+                resource("/patients/{patient}", "GET").route(web::get().to(reads_patients::view)),
             )
             .service(
-                post("/appointments")
+                resource("/appointments", "GET, POST")
                     .route(web::post().to(appointments::schedule))
                     .route(web::get().to(reads_schedule::list)),
             )
@@ -159,45 +150,27 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .service(post("/appointments/{id}/cancel").route(web::post().to(appointments::cancel)))
             .service(
-                post("/notifications")
+                resource("/notifications", "GET, POST")
                     .route(web::post().to(notifications::send))
                     .route(web::get().to(reads_notifications::inbox)),
             )
             .service(
-                web::resource("/policies/escalation")
+                resource("/policies/escalation", "GET, PUT")
                     .route(web::get().to(escalation_deadlines::get_escalation))
-                    .route(web::put().to(escalation_deadlines::put_escalation))
-                    .default_service(web::to(method_not_allowed)),
+                    .route(web::put().to(escalation_deadlines::put_escalation)),
             )
             .service(
                 post("/notifications/{id}/read").route(web::post().to(notifications::mark_read)),
             )
+            .service(resource("/metrics", "GET").route(web::get().to(reads_metrics::metrics)))
             .service(
-                web::resource("/metrics")
-                    .route(web::get().to(reads_metrics::metrics))
-                    .default_service(web::to(method_not_allowed)),
+                resource("/commands/{command_id}", "GET")
+                    .route(web::get().to(command_outcomes::outcome)),
             )
-            .service(
-                web::resource("/commands/{command_id}")
-                    .route(web::get().to(command_outcomes::outcome))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/events")
-                    .route(web::get().to(events::list))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/events/stream")
-                    .route(web::get().to(sse::stream))
-                    .default_service(web::to(method_not_allowed)),
-            )
+            .service(resource("/events", "GET").route(web::get().to(events::list)))
+            .service(resource("/events/stream", "GET").route(web::get().to(sse::stream)))
             .service(post("/events/stream/tickets").route(web::post().to(sse::issue_ticket)))
-            .service(
-                web::resource("/ws")
-                    .route(web::get().to(ws::connect))
-                    .default_service(web::to(method_not_allowed)),
-            ),
+            .service(resource("/ws", "GET").route(web::get().to(ws::connect))),
     )
     .default_service(web::to(not_found));
 }

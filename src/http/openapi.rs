@@ -68,7 +68,23 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
+/// The served document: utoipa's, with the contract utoipa cannot express applied
+/// ([`super::openapi_contract`]).
+pub fn document() -> Result<serde_json::Value, super::openapi_contract::ContractError> {
+    let mut doc = serde_json::to_value(ApiDoc::openapi())
+        .map_err(|e| super::openapi_contract::ContractError::from_generation(e.to_string()))?;
+    super::openapi_contract::apply(&mut doc)?;
+    Ok(doc)
+}
+
+/// The document, built once.
+static DOCUMENT: std::sync::LazyLock<Result<serde_json::Value, String>> =
+    std::sync::LazyLock::new(|| document().map_err(|e| e.to_string()));
+
 /// `GET /api/openapi.json`.
-pub async fn serve() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+pub async fn serve() -> Result<HttpResponse, super::problem::ApiError> {
+    match &*DOCUMENT {
+        Ok(doc) => Ok(HttpResponse::Ok().json(doc)),
+        Err(error) => Err(super::problem::ApiError::Internal(error.clone())),
+    }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::responses::ReadErrors;
 use super::AppState;
@@ -29,6 +29,33 @@ pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(3);
 /// Largest page of a list read.
 pub const MAX_PAGE: i64 = 500;
 
+/// Refuses a `min_position` beyond the stream's head at once (400 `position_beyond_head`,
+/// naming the head): no command has returned it yet, so waiting cannot reach it. The head is
+/// read after the command that returned a position committed, so a position a client was
+/// given is never refused.
+pub async fn refuse_beyond_head(
+    state: &AppState,
+    hospital: &str,
+    wanted: i64,
+) -> Result<(), ApiError> {
+    let hospital_id = aggregates::types::HospitalId::parse(hospital)
+        .map_err(|e| ApiError::invalid_field("hospital", e.to_string()))?;
+    let head = crate::stream::read::head(&state.pool, &hospital_id)
+        .await
+        .map_err(ApiError::database)?;
+    if wanted > head.position {
+        return Err(ApiError::BadRequest {
+            code: "position_beyond_head",
+            detail: format!(
+                "min_position {wanted} is beyond the head of the stream (position {}); use a position a command or read returned",
+                head.position
+            ),
+            field: Some("min_position".into()),
+        });
+    }
+    Ok(())
+}
+
 /// Opens a read-only snapshot in which `model`'s checkpoint for `hospital` is at least
 /// `min_position` (after waiting, bounded), and returns it with that checkpoint (`as_of`).
 pub async fn snapshot(
@@ -41,6 +68,7 @@ pub async fn snapshot(
         if wanted < 0 {
             return Err(ApiError::invalid_field("min_position", "must be 0 or more"));
         }
+        refuse_beyond_head(state, hospital, wanted).await?;
         let reached =
             crate::projection::wait_for(&state.pool, model, hospital, wanted, MIN_POSITION_WAIT)
                 .await
@@ -155,7 +183,7 @@ pub async fn alert_board(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<String>,
-    query: web::Query<AlertsQuery>,
+    query: Query<AlertsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;
@@ -170,11 +198,29 @@ pub async fn alert_board(
         &["low", "medium", "high", "critical"],
     )?;
     let (limit, offset) = page(query.limit, query.offset)?;
+    // Filters are parsed like the values they match, so a value no alert can have (a NUL,
+    // which PostgreSQL text cannot even hold) is a 400, not a database error.
+    let patient = match &query.patient {
+        Some(raw) => Some(
+            aggregates::types::PatientId::parse(raw)
+                .map_err(|e| ApiError::invalid_field("patient", e.to_string()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let department = match &query.department {
+        Some(raw) => Some(
+            aggregates::types::Department::parse(raw)
+                .map_err(|e| ApiError::invalid_field("department", e.to_string()))?
+                .to_string(),
+        ),
+        None => None,
+    };
     let filter = BoardFilter {
         status: query.status.clone(),
         severity: query.severity.clone(),
-        department: query.department.clone(),
-        patient: query.patient.clone(),
+        department,
+        patient,
         raised_by: own_only(&auth.0).then(|| auth.0.user.to_string()),
         limit,
         offset,

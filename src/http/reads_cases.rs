@@ -14,7 +14,7 @@ use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 
 use super::commands::uuid_id;
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::reads::{page, snapshot};
 use super::reads_access::{confine, not_negative, one_of, user_param};
@@ -99,7 +99,7 @@ pub async fn list(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<String>,
-    query: web::Query<CasesQuery>,
+    query: Query<CasesQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;
@@ -137,7 +137,7 @@ pub async fn detail(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
-    query: web::Query<CaseQuery>,
+    query: Query<CaseQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (hospital, id) = path.into_inner();
     let hospital = hospital_from_path(&hospital)?;

@@ -17,7 +17,7 @@ use aggregates::types::HospitalId;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::reads::MIN_POSITION_WAIT;
 use super::reads_access::refused;
@@ -39,6 +39,7 @@ async fn wait_for_models(
     if wanted < 0 {
         return Err(ApiError::invalid_field("min_position", "must be 0 or more"));
     }
+    super::reads::refuse_beyond_head(state, hospital.as_str(), wanted).await?;
     let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
     for model in MODELS {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -78,7 +79,7 @@ pub async fn metrics(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<String>,
-    query: web::Query<MetricsQuery>,
+    query: Query<MetricsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;

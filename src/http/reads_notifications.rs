@@ -10,7 +10,7 @@ use projections::notification_inbox::{self, NotificationRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::reads::{page, snapshot};
 use super::reads_access::confine;
@@ -59,7 +59,7 @@ pub async fn inbox(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<String>,
-    query: web::Query<NotificationsQuery>,
+    query: Query<NotificationsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;

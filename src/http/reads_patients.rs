@@ -13,7 +13,7 @@ use projections::patient_view::{self, SignFlag, VitalsRow};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::reads::{snapshot, MAX_PAGE};
 use super::reads_access::confine;
@@ -77,7 +77,7 @@ pub async fn view(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<(String, String)>,
-    query: web::Query<PatientQuery>,
+    query: Query<PatientQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (hospital, patient) = path.into_inner();
     let hospital = hospital_from_path(&hospital)?;

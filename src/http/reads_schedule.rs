@@ -10,7 +10,7 @@ use projections::schedule::{self, AppointmentRow, ScheduleFilter, STATUSES};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{hospital_from_path, Authenticated};
+use super::extract::{hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::reads::{page, snapshot, MAX_PAGE};
 use super::reads_access::{confine, one_of, user_param};
@@ -75,7 +75,7 @@ pub async fn list(
     state: web::Data<AppState>,
     auth: Authenticated,
     path: web::Path<String>,
-    query: web::Query<AppointmentsQuery>,
+    query: Query<AppointmentsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     authorize(&auth.0, &hospital, Action::ReadEvents)?;

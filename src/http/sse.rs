@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{bearer_token, hospital_from_path, Authenticated};
+use super::extract::{bearer_token, hospital_from_path, Authenticated, Query};
 use super::problem::ApiError;
 use super::responses::ReadErrors;
 use super::AppState;
@@ -293,7 +293,7 @@ pub async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    query: web::Query<StreamQuery>,
+    query: Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
     let identity = match (bearer_token(&req), &query.ticket) {

@@ -117,7 +117,7 @@ fn check(rt: &Realtime, head: &RequestHead) -> Result<(HospitalId, Option<Identi
         });
     };
     if head.method != Method::GET {
-        return Err(ApiError::MethodNotAllowed);
+        return Err(ApiError::MethodNotAllowed { allow: "GET" });
     }
     let admitted = admit(rt, hospital, &head.headers)?;
     verify_handshake(head).map_err(upgrade_required)?;

@@ -5,6 +5,7 @@ mod abuse;
 mod auth_keys;
 mod cli;
 mod commands;
+mod conformance;
 mod errors;
 mod events;
 mod exactly_once;

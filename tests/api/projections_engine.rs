@@ -276,8 +276,9 @@ async fn the_alert_board_shows_each_alert_as_its_events_left_it() {
 }
 
 /// Invariant (read-your-writes): a read with `min_position` = the position a command
-/// returned reflects that command; an unreachable position is a prompt 503, never a stale
-/// answer.
+/// returned reflects that command; a position beyond the stream's head is a prompt 400
+/// (conformance.rs checks the 503 for a reachable position the model has not reached), never a
+/// stale answer.
 #[actix_web::test]
 async fn a_read_with_min_position_sees_the_write_that_returned_it() {
     let app = spawn_app().await;
@@ -294,7 +295,7 @@ async fn a_read_with_min_position_sees_the_write_that_returned_it() {
             &token,
         )
         .await;
-    assert_problem(unreachable, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert_problem(unreachable, StatusCode::BAD_REQUEST, "position_beyond_head").await;
     let negative = app
         .get(
             &format!("/api/hospitals/{H}/alerts?min_position=-1"),
