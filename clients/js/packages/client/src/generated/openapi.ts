@@ -10,7 +10,7 @@ export interface paths {
             cookie?: never;
         };
         /** Every read model's version, state, lag (this hospital's) and rebuild progress. */
-        get: operations["status"];
+        get: operations["get_projections_status"];
         put?: never;
         post?: never;
         delete?: never;
@@ -33,12 +33,12 @@ export interface paths {
          *     caller's) in the background; poll
          *     `GET /api/admin/projections` for its progress.
          */
-        post: operations["start_rebuild"];
+        post: operations["start_projection_rebuild"];
         /**
          * Cancels the rebuild of a read model running on this node. Its shadow tables and
          *     checkpoints stay: the next rebuild resumes from them.
          */
-        delete: operations["cancel_rebuild"];
+        delete: operations["cancel_projection_rebuild"];
         options?: never;
         head?: never;
         patch?: never;
@@ -52,10 +52,10 @@ export interface paths {
             cookie?: never;
         };
         /** The alert board: open alerts by severity, department, status, age, escalation level. */
-        get: operations["alert_board"];
+        get: operations["list_alerts"];
         put?: never;
         /** Raise an alert. */
-        post: operations["raise"];
+        post: operations["raise_alert"];
         delete?: never;
         options?: never;
         head?: never;
@@ -72,7 +72,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Acknowledge an alert (no body). */
-        post: operations["acknowledge"];
+        post: operations["acknowledge_alert"];
         delete?: never;
         options?: never;
         head?: never;
@@ -89,7 +89,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Escalate an alert one level. */
-        post: operations["escalate"];
+        post: operations["escalate_alert"];
         delete?: never;
         options?: never;
         head?: never;
@@ -106,7 +106,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Resolve an alert. */
-        post: operations["resolve"];
+        post: operations["resolve_alert"];
         delete?: never;
         options?: never;
         head?: never;
@@ -121,197 +121,10 @@ export interface paths {
             cookie?: never;
         };
         /** One UTC day of the hospital's appointments, in start order. */
-        get: {
-            parameters: {
-                query?: {
-                    /**
-                     * @description The day, `YYYY-MM-DD`, **in UTC**: appointments starting from 00:00:00Z that day
-                     *     until 00:00:00Z the next. Clients in other time zones ask for each UTC day their
-                     *     local day overlaps. Default: today (UTC).
-                     */
-                    date?: string | null;
-                    /** @description Only this clinician's appointments. */
-                    clinician?: string | null;
-                    /** @description `scheduled`, `checked_in` or `cancelled`; default: all. */
-                    status?: string | null;
-                    /** @description Page size (1..500, default 500: a whole day). */
-                    limit?: number | null;
-                    /** @description Rows to skip. */
-                    offset?: number | null;
-                    /** @description Wait until the schedule reflects this stream position (read-your-writes). */
-                    min_position?: number | null;
-                };
-                header?: never;
-                path: {
-                    /** @description Hospital id */
-                    hospital: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The day's appointments */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["SchedulePage"];
-                    };
-                };
-                /** @description Invalid query parameter. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Missing, invalid or expired token. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Another hospital, or a role that may not read this. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Database unreachable. */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["list_appointments"];
         put?: never;
         /** Schedule an appointment. */
-        post: operations["schedule"];
+        post: operations["schedule_appointment"];
         delete?: never;
         options?: never;
         head?: never;
@@ -328,7 +141,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Cancel an appointment. */
-        post: operations["cancel"];
+        post: operations["cancel_appointment"];
         delete?: never;
         options?: never;
         head?: never;
@@ -345,7 +158,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Check the patient in (no body). */
-        post: operations["check_in"];
+        post: operations["check_in_appointment"];
         delete?: never;
         options?: never;
         head?: never;
@@ -362,7 +175,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Move an appointment to new times. */
-        post: operations["reschedule"];
+        post: operations["reschedule_appointment"];
         delete?: never;
         options?: never;
         head?: never;
@@ -377,194 +190,10 @@ export interface paths {
             cookie?: never;
         };
         /** A portal's case list, with the caller's unread count per case. */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description `open`, `in_review`, `accepted`, `referred`, `prescribed` or `completed`; default: all. */
-                    status?: string | null;
-                    /**
-                     * @description Only cases assigned to this user. For field workers it narrows their own cases and
-                     *     never widens them.
-                     */
-                    assignee?: string | null;
-                    /** @description Page size (1..500, default 100). */
-                    limit?: number | null;
-                    /** @description Rows to skip. */
-                    offset?: number | null;
-                    /** @description Wait until the list reflects this stream position (read-your-writes). */
-                    min_position?: number | null;
-                };
-                header?: never;
-                path: {
-                    /** @description Hospital id */
-                    hospital: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description The case list */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["CaseListPage"];
-                    };
-                };
-                /** @description Invalid query parameter. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Missing, invalid or expired token. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Another hospital, or a role that may not read this. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Database unreachable. */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["list_cases"];
         put?: never;
         /** Open a case thread. */
-        post: operations["open"];
+        post: operations["open_case"];
         delete?: never;
         options?: never;
         head?: never;
@@ -579,7 +208,7 @@ export interface paths {
             cookie?: never;
         };
         /** One case thread: the case, a page of its messages, and its read receipts. */
-        get: operations["detail"];
+        get: operations["get_case"];
         put?: never;
         post?: never;
         delete?: never;
@@ -598,7 +227,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Assign a case to a worker. */
-        post: operations["assign"];
+        post: operations["assign_case"];
         delete?: never;
         options?: never;
         head?: never;
@@ -615,7 +244,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Post a message to a case thread. */
-        post: operations["post_message"];
+        post: operations["post_case_message"];
         delete?: never;
         options?: never;
         head?: never;
@@ -632,413 +261,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Mark a thread's messages read up to a message id (a read receipt). */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /** @description Hospital id */
-                    hospital: string;
-                    /** @description Case id */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody: {
-                content: {
-                    "application/json": components["schemas"]["MarkRead"];
-                };
-            };
-            responses: {
-                /** @description Read receipt recorded */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["CommandOutcome"];
-                    };
-                };
-                /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Missing, invalid or expired token. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Another hospital, or a role that may not do this. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Unknown aggregate. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /**
-                 * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-                 *     request with the same Idempotency-Key is still running (see `Retry-After`).
-                 */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Body larger than 64 KiB. */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Body is not application/json. */
-                415: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Idempotency-Key reused with a different request. */
-                422: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Rate limited; see `Retry-After`. */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /**
-                 * @description `unavailable`: the database is unreachable and nothing was persisted; or
-                 *     `outcome_unknown`: the database failed around the commit, and whether the command
-                 *     (`command_id` in the body) committed is not known yet — retry with the same
-                 *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
-                 */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-            };
-        };
+        post: operations["mark_case_read"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1055,7 +278,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Move a case along its state machine. */
-        post: operations["change_status"];
+        post: operations["change_case_status"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1087,182 +310,7 @@ export interface paths {
             cookie?: never;
         };
         /** Read the hospital's event stream after a position. */
-        get: {
-            parameters: {
-                query?: {
-                    /** @description Return events with a position greater than this (default 0: from the start). */
-                    after?: number | null;
-                    /** @description Largest number of stream positions to scan (1..1000, default 100). */
-                    limit?: number | null;
-                };
-                header?: never;
-                path: {
-                    /** @description Hospital id */
-                    hospital: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Events in order */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["EventsPage"];
-                    };
-                };
-                /** @description Invalid query parameter. */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Missing, invalid or expired token. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Another hospital, or a role that may not read this. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Database unreachable. */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-            };
-        };
+        get: operations["list_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1279,7 +327,7 @@ export interface paths {
             cookie?: never;
         };
         /** Stream the hospital's events as Server-Sent Events. */
-        get: operations["stream"];
+        get: operations["stream_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1298,7 +346,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Trade a bearer token for a single-use SSE ticket. */
-        post: operations["issue_ticket"];
+        post: operations["issue_stream_ticket"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1313,7 +361,7 @@ export interface paths {
             cookie?: never;
         };
         /** The hospital's operational metrics. */
-        get: operations["metrics"];
+        get: operations["get_hospital_metrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1330,10 +378,10 @@ export interface paths {
             cookie?: never;
         };
         /** The caller's notifications and unread count. */
-        get: operations["inbox"];
+        get: operations["list_notifications"];
         put?: never;
         /** Send a notification to one user. */
-        post: operations["send"];
+        post: operations["send_notification"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1350,409 +398,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Mark a notification read (only its recipient may; no body). */
-        post: {
-            parameters: {
-                query?: never;
-                header?: never;
-                path: {
-                    /** @description Hospital id */
-                    hospital: string;
-                    /** @description Notification id */
-                    id: string;
-                };
-                cookie?: never;
-            };
-            requestBody?: never;
-            responses: {
-                /** @description Notification read */
-                200: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/json": components["schemas"]["CommandOutcome"];
-                    };
-                };
-                /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
-                400: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Missing, invalid or expired token. */
-                401: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Another hospital, or a role that may not do this. */
-                403: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Unknown aggregate. */
-                404: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /**
-                 * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-                 *     request with the same Idempotency-Key is still running (see `Retry-After`).
-                 */
-                409: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Body larger than 64 KiB. */
-                413: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Body is not application/json. */
-                415: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Idempotency-Key reused with a different request. */
-                422: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /** @description Rate limited; see `Retry-After`. */
-                429: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-                /**
-                 * @description `unavailable`: the database is unreachable and nothing was persisted; or
-                 *     `outcome_unknown`: the database failed around the commit, and whether the command
-                 *     (`command_id` in the body) committed is not known yet — retry with the same
-                 *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
-                 */
-                503: {
-                    headers: {
-                        [name: string]: unknown;
-                    };
-                    content: {
-                        "application/problem+json": {
-                            /** @description Stable machine-readable code. */
-                            code: string;
-                            /**
-                             * @description The command whose outcome is unknown (`outcome_unknown`): ask
-                             *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
-                             *     `Idempotency-Key`.
-                             */
-                            command_id?: string | null;
-                            /** @description Human explanation of this occurrence. */
-                            detail: string;
-                            /** @description The offending request field (JSON path), for validation errors. */
-                            field?: string | null;
-                            /**
-                             * Format: int64
-                             * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
-                             *     `outcome_unknown`).
-                             */
-                            retry_after?: number | null;
-                            /**
-                             * Format: int32
-                             * @description HTTP status.
-                             */
-                            status: number;
-                            /** @description Short summary of the problem class. */
-                            title: string;
-                            /** @description `urn:vigil:problem:<code>`. */
-                            type: string;
-                        };
-                    };
-                };
-            };
-        };
+        post: operations["mark_notification_read"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1767,7 +413,7 @@ export interface paths {
             cookie?: never;
         };
         /** A patient's latest vitals, flagged, and their recent readings. */
-        get: operations["view"];
+        get: operations["get_patient"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1786,7 +432,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Record a vital-signs reading for a patient. */
-        post: operations["record"];
+        post: operations["record_vitals"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1801,12 +447,12 @@ export interface paths {
             cookie?: never;
         };
         /** The hospital's escalation deadlines (its own, or the defaults where it set none). */
-        get: operations["get_escalation"];
+        get: operations["get_escalation_policy"];
         /**
          * Sets the hospital's escalation deadlines (all four severities). Alerts already waiting
          *     keep their due time; the new deadlines apply from the next arming.
          */
-        put: operations["put_escalation"];
+        put: operations["put_escalation_policy"];
         post?: never;
         delete?: never;
         options?: never;
@@ -1822,7 +468,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /healthz`: the process is up (no dependencies checked). */
-        get: operations["healthz"];
+        get: operations["get_health"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1839,7 +485,7 @@ export interface paths {
             cookie?: never;
         };
         /** `GET /readyz`: the database is reachable and every migration is applied. */
-        get: operations["readyz"];
+        get: operations["get_readiness"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1870,7 +516,7 @@ export interface components {
              * @description The new assignee.
              * @example asha-3
              */
-            assignee: string;
+            assignee: components["schemas"]["UserId"];
         };
         /** @description Body of `POST /appointments/{id}/cancel`. */
         CancelAppointment: {
@@ -1909,6 +555,8 @@ export interface components {
              */
             cases: Record<string, never>[];
         };
+        /** @enum {string} */
+        CaseStatus: "open" | "in_review" | "accepted" | "referred" | "prescribed" | "completed";
         /** @description Body of `POST /cases/{id}/status`. */
         ChangeCaseStatus: {
             /** @description Why (1..2000 characters). */
@@ -1918,7 +566,7 @@ export interface components {
              *     state machine in the README.
              * @example in_review
              */
-            status: string;
+            status: components["schemas"]["CaseStatus"];
         };
         /** @description The result of an accepted command. */
         CommandOutcome: {
@@ -1945,7 +593,6 @@ export interface components {
             type: string;
         };
         /**
-         * Format: int32
          * @description A deadline in whole seconds, within [`MIN_DEADLINE_SECONDS`]..=[`MAX_DEADLINE_SECONDS`].
          * @example 120
          */
@@ -1953,7 +600,6 @@ export interface components {
         /** @description Body of `POST /alerts/{id}/escalate`. */
         EscalateAlert: {
             /**
-             * Format: int32
              * @description The escalation level the caller saw (0 = never escalated). When given, the
              *     escalation applies only if the alert is still at that level, and is refused with 409
              *     `alert_escalation_level_changed` otherwise: two people pressing "escalate" on the
@@ -1995,6 +641,8 @@ export interface components {
              */
             next_after: components["schemas"]["i64"];
         };
+        /** @description A hospital (tenant) id: 1..64 of `[a-z0-9-]`. */
+        HospitalId: string;
         /** @description The caller's inbox. */
         InboxPage: {
             /**
@@ -2016,7 +664,6 @@ export interface components {
         /** @description Body of `POST /cases/{id}/read`. */
         MarkRead: {
             /**
-             * Format: int64
              * @description Marks every message up to and including this message id as read.
              * @example 3
              */
@@ -2049,24 +696,51 @@ export interface components {
             /** @description Open (raised or acknowledged) alerts per severity: `critical, high, medium, low`. */
             open_alerts: Record<string, never>;
         };
+        /** @description What a notification says, tagged by `kind`. */
+        NotificationContent: {
+            case_id?: string | null;
+            /** @enum {string} */
+            kind: "task_assigned";
+            /** @description 1..200 characters after trimming; no control characters but tab and line breaks. */
+            title: string;
+        } | {
+            /** @enum {string} */
+            kind: "lab_result";
+            patient: components["schemas"]["PatientId"];
+            /** @description 1..2000 characters after trimming; no control characters but tab and line breaks. */
+            summary: string;
+            /** @description 1..200 characters after trimming; no control characters but tab and line breaks. */
+            test: string;
+            urgent: boolean;
+        } | {
+            /** @enum {string} */
+            kind: "prior_authorization";
+            patient: components["schemas"]["PatientId"];
+            /** @description 1..200 characters after trimming; no control characters but tab and line breaks. */
+            request: string;
+            /** @enum {string} */
+            status: "submitted" | "pending" | "approved" | "denied" | "info_requested";
+        };
         /** @description Body of `POST /cases`. */
         OpenCase: {
             /**
              * @description Worker the case is assigned to.
              * @example chw-7
              */
-            assignee?: string | null;
+            assignee?: components["schemas"]["UserId"] | null;
             /**
              * @description The patient the case is about.
              * @example p-1001
              */
-            patient: string;
+            patient: components["schemas"]["PatientId"];
             /**
              * @description Title (1..200 characters).
              * @example Fever for 3 days, village Rampur
              */
             title: string;
         };
+        /** @description A patient id (never a name): 1..64 of `[A-Za-z0-9._-]`. */
+        PatientId: string;
         /** @description A patient's vitals. */
         PatientPage: {
             /**
@@ -2182,12 +856,12 @@ export interface components {
              * @description Patient concerned.
              * @example p-1001
              */
-            patient?: string | null;
+            patient?: components["schemas"]["PatientId"] | null;
             /**
              * @description `low`, `medium`, `high` or `critical`.
              * @example critical
              */
-            severity: string;
+            severity: components["schemas"]["Severity"];
         };
         /** @description Body of `POST /api/admin/projections/{name}/rebuild` (optional). */
         RebuildRequest: {
@@ -2251,41 +925,47 @@ export interface components {
          */
         RecordVitals: {
             /**
-             * Format: int32
              * @description Diastolic pressure, mmHg (20..200, below systolic).
              * @example 95
              */
             diastolic?: number | null;
             /**
-             * Format: int32
              * @description Beats per minute (20..300).
              * @example 118
              */
             heart_rate?: number | null;
             /**
-             * Format: int32
              * @description Breaths per minute (4..80).
              * @example 22
              */
             respiratory_rate?: number | null;
             /**
-             * Format: int32
              * @description Oxygen saturation, % (50..100).
              * @example 91
              */
             spo2?: number | null;
             /**
-             * Format: int32
              * @description Systolic pressure, mmHg (40..300).
              * @example 150
              */
             systolic?: number | null;
             /**
-             * Format: double
              * @description Body temperature, °C (25..45).
              * @example 38.6
              */
             temperature_c?: number | null;
+        } | {
+            heart_rate: unknown;
+        } | {
+            systolic: unknown;
+        } | {
+            diastolic: unknown;
+        } | {
+            spo2: unknown;
+        } | {
+            temperature_c: unknown;
+        } | {
+            respiratory_rate: unknown;
         };
         /** @description Body of `POST /appointments/{id}/reschedule`. */
         RescheduleAppointment: {
@@ -2332,7 +1012,7 @@ export interface components {
              * @description The clinician seeing them.
              * @example dr-rao
              */
-            clinician: string;
+            clinician: components["schemas"]["UserId"];
             /**
              * Format: date-time
              * @description End (RFC 3339), after start, at most 24 h later.
@@ -2342,7 +1022,7 @@ export interface components {
              * @description The patient.
              * @example p-1001
              */
-            patient: string;
+            patient: components["schemas"]["PatientId"];
             /**
              * @description Why (1..200 characters).
              * @example follow-up
@@ -2379,13 +1059,15 @@ export interface components {
              *     {patient, test, summary, urgent}, or `prior_authorization` {patient, request, status:
              *     submitted|pending|approved|denied|info_requested}.
              */
-            content: Record<string, never>;
+            content: components["schemas"]["NotificationContent"];
             /**
              * @description Who receives it; only they will ever see it.
              * @example dr-rao
              */
-            recipient: string;
+            recipient: components["schemas"]["UserId"];
         };
+        /** @enum {string} */
+        Severity: "low" | "medium" | "high" | "critical";
         /** @description A stream ticket. */
         Ticket: {
             /**
@@ -2396,6 +1078,8 @@ export interface components {
             /** @description Pass as `?ticket=` to the stream endpoint, once. */
             ticket: string;
         };
+        /** @description A user id: 1..128 of `[A-Za-z0-9._@:-]`. */
+        UserId: string;
         /** @description One event on the wire. */
         WireEvent: {
             /** @description The aggregate's id. */
@@ -2434,7 +1118,7 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    status: {
+    get_projections_status: {
         parameters: {
             query?: never;
             header?: never;
@@ -2452,7 +1136,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectionsStatus"];
                 };
             };
-            /** @description Invalid body or path. */
+            /** @description Invalid body or path. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2489,7 +1173,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2526,7 +1210,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Not an admin. */
+            /** @description Not an admin. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2563,7 +1247,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown read model. */
+            /** @description Unknown read model. Codes: `case_not_found`, `command_not_found`, `unknown_projection`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2600,7 +1284,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A rebuild of this model is already running (start), or none runs on this node (cancel). */
+            /** @description A rebuild of this model is already running (start), or none runs on this node (cancel). Codes: `rebuild_in_progress`, `rebuild_not_running`, `rebuild_scope_conflict`. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2637,7 +1321,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2676,7 +1360,7 @@ export interface operations {
             };
         };
     };
-    start_rebuild: {
+    start_projection_rebuild: {
         parameters: {
             query?: never;
             header?: never;
@@ -2686,10 +1370,10 @@ export interface operations {
             };
             cookie?: never;
         };
-        /** @description Optional; `{"restart": true}` starts over instead of resuming, `{"scope": "hospital"}` rebuilds only the caller's hospital */
+        /** @description Optional (no body: the defaults); `{"restart": true}` starts over instead of resuming, `{"scope": "hospital"}` rebuilds only the caller's hospital */
         requestBody?: {
             content: {
-                "application/json": null | components["schemas"]["RebuildRequest"];
+                "application/json": components["schemas"]["RebuildRequest"];
             };
         };
         responses: {
@@ -2702,7 +1386,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectorView"];
                 };
             };
-            /** @description Invalid body or path. */
+            /** @description Invalid body or path. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2739,7 +1423,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -2776,7 +1460,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Not an admin. */
+            /** @description Not an admin. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -2813,7 +1497,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown read model. */
+            /** @description Unknown read model. Codes: `case_not_found`, `command_not_found`, `unknown_projection`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -2850,7 +1534,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A rebuild of this model is already running (start), or none runs on this node (cancel). */
+            /** @description A rebuild of this model is already running (start), or none runs on this node (cancel). Codes: `rebuild_in_progress`, `rebuild_not_running`, `rebuild_scope_conflict`. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -2887,7 +1571,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -2926,7 +1610,7 @@ export interface operations {
             };
         };
     };
-    cancel_rebuild: {
+    cancel_projection_rebuild: {
         parameters: {
             query?: never;
             header?: never;
@@ -2947,7 +1631,7 @@ export interface operations {
                     "application/json": components["schemas"]["ProjectorView"];
                 };
             };
-            /** @description Invalid body or path. */
+            /** @description Invalid body or path. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -2984,7 +1668,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3021,7 +1705,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Not an admin. */
+            /** @description Not an admin. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3058,7 +1742,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown read model. */
+            /** @description Unknown read model. Codes: `case_not_found`, `command_not_found`, `unknown_projection`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3095,7 +1779,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description A rebuild of this model is already running (start), or none runs on this node (cancel). */
+            /** @description A rebuild of this model is already running (start), or none runs on this node (cancel). Codes: `rebuild_in_progress`, `rebuild_not_running`, `rebuild_scope_conflict`. */
             409: {
                 headers: {
                     [name: string]: unknown;
@@ -3132,7 +1816,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3171,28 +1855,28 @@ export interface operations {
             };
         };
     };
-    alert_board: {
+    list_alerts: {
         parameters: {
             query?: {
                 /** @description `raised`, `acknowledged` or `resolved`; default: open (raised or acknowledged). */
-                status?: string | null;
+                status?: "raised" | "acknowledged" | "resolved";
                 /** @description `low`, `medium`, `high` or `critical`. */
-                severity?: string | null;
+                severity?: components["schemas"]["Severity"];
                 /** @description Department. */
-                department?: string | null;
+                department?: string;
                 /** @description Patient id. */
-                patient?: string | null;
+                patient?: components["schemas"]["PatientId"];
                 /** @description Page size (1..500, default 100). */
-                limit?: number | null;
+                limit?: number;
                 /** @description Rows to skip. */
-                offset?: number | null;
+                offset?: number;
                 /** @description Wait until the board reflects this stream position (read-your-writes). */
-                min_position?: number | null;
+                min_position?: number;
             };
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -3207,7 +1891,7 @@ export interface operations {
                     "application/json": components["schemas"]["AlertBoardPage"];
                 };
             };
-            /** @description Invalid query parameter. */
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3244,7 +1928,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3281,7 +1965,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not read this. */
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3318,7 +2002,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -3357,13 +2041,13 @@ export interface operations {
             };
         };
     };
-    raise: {
+    raise_alert: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -3382,7 +2066,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3419,7 +2103,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3456,7 +2140,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3493,7 +2177,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3532,7 +2216,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -3570,7 +2254,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -3607,7 +2291,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -3644,7 +2328,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -3681,7 +2365,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3722,7 +2406,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -3762,13 +2446,13 @@ export interface operations {
             };
         };
     };
-    acknowledge: {
+    acknowledge_alert: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Alert id */
                 id: string;
             };
@@ -3785,7 +2469,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -3822,7 +2506,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -3859,7 +2543,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -3896,7 +2580,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -3935,7 +2619,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -3973,7 +2657,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -4010,7 +2694,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4047,7 +2731,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4084,7 +2768,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4125,7 +2809,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -4165,13 +2849,13 @@ export interface operations {
             };
         };
     };
-    escalate: {
+    escalate_alert: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Alert id */
                 id: string;
             };
@@ -4192,7 +2876,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4229,7 +2913,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4266,7 +2950,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4303,7 +2987,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4342,7 +3026,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -4380,7 +3064,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -4417,7 +3101,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4454,7 +3138,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4491,7 +3175,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4532,7 +3216,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -4572,13 +3256,13 @@ export interface operations {
             };
         };
     };
-    resolve: {
+    resolve_alert: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Alert id */
                 id: string;
             };
@@ -4599,7 +3283,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -4636,7 +3320,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -4673,7 +3357,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -4710,7 +3394,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -4749,7 +3433,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -4787,7 +3471,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -4824,7 +3508,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -4861,7 +3545,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -4898,7 +3582,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -4939,7 +3623,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -4979,13 +3663,201 @@ export interface operations {
             };
         };
     };
-    schedule: {
+    list_appointments: {
+        parameters: {
+            query?: {
+                /**
+                 * @description The day, `YYYY-MM-DD`, **in UTC**: appointments starting from 00:00:00Z that day
+                 *     until 00:00:00Z the next. Clients in other time zones ask for each UTC day their
+                 *     local day overlaps. Default: today (UTC).
+                 */
+                date?: string;
+                /** @description Only this clinician's appointments. */
+                clinician?: components["schemas"]["UserId"];
+                /** @description `scheduled`, `checked_in` or `cancelled`; default: all. */
+                status?: "scheduled" | "checked_in" | "cancelled";
+                /** @description Page size (1..500, default 500: a whole day). */
+                limit?: number;
+                /** @description Rows to skip. */
+                offset?: number;
+                /** @description Wait until the schedule reflects this stream position (read-your-writes). */
+                min_position?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Hospital id */
+                hospital: components["schemas"]["HospitalId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The day's appointments */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SchedulePage"];
+                };
+            };
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+        };
+    };
+    schedule_appointment: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -5004,7 +3876,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5041,7 +3913,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5078,7 +3950,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5115,7 +3987,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5154,7 +4026,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -5192,7 +4064,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -5229,7 +4101,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5266,7 +4138,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5303,7 +4175,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5344,7 +4216,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -5384,13 +4256,13 @@ export interface operations {
             };
         };
     };
-    cancel: {
+    cancel_appointment: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Appointment id */
                 id: string;
             };
@@ -5411,7 +4283,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5448,7 +4320,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5485,7 +4357,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5522,7 +4394,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5561,7 +4433,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -5599,7 +4471,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -5636,7 +4508,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -5673,7 +4545,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5710,7 +4582,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -5751,7 +4623,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -5791,13 +4663,13 @@ export interface operations {
             };
         };
     };
-    check_in: {
+    check_in_appointment: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Appointment id */
                 id: string;
             };
@@ -5814,7 +4686,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -5851,7 +4723,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -5888,7 +4760,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -5925,7 +4797,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -5964,7 +4836,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -6002,7 +4874,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -6039,7 +4911,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -6076,7 +4948,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6113,7 +4985,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6154,7 +5026,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -6194,13 +5066,13 @@ export interface operations {
             };
         };
     };
-    reschedule: {
+    reschedule_appointment: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Appointment id */
                 id: string;
             };
@@ -6221,7 +5093,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6258,7 +5130,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6295,7 +5167,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6332,7 +5204,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6371,7 +5243,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -6409,7 +5281,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -6446,7 +5318,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -6483,7 +5355,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6520,7 +5392,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6561,7 +5433,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -6601,13 +5473,198 @@ export interface operations {
             };
         };
     };
-    open: {
+    list_cases: {
+        parameters: {
+            query?: {
+                /** @description `open`, `in_review`, `accepted`, `referred`, `prescribed` or `completed`; default: all. */
+                status?: components["schemas"]["CaseStatus"];
+                /**
+                 * @description Only cases assigned to this user. For field workers it narrows their own cases and
+                 *     never widens them.
+                 */
+                assignee?: components["schemas"]["UserId"];
+                /** @description Page size (1..500, default 100). */
+                limit?: number;
+                /** @description Rows to skip. */
+                offset?: number;
+                /** @description Wait until the list reflects this stream position (read-your-writes). */
+                min_position?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Hospital id */
+                hospital: components["schemas"]["HospitalId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The case list */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaseListPage"];
+                };
+            };
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+        };
+    };
+    open_case: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -6626,7 +5683,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -6663,7 +5720,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -6700,7 +5757,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -6737,7 +5794,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -6776,7 +5833,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -6814,7 +5871,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -6851,7 +5908,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -6888,7 +5945,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -6925,7 +5982,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -6966,7 +6023,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -7006,23 +6063,23 @@ export interface operations {
             };
         };
     };
-    detail: {
+    get_case: {
         parameters: {
             query?: {
                 /**
                  * @description Messages after this message id (default 0: from the first). Page on with the last
                  *     id received; `case.message_count` is the last id there is.
                  */
-                messages_after?: number | null;
+                messages_after?: number;
                 /** @description Most messages returned (1..500, default 100). */
-                limit?: number | null;
+                limit?: number;
                 /** @description Wait until the case reflects this stream position (read-your-writes). */
-                min_position?: number | null;
+                min_position?: number;
             };
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Case id */
                 id: string;
             };
@@ -7039,7 +6096,7 @@ export interface operations {
                     "application/json": components["schemas"]["CaseDetail"];
                 };
             };
-            /** @description Invalid query parameter. */
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7076,7 +6133,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7113,7 +6170,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not read this. */
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7150,7 +6207,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description No such case (or not assigned to the calling field worker) */
+            /** @description No such case (or not assigned to the calling field worker) Codes: `case_not_found`, `command_not_found`, `unknown_projection`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7159,7 +6216,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -7198,13 +6255,13 @@ export interface operations {
             };
         };
     };
-    assign: {
+    assign_case: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Case id */
                 id: string;
             };
@@ -7225,7 +6282,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7262,7 +6319,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7299,7 +6356,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7336,7 +6393,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7375,7 +6432,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -7413,7 +6470,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7450,7 +6507,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -7487,7 +6544,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7524,7 +6581,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7565,7 +6622,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -7605,13 +6662,13 @@ export interface operations {
             };
         };
     };
-    post_message: {
+    post_case_message: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Case id */
                 id: string;
             };
@@ -7632,7 +6689,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -7669,7 +6726,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -7706,7 +6763,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -7743,7 +6800,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -7782,7 +6839,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -7820,7 +6877,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -7857,7 +6914,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -7894,7 +6951,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -7931,7 +6988,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -7972,7 +7029,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -8012,13 +7069,13 @@ export interface operations {
             };
         };
     };
-    change_status: {
+    mark_case_read: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Case id */
                 id: string;
             };
@@ -8026,11 +7083,11 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["ChangeCaseStatus"];
+                "application/json": components["schemas"]["MarkRead"];
             };
         };
         responses: {
-            /** @description Status changed */
+            /** @description Read receipt recorded */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -8039,7 +7096,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8076,7 +7133,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8113,7 +7170,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8150,7 +7207,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -8189,7 +7246,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -8227,7 +7284,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -8264,7 +7321,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -8301,7 +7358,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -8338,7 +7395,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8379,7 +7436,414 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
+             */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+        };
+    };
+    change_case_status: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Hospital id */
+                hospital: components["schemas"]["HospitalId"];
+                /** @description Case id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ChangeCaseStatus"];
+            };
+        };
+        responses: {
+            /** @description Status changed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommandOutcome"];
+                };
+            };
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /**
+             * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /**
+             * @description `unavailable`: the database is unreachable and nothing was persisted; or
+             *     `outcome_unknown`: the database failed around the commit, and whether the command
+             *     (`command_id` in the body) committed is not known yet — retry with the same
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -8425,7 +7889,7 @@ export interface operations {
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description The command id (from a `503 outcome_unknown` body, or the aggregate id of a command that creates one) */
                 command_id: string;
             };
@@ -8442,7 +7906,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description The command id is not a UUID. */
+            /** @description The command id is not a UUID. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8479,7 +7943,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8516,7 +7980,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital. */
+            /** @description Another hospital. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8555,7 +8019,7 @@ export interface operations {
             };
             /**
              * @description `command_not_found`: no command of yours with this id committed in this hospital,
-             *     and none ever will.
+             *     and none ever will. Codes: `case_not_found`, `command_not_found`, `unknown_projection`.
              */
             404: {
                 headers: {
@@ -8593,7 +8057,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited (the same per-user limit as commands); see `Retry-After`. */
+            /** @description Rate limited (the same per-user limit as commands); see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -8630,7 +8094,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description The database cannot be asked now; the question stays open. Retry. */
+            /** @description The database cannot be asked now; the question stays open. Retry. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8669,28 +8133,204 @@ export interface operations {
             };
         };
     };
-    stream: {
+    list_events: {
+        parameters: {
+            query?: {
+                /** @description Return events with a position greater than this (default 0: from the start). */
+                after?: number;
+                /** @description Largest number of stream positions to scan (1..1000, default 100). */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Hospital id */
+                hospital: components["schemas"]["HospitalId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Events in order */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventsPage"];
+                };
+            };
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+        };
+    };
+    stream_events: {
         parameters: {
             query: {
                 /** @description Comma-separated topics, e.g. `alerts,case:<uuid>`. */
                 topics: string;
                 /** @description Resume after this position (the `Last-Event-ID` header wins when both are sent). */
-                last_event_id?: string | null;
+                last_event_id?: string;
                 /** @description The stream epoch the last-event-id belongs to. */
-                epoch?: string | null;
+                epoch?: string;
                 /**
                  * @description A single-use ticket from `POST .../events/stream/tickets`, for clients that cannot
                  *     send an `Authorization` header.
                  */
-                ticket?: string | null;
+                ticket?: string;
             };
             header?: {
                 /** @description Resume after this position */
-                "Last-Event-ID"?: string | null;
+                "Last-Event-ID"?: string;
             };
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -8705,7 +8345,7 @@ export interface operations {
                     "text/event-stream": unknown;
                 };
             };
-            /** @description Invalid query parameter. */
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8742,7 +8382,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8779,7 +8419,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not read this. */
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8816,7 +8456,25 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description `case_not_found`: a `case:<id>` topic for a case that does not exist or (for a field worker) is not assigned to the caller Codes: `case_not_found`, `command_not_found`, `unknown_projection`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description `too_many_connections`: the user holds the most realtime connections allowed; see `Retry-After` Codes: `rate_limited` (see `Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -8855,13 +8513,13 @@ export interface operations {
             };
         };
     };
-    issue_ticket: {
+    issue_stream_ticket: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -8876,7 +8534,7 @@ export interface operations {
                     "application/json": components["schemas"]["Ticket"];
                 };
             };
-            /** @description Invalid query parameter. */
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -8913,7 +8571,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -8950,7 +8608,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not read this. */
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -8987,7 +8645,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9026,16 +8684,16 @@ export interface operations {
             };
         };
     };
-    metrics: {
+    get_hospital_metrics: {
         parameters: {
             query?: {
                 /** @description Wait until the metrics reflect this stream position (read-your-writes). */
-                min_position?: number | null;
+                min_position?: number;
             };
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -9050,7 +8708,7 @@ export interface operations {
                     "application/json": components["schemas"]["MetricsSnapshot"];
                 };
             };
-            /** @description Invalid query parameter. */
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9087,7 +8745,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9124,7 +8782,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not read this. */
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9161,7 +8819,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9200,22 +8858,22 @@ export interface operations {
             };
         };
     };
-    inbox: {
+    list_notifications: {
         parameters: {
             query?: {
                 /** @description Only unread notifications (`true` or `false`, default `false`). */
-                unread_only?: boolean | null;
+                unread_only?: boolean;
                 /** @description Page size (1..500, default 100). */
-                limit?: number | null;
+                limit?: number;
                 /** @description Rows to skip. */
-                offset?: number | null;
+                offset?: number;
                 /** @description Wait until the inbox reflects this stream position (read-your-writes). */
-                min_position?: number | null;
+                min_position?: number;
             };
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -9230,7 +8888,7 @@ export interface operations {
                     "application/json": components["schemas"]["InboxPage"];
                 };
             };
-            /** @description Invalid query parameter. */
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9267,7 +8925,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9304,7 +8962,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not read this. */
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9341,7 +8999,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9380,13 +9038,13 @@ export interface operations {
             };
         };
     };
-    send: {
+    send_notification: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -9405,7 +9063,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9442,7 +9100,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9479,7 +9137,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9516,7 +9174,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -9555,7 +9213,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -9593,7 +9251,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -9630,7 +9288,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -9667,7 +9325,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -9704,7 +9362,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -9745,7 +9403,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -9785,35 +9443,30 @@ export interface operations {
             };
         };
     };
-    view: {
+    mark_notification_read: {
         parameters: {
-            query?: {
-                /** @description How many of the latest readings `history` holds (1..500, default 20). */
-                history?: number | null;
-                /** @description Wait until the view reflects this stream position (read-your-writes). */
-                min_position?: number | null;
-            };
+            query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
-                /** @description Patient id */
-                patient: string;
+                hospital: components["schemas"]["HospitalId"];
+                /** @description Notification id */
+                id: string;
             };
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description The patient's vitals */
+            /** @description Notification read */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["PatientPage"];
+                    "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Invalid query parameter. */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -9850,7 +9503,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -9887,7 +9540,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not read this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -9924,7 +9577,237 @@ export interface operations {
                     };
                 };
             };
-            /** @description Database unreachable. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /**
+             * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /**
+             * @description `unavailable`: the database is unreachable and nothing was persisted; or
+             *     `outcome_unknown`: the database failed around the commit, and whether the command
+             *     (`command_id` in the body) committed is not known yet — retry with the same
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -9963,15 +9846,193 @@ export interface operations {
             };
         };
     };
-    record: {
+    get_patient: {
+        parameters: {
+            query?: {
+                /** @description How many of the latest readings `history` holds (1..500, default 20). */
+                history?: number;
+                /** @description Wait until the view reflects this stream position (read-your-writes). */
+                min_position?: number;
+            };
+            header?: never;
+            path: {
+                /** @description Hospital id */
+                hospital: components["schemas"]["HospitalId"];
+                /** @description Patient id */
+                patient: components["schemas"]["PatientId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The patient's vitals */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PatientPage"];
+                };
+            };
+            /** @description Invalid query parameter. Codes: `invalid_query` (`field` names the parameter), `invalid_field`, `invalid_path`, `position_beyond_head` (`min_position` is beyond the stream's head). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Another hospital, or a role that may not read this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+        };
+    };
+    record_vitals: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
                 /** @description Patient id */
-                patient: string;
+                patient: components["schemas"]["PatientId"];
             };
             cookie?: never;
         };
@@ -9990,7 +10051,7 @@ export interface operations {
                     "application/json": components["schemas"]["CommandOutcome"];
                 };
             };
-            /** @description Malformed JSON, or a missing or invalid field (named in `field`). */
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
@@ -10027,7 +10088,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Missing, invalid or expired token. */
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
@@ -10064,7 +10125,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Another hospital, or a role that may not do this. */
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
@@ -10101,7 +10162,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Unknown aggregate. */
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
             404: {
                 headers: {
                     [name: string]: unknown;
@@ -10140,7 +10201,7 @@ export interface operations {
             };
             /**
              * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
-             *     request with the same Idempotency-Key is still running (see `Retry-After`).
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
              */
             409: {
                 headers: {
@@ -10178,7 +10239,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body larger than 64 KiB. */
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
             413: {
                 headers: {
                     [name: string]: unknown;
@@ -10215,7 +10276,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Body is not application/json. */
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
             415: {
                 headers: {
                     [name: string]: unknown;
@@ -10252,7 +10313,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Idempotency-Key reused with a different request. */
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -10289,7 +10350,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited; see `Retry-After`. */
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -10330,7 +10391,7 @@ export interface operations {
              * @description `unavailable`: the database is unreachable and nothing was persisted; or
              *     `outcome_unknown`: the database failed around the commit, and whether the command
              *     (`command_id` in the body) committed is not known yet — retry with the same
-             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`.
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
              */
             503: {
                 headers: {
@@ -10370,13 +10431,13 @@ export interface operations {
             };
         };
     };
-    get_escalation: {
+    get_escalation_policy: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -10391,29 +10452,126 @@ export interface operations {
                     "application/json": components["schemas"]["EscalationPolicy"];
                 };
             };
-            /** @description Missing or invalid token */
+            /** @description Missing or invalid token Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
             };
-            /** @description Not an admin of this hospital */
+            /** @description Not an admin of this hospital Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Database unreachable. Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
             };
         };
     };
-    put_escalation: {
+    put_escalation_policy: {
         parameters: {
             query?: never;
             header?: never;
             path: {
                 /** @description Hospital id */
-                hospital: string;
+                hospital: components["schemas"]["HospitalId"];
             };
             cookie?: never;
         };
@@ -10432,30 +10590,231 @@ export interface operations {
                     "application/json": components["schemas"]["EscalationPolicy"];
                 };
             };
-            /** @description A deadline out of range, a missing severity or an unknown field */
+            /** @description A deadline out of range, a missing severity or an unknown field Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
             400: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
             };
-            /** @description Missing or invalid token */
+            /** @description Missing or invalid token Codes: `missing_token`, `invalid_token`, `token_expired`. */
             401: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
             };
-            /** @description Not an admin of this hospital */
+            /** @description Not an admin of this hospital Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
             403: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Database unreachable. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
             };
         };
     };
-    healthz: {
+    get_health: {
         parameters: {
             query?: never;
             header?: never;
@@ -10473,7 +10832,7 @@ export interface operations {
             };
         };
     };
-    readyz: {
+    get_readiness: {
         parameters: {
             query?: never;
             header?: never;
@@ -10489,7 +10848,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Database unreachable or migrations missing */
+            /** @description Database unreachable or migrations missing Codes: `unavailable` (database unreachable, or the read model has not reached `min_position` within 3 s). */
             503: {
                 headers: {
                     [name: string]: unknown;
