@@ -85,6 +85,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition.
+    ///
+    /// Long by design: one line per exported series, so the list of metrics reads in one place.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let mut metric = |name: &str, kind: &str, help: &str, value: u64| {

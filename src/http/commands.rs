@@ -151,27 +151,13 @@ where
 
     let status = target.success_status();
     let keyed = idempotency::from_request(call.req, &call.body_digest)?;
-    let command_id = match &keyed {
-        None => Uuid::new_v4(),
-        Some(keyed) => {
-            match idempotency::begin(
-                &state.pool,
-                &state.bus,
-                &call.hospital,
-                &identity.user,
-                keyed,
-                status.as_u16(),
-            )
-            .await?
-            {
-                Begin::Run { command_id } => command_id,
-                Begin::Replay { status, body } => {
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    return Ok(HttpResponse::build(status)
-                        .insert_header(("Idempotent-Replayed", "true"))
-                        .json(body));
-                }
-            }
+    let command_id = match claim(state, &call, keyed.as_ref(), status).await? {
+        Begin::Run { command_id } => command_id,
+        Begin::Replay { status, body } => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            return Ok(HttpResponse::build(status)
+                .insert_header(("Idempotent-Replayed", "true"))
+                .json(body));
         }
     };
     tracing::Span::current().record("command_id", tracing::field::display(command_id));
@@ -197,12 +183,51 @@ where
             make_command(&ctx)
         })
         .await;
-    let (pool, hospital, user) = (&state.pool, &call.hospital, &identity.user);
+    answer(state, &call, keyed.as_ref(), command_id, status, result).await
+}
+
+/// The command id to run with: a fresh one without a key, else what the key's state says
+/// (run, or replay an earlier answer).
+async fn claim(
+    state: &AppState,
+    call: &CommandCall<'_>,
+    keyed: Option<&idempotency::Keyed>,
+    status: StatusCode,
+) -> Result<Begin, ApiError> {
+    match keyed {
+        None => Ok(Begin::Run {
+            command_id: Uuid::new_v4(),
+        }),
+        Some(keyed) => {
+            idempotency::begin(
+                &state.pool,
+                &state.bus,
+                &call.hospital,
+                &call.identity.user,
+                keyed,
+                status.as_u16(),
+            )
+            .await
+        }
+    }
+}
+
+/// Answers a run and settles its key: the response stored on success, the key kept (for the
+/// retry to resolve) when the outcome is unknown, released when nothing persisted.
+async fn answer<E: Rejection + std::error::Error>(
+    state: &AppState,
+    call: &CommandCall<'_>,
+    keyed: Option<&idempotency::Keyed>,
+    command_id: Uuid,
+    status: StatusCode,
+    result: Result<crate::command::CommandOutcome, CommandError<E>>,
+) -> Result<HttpResponse, ApiError> {
+    let (pool, hospital, user) = (&state.pool, &call.hospital, &call.identity.user);
     match result {
         Ok(outcome) => {
             let body =
                 serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
-            if let Some(keyed) = &keyed {
+            if let Some(keyed) = keyed {
                 idempotency::store_response(
                     pool,
                     hospital,
@@ -217,7 +242,7 @@ where
             Ok(HttpResponse::build(status).json(body))
         }
         Err(error) => {
-            if let Some(keyed) = &keyed {
+            if let Some(keyed) = keyed {
                 if matches!(error, CommandError::OutcomeUnknown { .. }) {
                     // Not released: the retry resolves this command id from the log.
                     idempotency::end_attempt(pool, hospital, user, &keyed.key, command_id).await;

@@ -97,6 +97,8 @@ fn post(path: &str) -> actix_web::Resource {
 }
 
 /// Registers every route.
+///
+/// Long by design: it is the route table, one entry per endpoint, read top to bottom.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PathConfig::default().error_handler(|err, _| {
         bad_request("invalid_path", format!("invalid path parameter: {err}"))

@@ -169,6 +169,9 @@ pub async fn claim(pool: &PgPool) -> Result<Vec<Claim>, sqlx::Error> {
 }
 
 /// Phase 2: fires one claimed row. Returns whether this call escalated the alert.
+///
+/// One function because it is one transaction: the row lock taken first is what makes the
+/// decision and the escalation safe against other nodes, so the steps share `tx` in order.
 pub async fn fire(pool: &PgPool, bus: &CommandBus, claim: &Claim) -> Result<bool, PolicyError> {
     let mut tx = pool.begin().await?;
     let locked: Option<i16> = sqlx::query_scalar(

@@ -157,6 +157,9 @@ struct State {
 }
 
 /// Runs the writer until the connection closes.
+///
+/// Long on purpose: it is the connection's one loop (replay, live, commands, shutdown) on the
+/// hottest path, and each branch is a few lines; splitting it would add calls per event.
 pub async fn run<S: Sink>(
     mut sink: S,
     mut commands: mpsc::Receiver<WriterCommand>,

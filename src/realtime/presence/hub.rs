@@ -524,6 +524,7 @@ impl PresenceHub {
 
     // --- notifications ------------------------------------------------------------------
 
+    // Long by design: one arm per kind of note from another node, each a few lines.
     fn on_note(&mut self, note: Note, ctx: &mut Context<Self>) {
         if note.origin() == Some(self.node) {
             // Applied when it happened; the echo adds nothing.
