@@ -11,6 +11,7 @@ import { problemText, time, ViewingBanner } from './common';
 import { Link } from '../router';
 
 const STATUSES = ['open', 'in_review', 'accepted', 'referred', 'prescribed', 'completed'] as const;
+type CaseStatus = (typeof STATUSES)[number];
 
 export function Cases(props: { session: Session; caseId: string | null }): ReactNode {
   const list = useLive('cases', {});
@@ -47,7 +48,7 @@ function Thread(props: { id: string; session: Session }): ReactNode {
   const typing = useTyping(props.id);
   const viewers = useViewing(`case:${props.id}`);
   const [draft, setDraft] = useState('');
-  const [status, setStatus] = useState('');
+  const [status, setStatus] = useState<CaseStatus | ''>('');
   const [error, setError] = useState('');
   const c = detail.data?.case as unknown as CaseRow | undefined;
   const messages = rows<MessageRow>(detail.data?.messages);
@@ -83,7 +84,7 @@ function Thread(props: { id: string; session: Session }): ReactNode {
       >
         <label>
           Move to{' '}
-          <select value={status} onChange={(e) => setStatus(e.target.value)} data-testid="status-select">
+          <select value={status} onChange={(e) => setStatus(e.target.value as CaseStatus | '')} data-testid="status-select">
             <option value="">choose…</option>
             {STATUSES.filter((s) => s !== c.status).map((s) => <option key={s} value={s}>{s.replace('_', ' ')}</option>)}
           </select>
