@@ -45,7 +45,7 @@ use crate::access::Action;
 use crate::auth::{AuthError, Identity};
 use crate::metrics::Metrics;
 use crate::realtime::hospital::{
-    ConnectionSlot, HospitalActor, Join, Kick, Leave, Resume, SessionProgress,
+    ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, SessionProgress,
 };
 use crate::realtime::protocol::{CloseReason, LastEventId, ServerFrame};
 use crate::realtime::topics::{Subscriptions, Topic};
@@ -302,75 +302,10 @@ pub async fn stream(
         (None, None) => return Err(ApiError::Unauthorized(AuthError::Missing)),
     };
     authorize(&identity, &hospital, Action::ReadEvents)?;
-    let mut subscriptions = Subscriptions::default();
-    for name in query
-        .topics
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        let topic: Topic = name
-            .parse()
-            .map_err(|e: crate::stream::topics::UnknownTopic| {
-                ApiError::invalid_field("topics", e.to_string())
-            })?;
-        if !may_subscribe(identity.role, &topic) {
-            return Err(ApiError::Forbidden {
-                code: "forbidden_topic",
-                detail: format!(
-                    "role `{}` may not subscribe to `{topic}`",
-                    identity.role.as_str()
-                ),
-            });
-        }
-        if !topic_streams_over_sse(&topic) {
-            return Err(ApiError::invalid_field(
-                "topics",
-                format!("`{topic}` is only available over WebSocket"),
-            ));
-        }
-        subscriptions.add([topic]);
-    }
     let rt = state.realtime.clone();
-    if subscriptions.is_empty() || subscriptions.len() > rt.settings.max_subscriptions {
-        return Err(ApiError::invalid_field(
-            "topics",
-            format!("name 1..={} topics", rt.settings.max_subscriptions),
-        ));
-    }
-    let header = req
-        .headers()
-        .get("Last-Event-ID")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty());
-    let last_event_id = match header.or(query.last_event_id.as_deref()) {
-        None => None,
-        Some(raw) => Some(
-            LastEventId::parse(raw)
-                .ok_or_else(|| {
-                    ApiError::invalid_field("last_event_id", "must be a stream position")
-                })?
-                .0,
-        ),
-    };
-    let viewer = Viewer {
-        user: &identity.user,
-        role: identity.role,
-    };
-    for topic in subscriptions.topics() {
-        if let Topic::Case(case) = topic {
-            let granted = case_access(&state.pool, viewer, &hospital, case)
-                .await
-                .map_err(ApiError::database)?;
-            if !granted {
-                // As `GET cases/{id}` answers for a case the caller may not read.
-                return Err(ApiError::NotFound {
-                    code: "case_not_found",
-                    detail: format!("no case `{case}`"),
-                });
-            }
-        }
-    }
+    let subscriptions = plan_topics(&identity, &query.topics, rt.settings.max_subscriptions)?;
+    let last_event_id = last_event_id(&req, &query)?;
+    require_cases(&state, &identity, &hospital, &subscriptions).await?;
     let too_many = || ApiError::TooManyConnections {
         limit: rt.settings.max_connections_per_user,
         retry_after: 5,
@@ -404,22 +339,7 @@ pub async fn stream(
         expires_at: identity.expires_at,
     };
     let session = session.start();
-    let mut joined = None;
-    for _ in 0..3 {
-        let addr = rt.directory.hospital(&hospital);
-        let join = addr.send(Join {
-            session: id,
-            user: identity.user.clone(),
-            progress: progress.clone(),
-            kick: session.clone().recipient(),
-        });
-        if let Ok(feed) = join.await {
-            joined = Some((addr, feed));
-            break;
-        }
-    }
-    let (addr, feed) =
-        joined.ok_or_else(|| ApiError::Unavailable("hospital stream unavailable".into()))?;
+    let (addr, feed) = join(&rt, &hospital, &identity, id, &progress, &session).await?;
     let decision = addr
         .send(Resume {
             last_event_id,
@@ -482,6 +402,115 @@ pub async fn stream(
         .streaming(body))
 }
 
+/// The topics of an SSE request, each one checked: a known name, a role that may follow it,
+/// a topic SSE can carry, and at most `max` of them.
+fn plan_topics(identity: &Identity, raw: &str, max: usize) -> Result<Subscriptions, ApiError> {
+    let mut subscriptions = Subscriptions::default();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let topic: Topic = name
+            .parse()
+            .map_err(|e: crate::stream::topics::UnknownTopic| {
+                ApiError::invalid_field("topics", e.to_string())
+            })?;
+        if !may_subscribe(identity.role, &topic) {
+            return Err(ApiError::Forbidden {
+                code: "forbidden_topic",
+                detail: format!(
+                    "role `{}` may not subscribe to `{topic}`",
+                    identity.role.as_str()
+                ),
+            });
+        }
+        if !topic_streams_over_sse(&topic) {
+            return Err(ApiError::invalid_field(
+                "topics",
+                format!("`{topic}` is only available over WebSocket"),
+            ));
+        }
+        subscriptions.add([topic]);
+    }
+    if subscriptions.is_empty() || subscriptions.len() > max {
+        return Err(ApiError::invalid_field(
+            "topics",
+            format!("name 1..={max} topics"),
+        ));
+    }
+    Ok(subscriptions)
+}
+
+/// Where to resume: the `Last-Event-ID` header (what `EventSource` sends on its own
+/// reconnects) or else the `last_event_id` parameter.
+fn last_event_id(req: &HttpRequest, query: &StreamQuery) -> Result<Option<i64>, ApiError> {
+    let header = req
+        .headers()
+        .get("Last-Event-ID")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty());
+    match header.or(query.last_event_id.as_deref()) {
+        None => Ok(None),
+        Some(raw) => Ok(Some(
+            LastEventId::parse(raw)
+                .ok_or_else(|| {
+                    ApiError::invalid_field("last_event_id", "must be a stream position")
+                })?
+                .0,
+        )),
+    }
+}
+
+/// Refuses a `case:<id>` topic the caller may not follow exactly as an unknown case.
+async fn require_cases(
+    state: &AppState,
+    identity: &Identity,
+    hospital: &HospitalId,
+    subscriptions: &Subscriptions,
+) -> Result<(), ApiError> {
+    let viewer = Viewer {
+        user: &identity.user,
+        role: identity.role,
+    };
+    for topic in subscriptions.topics() {
+        if let Topic::Case(case) = topic {
+            let granted = case_access(&state.pool, viewer, hospital, case)
+                .await
+                .map_err(ApiError::database)?;
+            if !granted {
+                // As `GET cases/{id}` answers for a case the caller may not read.
+                return Err(ApiError::NotFound {
+                    code: "case_not_found",
+                    detail: format!("no case `{case}`"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Joins the hospital's reader (retried: a reader that is stopping refuses the join, and the
+/// directory then starts a new one).
+async fn join(
+    rt: &Realtime,
+    hospital: &HospitalId,
+    identity: &Identity,
+    id: SessionId,
+    progress: &Arc<SessionProgress>,
+    session: &Addr<SseSession>,
+) -> Result<(Addr<HospitalActor>, Arc<HospitalFeed>), ApiError> {
+    for _ in 0..3 {
+        let addr = rt.directory.hospital(hospital);
+        let join = addr.send(Join {
+            session: id,
+            user: identity.user.clone(),
+            progress: progress.clone(),
+            kick: session.clone().recipient(),
+        });
+        if let Ok(feed) = join.await {
+            return Ok((addr, feed));
+        }
+    }
+    Err(ApiError::Unavailable("hospital stream unavailable".into()))
+}
+
 /// Presence and metrics need a two-way connection (they are pushed state, not stream
 /// events); over SSE only stream topics are served.
 fn topic_streams_over_sse(topic: &Topic) -> bool {
@@ -498,5 +527,57 @@ impl Handler<SetHospital> for SseSession {
 
     fn handle(&mut self, msg: SetHospital, _: &mut Self::Context) {
         self.hospital_actor = Some(msg.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(role: Role) -> Identity {
+        Identity {
+            user: UserId::parse("u-1").unwrap(),
+            hospital: HospitalId::parse("h-1").unwrap(),
+            role,
+            expires_at: Utc::now(),
+        }
+    }
+
+    fn code(result: Result<Subscriptions, ApiError>) -> String {
+        result.map(|_| ()).unwrap_err().problem().code
+    }
+
+    #[test]
+    fn stream_topics_a_role_may_follow_are_planned() {
+        let planned = plan_topics(&identity(Role::Nurse), "alerts, cases,,", 4).unwrap();
+        assert_eq!(planned.names(), vec!["alerts", "cases"]);
+    }
+
+    #[test]
+    fn a_topic_sse_cannot_carry_or_a_role_may_not_follow_is_refused_before_anything_opens() {
+        assert_eq!(
+            code(plan_topics(&identity(Role::Operator), "cases", 4)),
+            "forbidden_topic"
+        );
+        assert_eq!(
+            code(plan_topics(&identity(Role::Nurse), "presence", 4)),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(plan_topics(&identity(Role::Nurse), "nosuch", 4)),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(plan_topics(&identity(Role::Nurse), " , ", 4)),
+            "invalid_field"
+        );
+        assert_eq!(
+            code(plan_topics(
+                &identity(Role::Nurse),
+                "alerts,cases,appointments",
+                2
+            )),
+            "invalid_field"
+        );
     }
 }
