@@ -19,7 +19,7 @@
 //! How long an alert may stay unacknowledged is per hospital and per severity, in table
 //! `escalation_deadlines` (hospital, severity, seconds); a severity without a row uses
 //! [`Deadlines::default`]. An admin sets them with `PUT /api/hospitals/{h}/policies/escalation`
-//! (`http::policies`, which calls [`set_deadline`]). A change applies to deadlines armed
+//! (`http::escalation_deadlines`, which calls [`set_deadline`]). A change applies to deadlines armed
 //! after it.
 //! The arithmetic ([`Deadlines::due_at`], [`next_level`]) is pure, given the event's time, and
 //! tested without a clock.
