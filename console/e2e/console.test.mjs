@@ -24,15 +24,28 @@ const requested = [];
 /** Content-Security-Policy violations reported by any page. */
 const cspViolations = [];
 
+/**
+ * One REST call as a well-behaved client makes it: one Idempotency-Key for the request, and a
+ * 429 (the per-user command rate limit, which a burst of test alerts can reach) waited out
+ * for its Retry-After and sent again with the same key.
+ */
 async function rest(token, method, path, body) {
-  const r = await fetch(`${server.url}/api/hospitals/demo/${path}`, {
-    method,
-    headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'Idempotency-Key': crypto.randomUUID() },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await r.text();
-  assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
-  return JSON.parse(text);
+  const key = crypto.randomUUID();
+  for (let attempt = 0; ; attempt += 1) {
+    const r = await fetch(`${server.url}/api/hospitals/demo/${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'Idempotency-Key': key },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    if (r.status === 429 && attempt < 20) {
+      const wait = Number(r.headers.get('retry-after') ?? '1');
+      await new Promise((resolve) => setTimeout(resolve, Math.max(1, wait) * 1000));
+      continue;
+    }
+    assert.ok(r.ok, `${method} ${path}: ${r.status} ${text}`);
+    return JSON.parse(text);
+  }
 }
 
 /** A browser context (one user's browser) with its page signed in through the fragment. */
