@@ -208,17 +208,28 @@ pub async fn apply_batch(
     let Some(last) = events.last().map(|e| e.position) else {
         return Ok(None);
     };
-    model.apply_all(&mut tx, tables, &events).await?;
-    sqlx::query(
-        "UPDATE projection_checkpoints SET position = $3, updated_at = clock_timestamp(), \
-         event_time = $4 WHERE projector = $1 AND hospital = $2",
-    )
-    .bind(checkpoint)
-    .bind(hospital)
-    .bind(last)
-    .bind(events.last().map(|e| e.recorded_at))
-    .execute(&mut *tx)
-    .await?;
+    let applied = async {
+        model.apply_all(&mut tx, tables, &events).await?;
+        sqlx::query(
+            "UPDATE projection_checkpoints SET position = $3, updated_at = clock_timestamp(), \
+             event_time = $4 WHERE projector = $1 AND hospital = $2",
+        )
+        .bind(checkpoint)
+        .bind(hospital)
+        .bind(last)
+        .bind(events.last().map(|e| e.recorded_at))
+        .execute(&mut *tx)
+        .await
+    }
+    .await;
+    if let Err(error) = applied {
+        // Roll back now rather than when the pooled connection is next used (what dropping
+        // the transaction does): until then the checkpoint row stays locked, and every pass
+        // here or on another node skips the hospital (`SKIP LOCKED`) as if it were busy.
+        // A rollback that fails means the connection is gone, and its locks with it.
+        let _ = tx.rollback().await;
+        return Err(error.into());
+    }
     tx.commit().await?;
     Ok(Some((last, events.len())))
 }
