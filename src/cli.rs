@@ -9,7 +9,7 @@ use aggregates::types::{HospitalId, Role, UserId};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
-use projections::engine::{self, ProjectionError, ReadModel, Scope};
+use projections::engine::{self, ProjectionError, ReadModel, RebuildReport, Scope};
 
 use crate::config::{
     parse_duration, BareUnit, DatabaseSettings, JwtAlgorithm, JwtSettings, LogFormat,
@@ -306,17 +306,7 @@ async fn projection_status(pool: &sqlx::PgPool) -> anyhow::Result<()> {
 /// `vigil projections rebuild <name>`: the engine's online rebuild, in this process, with a
 /// progress bar; Ctrl-C sets the cancel flag, which the engine reads after every batch.
 async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> {
-    let Some(model) = crate::projection::model(&args.name) else {
-        let known: Vec<_> = crate::projection::models()
-            .iter()
-            .map(|m| m.name())
-            .collect();
-        anyhow::bail!(
-            "no read model is called `{}`; known: {}",
-            args.name,
-            known.join(", ")
-        );
-    };
+    let model = named_model(&args.name)?;
     if let Some(hospital) = &args.hospital {
         ensure_hospital_has_events(pool, hospital.as_str()).await?;
     }
@@ -329,37 +319,12 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
             model.name()
         );
     };
-    let bar = ProgressBar::new(0).with_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} events, \
-             {rate}, ETA {eta}",
-        )
-        .context("progress bar template")?
-        // indicatif's own `{per_sec}` prints four decimals ("1234.5678/s").
-        .with_key(
-            "rate",
-            |state: &ProgressState, out: &mut dyn std::fmt::Write| {
-                let _ = write!(out, "{:.0} events/s", state.per_sec());
-            },
-        ),
-    );
     let scope = match &args.hospital {
         Some(hospital) => Scope::Hospital(hospital.as_str().to_owned()),
         None => Scope::All,
     };
-    bar.set_message(format!("rebuilding {} ({scope})", model.name()));
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let cancel = Arc::new(AtomicBool::new(false));
-    let on_ctrl_c = {
-        let cancel = cancel.clone();
-        let bar = bar.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.store(true, Ordering::Relaxed);
-                bar.set_message("cancelling after the current batch");
-            }
-        })
-    };
+    let bar = progress_bar(&format!("rebuilding {} ({scope})", model.name()))?;
+    let (cancel, on_ctrl_c) = cancel_on_ctrl_c(&bar);
     // The engine reports model-wide totals after each batch; the first report may include an
     // interrupted rebuild's progress, shown as done but kept out of the speed estimate.
     let mut first = true;
@@ -381,13 +346,75 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
     .await;
     on_ctrl_c.abort();
     lock.release().await;
+    // Cleared, not finished: indicatif leaves a finished bar's line open, and the log
+    // line that follows would be written onto its end.
+    bar.finish_and_clear();
+    rebuild_outcome(result, model.name(), args)
+}
+
+/// The read model called `name`, or an error listing the known ones.
+fn named_model(name: &str) -> anyhow::Result<Arc<dyn ReadModel>> {
+    crate::projection::model(name).ok_or_else(|| {
+        let known: Vec<_> = crate::projection::models()
+            .iter()
+            .map(|m| m.name())
+            .collect();
+        anyhow::anyhow!(
+            "no read model is called `{name}`; known: {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// The rebuild's progress bar (events done of the stream's, with a rate and an ETA),
+/// already ticking.
+fn progress_bar(message: &str) -> anyhow::Result<ProgressBar> {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} events, \
+             {rate}, ETA {eta}",
+        )
+        .context("progress bar template")?
+        // indicatif's own `{per_sec}` prints four decimals ("1234.5678/s").
+        .with_key(
+            "rate",
+            |state: &ProgressState, out: &mut dyn std::fmt::Write| {
+                let _ = write!(out, "{:.0} events/s", state.per_sec());
+            },
+        ),
+    );
+    bar.set_message(message.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Ok(bar)
+}
+
+/// The cancel flag the engine reads after every batch, set by Ctrl-C (the bar says so); the
+/// task is aborted once the rebuild ends.
+fn cancel_on_ctrl_c(bar: &ProgressBar) -> (Arc<AtomicBool>, tokio::task::JoinHandle<()>) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let on_ctrl_c = {
+        let cancel = cancel.clone();
+        let bar = bar.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.store(true, Ordering::Relaxed);
+                bar.set_message("cancelling after the current batch");
+            }
+        })
+    };
+    (cancel, on_ctrl_c)
+}
+
+/// Logs a completed rebuild; a cancelled one is an error that says how to resume it.
+fn rebuild_outcome(
+    result: Result<RebuildReport, ProjectionError>,
+    name: &str,
+    args: &RebuildArgs,
+) -> anyhow::Result<()> {
     match result {
         Ok(report) => {
-            // Cleared, not finished: indicatif leaves a finished bar's line open, and the log
-            // line that follows would be written onto its end.
-            bar.finish_and_clear();
             tracing::info!(
-                model = model.name(),
+                model = name,
                 events = report.events,
                 seconds = %format_args!("{:.1}", report.seconds),
                 events_per_second = %format_args!("{:.0}", report.events_per_second),
@@ -396,21 +423,16 @@ async fn rebuild(pool: &sqlx::PgPool, args: &RebuildArgs) -> anyhow::Result<()> 
             Ok(())
         }
         Err(ProjectionError::Cancelled) => {
-            bar.finish_and_clear();
             let again = match &args.hospital {
-                Some(hospital) => format!("{} --hospital {hospital}", model.name()),
-                None => model.name().to_owned(),
+                Some(hospital) => format!("{name} --hospital {hospital}"),
+                None => name.to_owned(),
             };
             anyhow::bail!(
                 "rebuild of `{name}` cancelled; its shadow tables are kept: run \
-                 `vigil projections rebuild {again}` to resume, or add --restart to start over",
-                name = model.name()
+                 `vigil projections rebuild {again}` to resume, or add --restart to start over"
             )
         }
-        Err(error) => {
-            bar.finish_and_clear();
-            Err(error).with_context(|| format!("rebuild of `{}` failed", model.name()))
-        }
+        Err(error) => Err(error).with_context(|| format!("rebuild of `{name}` failed")),
     }
 }
 

@@ -19,8 +19,9 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use projections::engine::{self, ProjectionError, ReadModel, Scope};
+use projections::engine::{self, ProjectionError, ProjectorStatus, ReadModel, Scope};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use utoipa::ToSchema;
 
 use super::extract::{Authenticated, JsonBody};
@@ -30,7 +31,7 @@ use crate::access::authorize;
 use crate::access::Action;
 use crate::auth::Identity;
 use crate::projection;
-use crate::projection::rebuilds::{locked, Outcome, RebuildLock, Snapshot};
+use crate::projection::rebuilds::{locked, Outcome, RebuildLock, Snapshot, Task};
 
 /// Body of `POST /api/admin/projections/{name}/rebuild` (optional).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -184,86 +185,104 @@ async fn projectors(
         .map_err(ApiError::database)?;
     let mut out = Vec::with_capacity(statuses.len());
     for status in statuses {
-        let own = status.hospitals.iter().find(|h| h.hospital == hospital);
-        let (checkpoint, head, lag_events, lag_seconds) = own
-            .map(|h| (h.checkpoint, h.head, h.lag_events, h.lag_seconds))
-            .unwrap_or((0, 0, 0, 0.0));
-        // `rebuilding` and `stale_version` are facts about the model's tables (all
-        // hospitals); being caught up is this hospital's.
-        // A rebuild scoped to another hospital is none of this hospital's business (nor is
-        // that hospital's name): it is shown as no rebuild at all.
-        let elsewhere = status
-            .rebuild
-            .as_ref()
-            .and_then(|r| r.hospital.as_deref())
-            .is_some_and(|h| h != hospital);
-        let state_name = match status.state {
-            "rebuilding" if !elsewhere => status.state,
-            "stale_version" => status.state,
-            _ if lag_events > 0 => "catching_up",
-            _ => "caught_up",
-        };
-        let scope = match &status.rebuild {
-            Some(_) if elsewhere => None,
-            Some(r) if r.hospital.is_some() => Some("hospital"),
-            Some(_) => Some("all"),
-            None => None,
-        };
-        let shadow = match scope {
-            Some(_) => Some(
-                engine::checkpoint(&state.pool, &format!("{}#rebuild", status.name), hospital)
-                    .await
-                    .map_err(ApiError::database)?,
-            ),
-            None => None,
-        };
-        let (task, ended) = match tasks.get(status.name) {
-            Some(_) if elsewhere => (None, None),
-            Some((task, ended)) => (Some(task), ended.clone()),
-            None => (None, None),
-        };
-        let rebuild = match (task, shadow) {
-            (None, None) => None,
-            (task, shadow) => {
-                let (status_name, finished_at, error) = match (task, ended.clone()) {
-                    (Some(_), None) => ("running", None, None),
-                    (_, Some((Outcome::Completed(_), at))) if shadow.is_none() => {
-                        ("completed", Some(at), None)
-                    }
-                    (_, Some((Outcome::Cancelled, at))) => ("cancelled", Some(at), None),
-                    (_, Some((Outcome::Failed(e), at))) => ("failed", Some(at), Some(e)),
-                    // Shadow checkpoints with no rebuild running here: another node's, or
-                    // an interrupted one (a crash, an automatic rebuild that failed).
-                    _ => ("pending", None, None),
-                };
-                let events_per_second = task.and_then(|t| match &ended {
-                    Some((Outcome::Completed(report), _)) => Some(report.events_per_second),
-                    _ => t.events_per_second(),
-                });
-                Some(RebuildView {
-                    status: status_name,
-                    scope,
-                    done: shadow,
-                    total: shadow.map(|_| head),
-                    events_per_second,
-                    started_at: task.map(|t| t.started_at),
-                    finished_at,
-                    error,
-                })
-            }
-        };
-        out.push(ProjectorView {
-            name: status.name,
-            version: status.version,
-            state: state_name,
-            checkpoint,
-            head,
-            lag_events,
-            lag_seconds,
-            rebuild,
-        });
+        out.push(projector_view(state, hospital, status, &tasks).await?);
     }
     Ok(out)
+}
+
+/// One projector's status as `hospital` sees it: its own lag, and a rebuild only if it is
+/// for every hospital or for this one (reading this hospital's shadow checkpoint).
+async fn projector_view(
+    state: &AppState,
+    hospital: &str,
+    status: ProjectorStatus,
+    tasks: &HashMap<&'static str, Snapshot>,
+) -> Result<ProjectorView, ApiError> {
+    let own = status.hospitals.iter().find(|h| h.hospital == hospital);
+    let (checkpoint, head, lag_events, lag_seconds) = own
+        .map(|h| (h.checkpoint, h.head, h.lag_events, h.lag_seconds))
+        .unwrap_or((0, 0, 0, 0.0));
+    // `rebuilding` and `stale_version` are facts about the model's tables (all
+    // hospitals); being caught up is this hospital's.
+    // A rebuild scoped to another hospital is none of this hospital's business (nor is
+    // that hospital's name): it is shown as no rebuild at all.
+    let elsewhere = status
+        .rebuild
+        .as_ref()
+        .and_then(|r| r.hospital.as_deref())
+        .is_some_and(|h| h != hospital);
+    let state_name = match status.state {
+        "rebuilding" if !elsewhere => status.state,
+        "stale_version" => status.state,
+        _ if lag_events > 0 => "catching_up",
+        _ => "caught_up",
+    };
+    let scope = match &status.rebuild {
+        Some(_) if elsewhere => None,
+        Some(r) if r.hospital.is_some() => Some("hospital"),
+        Some(_) => Some("all"),
+        None => None,
+    };
+    let shadow = match scope {
+        Some(_) => Some(
+            engine::checkpoint(&state.pool, &format!("{}#rebuild", status.name), hospital)
+                .await
+                .map_err(ApiError::database)?,
+        ),
+        None => None,
+    };
+    let (task, ended) = match tasks.get(status.name) {
+        Some(_) if elsewhere => (None, None),
+        Some((task, ended)) => (Some(task), ended.clone()),
+        None => (None, None),
+    };
+    Ok(ProjectorView {
+        name: status.name,
+        version: status.version,
+        state: state_name,
+        checkpoint,
+        head,
+        lag_events,
+        lag_seconds,
+        rebuild: rebuild_view(task, ended, shadow, scope, head),
+    })
+}
+
+/// A rebuild as one hospital sees it, from this node's task for the model (if any, with how
+/// it ended) and the hospital's shadow checkpoint (while one exists); none when neither is.
+fn rebuild_view(
+    task: Option<&Arc<Task>>,
+    ended: Option<(Outcome, DateTime<Utc>)>,
+    shadow: Option<i64>,
+    scope: Option<&'static str>,
+    head: i64,
+) -> Option<RebuildView> {
+    if task.is_none() && shadow.is_none() {
+        return None;
+    }
+    let (status_name, finished_at, error) = match (task, ended.clone()) {
+        (Some(_), None) => ("running", None, None),
+        (_, Some((Outcome::Completed(_), at))) if shadow.is_none() => ("completed", Some(at), None),
+        (_, Some((Outcome::Cancelled, at))) => ("cancelled", Some(at), None),
+        (_, Some((Outcome::Failed(e), at))) => ("failed", Some(at), Some(e)),
+        // Shadow checkpoints with no rebuild running here: another node's, or
+        // an interrupted one (a crash, an automatic rebuild that failed).
+        _ => ("pending", None, None),
+    };
+    let events_per_second = task.and_then(|t| match &ended {
+        Some((Outcome::Completed(report), _)) => Some(report.events_per_second),
+        _ => t.events_per_second(),
+    });
+    Some(RebuildView {
+        status: status_name,
+        scope,
+        done: shadow,
+        total: shadow.map(|_| head),
+        events_per_second,
+        started_at: task.map(|t| t.started_at),
+        finished_at,
+        error,
+    })
 }
 
 /// Every read model's version, state, lag (this hospital's) and rebuild progress.
@@ -330,48 +349,13 @@ pub async fn start_rebuild(
         RebuildScope::All => Scope::All,
         RebuildScope::Hospital => Scope::Hospital(identity.hospital.as_str().to_owned()),
     };
-    let busy = || ApiError::Conflict {
-        code: "rebuild_in_progress",
-        detail: format!("a rebuild of `{name}` is already running"),
-    };
-    let task = state.rebuilds.start(name).ok_or_else(busy)?;
-    let lock = match RebuildLock::try_acquire(&state.pool, name).await {
-        Ok(Some(lock)) => lock,
-        Ok(None) => {
-            state.rebuilds.abandon(name, &task);
-            return Err(busy());
-        }
-        Err(error) => {
-            state.rebuilds.abandon(name, &task);
-            return Err(ApiError::database(error));
-        }
-    };
+    let (task, lock) = claim_rebuild(&state, name).await?;
     // An interrupted rebuild of another scope: refuse now rather than fail in the background.
     if !request.restart {
-        match engine::pending_rebuild(&state.pool, model.as_ref()).await {
-            Ok(Some(pending)) if pending != scope => {
-                lock.release().await;
-                state.rebuilds.abandon(name, &task);
-                // Never another hospital's name.
-                let whose = match &pending {
-                    Scope::All => "every hospital",
-                    Scope::Hospital(h) if h == identity.hospital.as_str() => "this hospital",
-                    Scope::Hospital(_) => "another hospital",
-                };
-                return Err(ApiError::Conflict {
-                    code: "rebuild_scope_conflict",
-                    detail: format!(
-                        "an interrupted rebuild of `{name}` for {whose} holds the shadow tables: \
-                         resume it with its scope, or pass \"restart\": true to drop it"
-                    ),
-                });
-            }
-            Ok(_) => {}
-            Err(error) => {
-                lock.release().await;
-                state.rebuilds.abandon(name, &task);
-                return Err(ApiError::database(error));
-            }
+        if let Err(error) = check_pending_scope(&state, model.as_ref(), &scope, identity).await {
+            lock.release().await;
+            state.rebuilds.abandon(name, &task);
+            return Err(error);
         }
     }
     tracing::info!(
@@ -382,8 +366,87 @@ pub async fn start_rebuild(
         hospital = %identity.hospital,
         "rebuild requested"
     );
-    let pool = state.pool.clone();
-    let running = task.clone();
+    spawn_rebuild(
+        state.pool.clone(),
+        model,
+        scope,
+        request.restart,
+        task,
+        lock,
+    );
+    let view = projectors(&state, identity.hospital.as_str(), Some(name))
+        .await?
+        .into_iter()
+        .next();
+    Ok(HttpResponse::Accepted().json(view))
+}
+
+/// Claims the rebuild of `name`: this node's registry first, then the cluster's advisory
+/// lock (the registry's claim is given back if the lock cannot be had).
+async fn claim_rebuild(
+    state: &AppState,
+    name: &'static str,
+) -> Result<(Arc<Task>, RebuildLock), ApiError> {
+    let busy = || ApiError::Conflict {
+        code: "rebuild_in_progress",
+        detail: format!("a rebuild of `{name}` is already running"),
+    };
+    let task = state.rebuilds.start(name).ok_or_else(busy)?;
+    match RebuildLock::try_acquire(&state.pool, name).await {
+        Ok(Some(lock)) => Ok((task, lock)),
+        Ok(None) => {
+            state.rebuilds.abandon(name, &task);
+            Err(busy())
+        }
+        Err(error) => {
+            state.rebuilds.abandon(name, &task);
+            Err(ApiError::database(error))
+        }
+    }
+}
+
+/// Refuses a rebuild whose scope differs from that of the interrupted rebuild holding the
+/// shadow tables (naming never another hospital).
+async fn check_pending_scope(
+    state: &AppState,
+    model: &dyn ReadModel,
+    scope: &Scope,
+    identity: &Identity,
+) -> Result<(), ApiError> {
+    let pending = engine::pending_rebuild(&state.pool, model)
+        .await
+        .map_err(ApiError::database)?;
+    match pending {
+        Some(pending) if pending != *scope => {
+            // Never another hospital's name.
+            let whose = match &pending {
+                Scope::All => "every hospital",
+                Scope::Hospital(h) if h == identity.hospital.as_str() => "this hospital",
+                Scope::Hospital(_) => "another hospital",
+            };
+            Err(ApiError::Conflict {
+                code: "rebuild_scope_conflict",
+                detail: format!(
+                    "an interrupted rebuild of `{}` for {whose} holds the shadow tables: \
+                     resume it with its scope, or pass \"restart\": true to drop it",
+                    model.name()
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Runs the claimed rebuild in the background, then releases the lock and records how it
+/// ended for the status endpoint.
+fn spawn_rebuild(
+    pool: PgPool,
+    model: Arc<dyn ReadModel>,
+    scope: Scope,
+    restart: bool,
+    running: Arc<Task>,
+    lock: RebuildLock,
+) {
     // On this worker's runtime: the rebuild stops with the node, and the next rebuild
     // resumes from its checkpoints.
     actix_web::rt::spawn(async move {
@@ -391,7 +454,7 @@ pub async fn start_rebuild(
             &pool,
             model.as_ref(),
             &scope,
-            request.restart,
+            restart,
             &running.cancel,
             |done, _| running.progress(done),
         )
@@ -418,11 +481,6 @@ pub async fn start_rebuild(
         };
         *locked(&running.outcome) = Some((outcome, Utc::now()));
     });
-    let view = projectors(&state, identity.hospital.as_str(), Some(name))
-        .await?
-        .into_iter()
-        .next();
-    Ok(HttpResponse::Accepted().json(view))
 }
 
 /// Cancels the rebuild of a read model running on this node. Its shadow tables and
