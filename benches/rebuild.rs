@@ -35,8 +35,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +45,7 @@ use aggregates::types::{
 };
 use anyhow::{anyhow, bail, Context};
 use chrono::Utc;
+use common::BenchCluster;
 use cqrs_es::DomainEvent;
 use projections::alert_board::{self, AlertBoard, BoardFilter};
 use projections::engine;
@@ -59,6 +58,8 @@ use vigil::command::{CommandBus, CommandContext};
 use vigil::store::embedded::EmbeddedPostgres;
 use vigil::store::MIGRATOR;
 use vigil::stream::listener::{StreamListener, Wakeups};
+
+mod common;
 
 /// Hospitals in the generated log: a regional deployment.
 const HOSPITALS: usize = 20;
@@ -125,58 +126,19 @@ impl Plan {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
+    common::init_tracing("info,sqlx=warn");
     let plan = Plan::from_env()?;
     let run_started = Instant::now();
-    // A short path: the socket file must fit a Unix socket address.
-    let dir = PathBuf::from(format!("/tmp/vr-{}", std::process::id()));
-    if dir.exists() {
-        bail!("{} already exists: remove it and run again", dir.display());
-    }
-    let pg = match EmbeddedPostgres::start(&dir, PORT)
-        .context("starting the embedded PostgreSQL")
-        .and_then(|pg| {
-            pg.ensure_database(DATABASE)
-                .context("creating the bench database")?;
-            Ok(pg)
-        }) {
-        Ok(pg) => pg,
-        Err(e) => {
-            remove_dir(&dir);
-            return Err(e);
-        }
-    };
+    let cluster = BenchCluster::start("vr", PORT, DATABASE)?;
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("building the tokio runtime")
-        .and_then(|runtime| runtime.block_on(run(&pg, &plan)));
-    let stopped = pg.stop().context("stopping the embedded PostgreSQL");
-    remove_dir(&dir);
+        .and_then(|runtime| runtime.block_on(run(&cluster.pg, &plan)));
+    let stopped = cluster.stop();
     let report = result?;
     stopped?;
-    // The report is this program's product, so it goes to stdout as is (not through tracing).
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(report.as_bytes())?;
-    writeln!(
-        stdout,
-        "\nWhole run (PostgreSQL start to stop): {:.0} s",
-        run_started.elapsed().as_secs_f64()
-    )?;
-    Ok(())
-}
-
-/// Removes the bench's cluster directory, logging (not failing) if it cannot.
-fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the bench cluster");
-    }
+    common::print_report(&report, run_started)
 }
 
 async fn run(pg: &EmbeddedPostgres, plan: &Plan) -> anyhow::Result<String> {
@@ -190,14 +152,14 @@ async fn run(pg: &EmbeddedPostgres, plan: &Plan) -> anyhow::Result<String> {
 
     let mut out = String::new();
     writeln!(out, "## Projections benchmark\n")?;
-    for (name, value) in server_settings(&pool).await? {
+    for (name, value) in common::server_settings(&pool, &SERVER_SETTINGS).await? {
         writeln!(out, "- {name}: {value}")?;
     }
     writeln!(
         out,
         "- CPUs: {}; load average at start (1, 5, 15 min): {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        load_average()
+        common::load_average()
     )?;
     writeln!(out)?;
 
@@ -291,7 +253,7 @@ async fn run(pg: &EmbeddedPostgres, plan: &Plan) -> anyhow::Result<String> {
     writeln!(
         out,
         "\nLoad average at end (1, 5, 15 min): {}",
-        load_average()
+        common::load_average()
     )?;
     pool.close().await;
     Ok(out)
@@ -812,39 +774,14 @@ async fn board_read(conn: &mut PgConnection, filter: &BoardFilter) -> anyhow::Re
     Ok(())
 }
 
-/// The server settings that decide what a commit costs, for the report.
-async fn server_settings(pool: &PgPool) -> anyhow::Result<Vec<(String, String)>> {
-    let version: String = sqlx::query_scalar("SELECT version()")
-        .fetch_one(pool)
-        .await?;
-    let mut settings = vec![("PostgreSQL".to_owned(), version)];
-    for name in [
-        "synchronous_commit",
-        "fsync",
-        "shared_buffers",
-        "work_mem",
-        "max_wal_size",
-    ] {
-        let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
-            .fetch_one(pool)
-            .await
-            .with_context(|| format!("SHOW {name}"))?;
-        settings.push((name.to_owned(), value));
-    }
-    Ok(settings)
-}
-
-/// The first three fields of `/proc/loadavg`: a busy machine shows here.
-fn load_average() -> String {
-    match std::fs::read_to_string("/proc/loadavg") {
-        Ok(text) => text
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        Err(e) => format!("unknown ({e})"),
-    }
-}
+/// The server settings that decide what a rebuild costs, for the report.
+const SERVER_SETTINGS: [&str; 5] = [
+    "synchronous_commit",
+    "fsync",
+    "shared_buffers",
+    "work_mem",
+    "max_wal_size",
+];
 
 /// The `q` quantile of sorted samples (nearest rank).
 fn percentile(sorted: &[f64], q: f64) -> f64 {

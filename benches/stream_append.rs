@@ -34,14 +34,14 @@
 //! runtime exists: the bench is pinned, PostgreSQL is not. Both masks are printed.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aggregates::alert::{Alert, AlertCommand, Severity};
 use aggregates::types::{AlertMessage, HospitalId, Role, UserId};
 use anyhow::{anyhow, bail, Context};
+use common::BenchCluster;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
 use uuid::Uuid;
@@ -49,6 +49,8 @@ use vigil::command::{CommandBus, CommandContext};
 use vigil::store::embedded::EmbeddedPostgres;
 use vigil::store::MIGRATOR;
 use vigil::stream::read::read_after;
+
+mod common;
 
 /// Concurrent writers per cell: one writer (no contention) up to far more writers than cores.
 const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
@@ -125,39 +127,15 @@ impl Plan {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
-        .init();
+    common::init_tracing("info,sqlx=warn");
     let (plan, quick) = Plan::from_env();
     let run_started = Instant::now();
 
-    // A short path: the socket file must fit a Unix socket address.
-    let dir = PathBuf::from(format!("/tmp/vb-{}", std::process::id()));
-    if dir.exists() {
-        bail!("{} already exists: remove it and run again", dir.display());
-    }
-
     let bench_cpus = affinity::current().context("reading the bench's CPU mask")?;
     affinity::set(&affinity::all()).context("widening the CPU mask for PostgreSQL")?;
-    let started = EmbeddedPostgres::start(&dir, PORT)
-        .context("starting the embedded PostgreSQL")
-        .and_then(|pg| {
-            pg.ensure_database(DATABASE)
-                .context("creating the bench database")?;
-            Ok(pg)
-        });
+    let started = BenchCluster::start("vb", PORT, DATABASE);
     affinity::set(&bench_cpus).context("restoring the bench's CPU mask")?;
-    let pg = match started {
-        Ok(pg) => pg,
-        Err(e) => {
-            remove_dir(&dir);
-            return Err(e);
-        }
-    };
+    let cluster = started?;
 
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -165,29 +143,13 @@ fn main() -> anyhow::Result<()> {
         .context("building the tokio runtime")
         .and_then(|runtime| {
             let workers = runtime.metrics().num_workers();
-            runtime.block_on(run(&pg, &plan, quick, workers))
+            runtime.block_on(run(&cluster.pg, &plan, quick, workers))
         });
-    let stopped = pg.stop().context("stopping the embedded PostgreSQL");
-    remove_dir(&dir);
+    let stopped = cluster.stop();
     let report = result?;
     stopped?;
 
-    // The table is this program's product, so it goes to stdout as is (not through tracing).
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(report.as_bytes())?;
-    writeln!(
-        stdout,
-        "\nWhole run (PostgreSQL start to stop): {:.0} s",
-        run_started.elapsed().as_secs_f64()
-    )?;
-    Ok(())
-}
-
-/// Removes the bench's cluster directory, logging (not failing) if it cannot.
-fn remove_dir(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not remove the bench cluster");
-    }
+    common::print_report(&report, run_started)
 }
 
 /// Runs every cell and returns the markdown report.
@@ -227,7 +189,7 @@ async fn run(
             ""
         }
     )?;
-    for (name, value) in server_settings(&admin).await? {
+    for (name, value) in common::server_settings(&admin, &SERVER_SETTINGS).await? {
         writeln!(out, "- {name}: {value}")?;
     }
     writeln!(
@@ -239,7 +201,7 @@ async fn run(
     writeln!(
         out,
         "- load average at start (1, 5, 15 min): {}",
-        load_average()
+        common::load_average()
     )?;
     writeln!(
         out,
@@ -329,7 +291,7 @@ async fn run(
     writeln!(
         out,
         "\nLoad average at end (1, 5, 15 min): {}",
-        load_average()
+        common::load_average()
     )?;
     admin.close().await;
     Ok(out)
@@ -910,28 +872,15 @@ async fn wal_syncs(pool: &PgPool) -> anyhow::Result<WalFlushes> {
 }
 
 /// The server settings that decide what a commit costs, for the report.
-async fn server_settings(pool: &PgPool) -> anyhow::Result<Vec<(String, String)>> {
-    let version: String = sqlx::query_scalar("SELECT version()")
-        .fetch_one(pool)
-        .await?;
-    let mut settings = vec![("PostgreSQL".to_owned(), version)];
-    for name in [
-        "synchronous_commit",
-        "fsync",
-        "wal_sync_method",
-        "commit_delay",
-        "shared_buffers",
-        "max_connections",
-        "track_wal_io_timing",
-    ] {
-        let value: String = sqlx::query_scalar(&format!("SHOW {name}"))
-            .fetch_one(pool)
-            .await
-            .with_context(|| format!("SHOW {name}"))?;
-        settings.push((name.to_owned(), value));
-    }
-    Ok(settings)
-}
+const SERVER_SETTINGS: [&str; 7] = [
+    "synchronous_commit",
+    "fsync",
+    "wal_sync_method",
+    "commit_delay",
+    "shared_buffers",
+    "max_connections",
+    "track_wal_io_timing",
+];
 
 /// The CPUs the postmaster may run on (its backends inherit them).
 fn postmaster_cpus(pg: &EmbeddedPostgres) -> String {
@@ -942,19 +891,6 @@ fn postmaster_cpus(pg: &EmbeddedPostgres) -> String {
             None => "unknown (empty postmaster.pid)".to_owned(),
         },
         Err(e) => format!("unknown ({}: {e})", pid_file.display()),
-    }
-}
-
-/// The first three fields of `/proc/loadavg`: a busy machine (another build, another test
-/// cluster) shows here, and its figures should not be trusted.
-fn load_average() -> String {
-    match std::fs::read_to_string("/proc/loadavg") {
-        Ok(text) => text
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
-        Err(e) => format!("unknown ({e})"),
     }
 }
 

@@ -35,6 +35,8 @@
 
 mod api;
 mod client;
+#[path = "../common/mod.rs"]
+mod common;
 mod report;
 mod writer;
 
@@ -222,13 +224,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    common::init_tracing("info");
     let args = Args::parse();
     if let Some(path) = &args.summarize {
         let runs = report::read_json(path)?;
