@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::helpers::{postgres, TestDatabase};
+use crate::helpers::{eventually_seen, poll_for, postgres, TestDatabase};
 
 /// The binary under test, built by Cargo for the integration tests.
 pub const VIGIL: &str = env!("CARGO_BIN_EXE_vigil");
@@ -88,6 +88,7 @@ impl Drop for DataDir {
                 // SAFETY: kill(2) has no memory-safety preconditions; `pid` was checked just
                 // above to be a running postgres process.
                 unsafe { libc::kill(pid, signal) };
+                // A blocking wait, not `eventually`: `drop` cannot await.
                 let deadline = Instant::now() + LEFTOVER_SHUTDOWN_TIMEOUT;
                 while is_running_postgres(pid) && Instant::now() < deadline {
                     std::thread::sleep(POLL);
@@ -244,16 +245,11 @@ impl Process {
 
     /// Waits up to `timeout` for the child to exit.
     pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.exited() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        poll_for(timeout, || {
+            let exited = self.exited();
+            async move { exited }
+        })
+        .await
     }
 
     /// Sends SIGTERM, as `systemctl stop` or `docker stop` would, and waits for the exit.
@@ -271,33 +267,38 @@ impl Process {
     /// Waits (bounded) until the output pipes are closed, so nothing written just before the
     /// exit is missed. A grandchild holding them open only shortens what is collected.
     async fn drain(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < deadline {
-            tokio::time::sleep(POLL).await;
-        }
+        let readers = &self.readers;
+        poll_for(Duration::from_secs(5), || async {
+            readers.iter().all(|r| r.is_finished()).then_some(())
+        })
+        .await;
     }
 
     /// Waits for `needle` in stdout; fails early if the process exits first.
     pub async fn wait_for_stdout(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let what = format!("vigil to print `{needle}`");
+        // `Ok(Err(status))`: the process exited first.
+        let printed = eventually_seen(timeout, &what, || {
             let stdout = self.stdout();
-            if stdout.contains(needle) {
-                return stdout;
-            }
-            if let Some(status) = self.exited() {
+            let seen = if stdout.contains(needle) {
+                Ok(Ok(stdout))
+            } else if let Some(status) = self.exited() {
+                Ok(Err(status))
+            } else {
+                Err(self.describe())
+            };
+            async move { seen }
+        })
+        .await;
+        match printed {
+            Ok(stdout) => stdout,
+            Err(status) => {
                 self.drain().await;
                 panic!(
                     "vigil exited ({status}) before printing `{needle}`\n{}",
                     self.describe()
                 );
             }
-            assert!(
-                Instant::now() < deadline,
-                "vigil did not print `{needle}` within {timeout:?}\n{}",
-                self.describe()
-            );
-            tokio::time::sleep(POLL).await;
         }
     }
 }
@@ -308,6 +309,7 @@ impl Drop for Process {
             return;
         }
         self.signal(libc::SIGTERM);
+        // A blocking wait, not `eventually`: `drop` cannot await.
         let deadline = Instant::now() + STOP_TIMEOUT;
         while self.exited().is_none() && Instant::now() < deadline {
             std::thread::sleep(POLL);
@@ -373,19 +375,14 @@ impl Server {
     }
 
     async fn wait_ready(&self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
+        eventually_seen(START_TIMEOUT, "/readyz to answer OK", || async {
             let ready = self.client.get(self.url("/readyz")).send().await;
             if matches!(&ready, Ok(r) if r.status() == StatusCode::OK) {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "/readyz not OK within {START_TIMEOUT:?} (last: {ready:?})\n{}",
-                self.process.describe()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            Err(format!("{ready:?}\n{}", self.process.describe()))
+        })
+        .await
     }
 
     async fn post(&self, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {

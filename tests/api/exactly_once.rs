@@ -6,7 +6,6 @@
 //! while commands are in flight, then check every command against the log.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +18,8 @@ use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
 use vigil::command::{CommandBus, CommandContext, CommandError, Resolution};
-use vigil::store::embedded::EmbeddedPostgres;
 
-use crate::helpers::{assert_problem, settings, spawn_app, TestApp, TEST_SECRET};
+use crate::helpers::{assert_problem, spawn_app, Node, PrivateCluster, TestApp, TEST_SECRET};
 
 const H: &str = "st-marys";
 
@@ -527,78 +525,21 @@ async fn commands_apply_at_most_once_while_backends_are_killed_around_commits() 
     eprintln!("unkeyed answers: {by_code:?}");
 }
 
-/// A PostgreSQL cluster of this test's own (restarting the shared one would disturb every
-/// other test), stopped and deleted even if the test panics.
-struct OwnCluster {
-    pg: Arc<EmbeddedPostgres>,
-    dir: PathBuf,
-}
-
-impl OwnCluster {
-    async fn start() -> Self {
-        // A short path: the socket path must stay under 100 bytes.
-        let dir = PathBuf::from(format!("/tmp/vx-{:08x}", rand::random::<u32>()));
-        let start_dir = dir.clone();
-        let pg = tokio::task::spawn_blocking(move || {
-            let pg = EmbeddedPostgres::start(&start_dir, 5432)?;
-            pg.ensure_database("vigil")?;
-            Ok::<_, vigil::store::embedded::EmbeddedError>(pg)
-        })
-        .await
-        .expect("start task")
-        .expect("the cluster starts");
-        Self {
-            pg: Arc::new(pg),
-            dir,
-        }
-    }
-
-    async fn restart(&self) {
-        let pg = self.pg.clone();
-        tokio::task::spawn_blocking(move || pg.restart())
-            .await
-            .expect("restart task")
-            .expect("PostgreSQL restarts");
-    }
-}
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        if let Err(error) = self.pg.stop() {
-            eprintln!("could not stop the test's cluster: {error}");
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Invariant: across PostgreSQL restarts (`pg_ctl restart -m fast`) with keyed commands in
 /// flight, every key commits exactly once and its retries answer the same positions.
 #[actix_web::test]
 async fn keyed_commands_apply_at_most_once_across_postgresql_restarts() {
-    // Arrange
-    let cluster = OwnCluster::start().await;
-    let url = cluster.pg.url("vigil");
-    let app = vigil::startup::Application::build(&settings(&url))
-        .await
-        .expect("build the server");
-    let port = app.port();
-    let shutdown = app.shutdown_handle();
-    actix_web::rt::spawn(app.run_until_stopped());
-    let keys = vigil::auth::JwtKeys::from_secret(TEST_SECRET).unwrap();
-    let token = keys
-        .mint(
-            &UserId::parse("nurse-amy").unwrap(),
-            &HospitalId::parse(H).unwrap(),
-            Role::Nurse,
-            Duration::from_secs(3600),
-        )
-        .unwrap();
+    // Arrange: a cluster of its own (restarting the shared one would disturb every other test).
+    let cluster = PrivateCluster::start("vx").await;
+    let url = cluster.url();
+    let node = Node::start(&url).await;
+    let token = node.token(H, "nurse-amy", Role::Nurse);
     let keyed = KeyedClient {
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
             .unwrap(),
-        address: format!("http://127.0.0.1:{port}"),
+        address: node.address.clone(),
         token,
     };
     let tally = Tally::default();
@@ -640,7 +581,7 @@ async fn keyed_commands_apply_at_most_once_across_postgresql_restarts() {
         assert_eq!(&keyed.raise(key, &tally).await, answer, "{key}");
     }
     pool.close().await;
-    shutdown.trigger().await;
+    node.shutdown.trigger().await;
 }
 
 /// A `vigil serve` child process on a fixed port, killed with SIGKILL (`Child::kill`) by the

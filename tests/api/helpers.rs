@@ -3,7 +3,7 @@
 //! server on port 0.
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aggregates::types::{HospitalId, Role, UserId};
@@ -14,7 +14,7 @@ use uuid::Uuid;
 use vigil::auth::{Claims, JwtKeys};
 use vigil::config::{DatabaseSettings, JwtAlgorithm, JwtSettings, ServeSettings};
 use vigil::startup::Application;
-use vigil::store::embedded::EmbeddedPostgres;
+use vigil::store::embedded::{EmbeddedError, EmbeddedPostgres};
 
 /// Longest wait for anything that should happen within a few round trips or polls.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -22,10 +22,11 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// How often [`eventually`] probes again.
 const POLL: Duration = Duration::from_millis(20);
 
-/// Polls `probe` until it returns `Some`, for at most `timeout`; panics with `what` (and the
-/// time waited) when the deadline passes. The one polling loop of the suite: a test waits for
-/// a condition, never for a fixed time.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+/// Polls `probe` until it returns `Some`, for at most `timeout`; `None` if the deadline
+/// passes. The one polling loop of the suite: a test waits for a condition, never for a fixed
+/// time. Most tests want [`eventually`], which fails the test at the deadline; this is for
+/// waits whose caller decides what a timeout means.
+pub async fn poll_for<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -33,13 +34,56 @@ where
     let started = tokio::time::Instant::now();
     loop {
         if let Some(found) = probe().await {
-            return found;
+            return Some(found);
         }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if started.elapsed() >= timeout {
+            return None;
+        }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `probe` until it returns `Some`, for at most `timeout`; panics with `what` (and the
+/// time waited) when the deadline passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    match poll_for(timeout, probe).await {
+        Some(found) => found,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// [`eventually`] for a probe that sees something on every try: `Ok` ends the wait, `Err`
+/// describes what was seen instead, and the last description is in the failure message.
+pub async fn eventually_seen<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let last = std::cell::RefCell::new(String::new());
+    let seen = &last;
+    let found = poll_for(timeout, move || {
+        let attempt = probe();
+        async move {
+            match attempt.await {
+                Ok(found) => Some(found),
+                Err(description) => {
+                    *seen.borrow_mut() = description;
+                    None
+                }
+            }
+        }
+    })
+    .await;
+    match found {
+        Some(found) => found,
+        None => panic!(
+            "timed out after {timeout:?} waiting for {what}; last seen: {}",
+            last.borrow()
+        ),
     }
 }
 
@@ -265,36 +309,34 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut ServeSettings)) -> TestApp 
     let db = TestDatabase::create().await;
     let mut settings = settings(&db.url);
     adjust(&mut settings);
-    let app = Application::build(&settings).await.expect("build app");
-    let port = app.port();
-    let shutdown = app.shutdown_handle();
-    actix_web::rt::spawn(app.run_until_stopped());
+    let node = Node::start_with(&settings, Duration::from_secs(30)).await;
     let pool = PgPool::connect(&db.url).await.expect("test pool");
     TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        port,
-        shutdown,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-        keys: JwtKeys::from_secret(TEST_SECRET).expect("keys"),
+        address: node.address,
+        port: node.port,
+        shutdown: node.shutdown,
+        client: node.client,
+        keys: node.keys,
         pool,
         db,
     }
 }
 
+/// A token signed with `keys` for `user` of `hospital` with `role`, valid for an hour.
+fn mint(keys: &JwtKeys, hospital: &str, user: &str, role: Role) -> String {
+    keys.mint(
+        &UserId::parse(user).unwrap(),
+        &HospitalId::parse(hospital).unwrap(),
+        role,
+        Duration::from_secs(3600),
+    )
+    .unwrap()
+}
+
 impl TestApp {
     /// A token for `user` of `hospital` with `role`, valid for an hour.
     pub fn token(&self, hospital: &str, user: &str, role: Role) -> String {
-        self.keys
-            .mint(
-                &UserId::parse(user).unwrap(),
-                &HospitalId::parse(hospital).unwrap(),
-                role,
-                Duration::from_secs(3600),
-            )
-            .unwrap()
+        mint(&self.keys, hospital, user, role)
     }
 
     /// A token with explicit claims (expired, foreign, ...).
@@ -460,6 +502,116 @@ impl TestApp {
             .fetch_one(&self.pool)
             .await
             .unwrap()
+    }
+}
+
+/// A PostgreSQL cluster of one test's own, for the tests that stop, restart or break
+/// PostgreSQL (doing that to the shared cluster would disturb every other test). It has a
+/// `vigil` database, lives in a short path (`/tmp/<prefix>-<random>`: the socket path must
+/// stay under 100 bytes), and is stopped and deleted even if the test panics.
+pub struct PrivateCluster {
+    /// The running server; `None` while a test has taken it down (see `listener_faults`).
+    pub pg: Option<Arc<EmbeddedPostgres>>,
+    /// The cluster's directory, deleted on drop.
+    pub dir: PathBuf,
+}
+
+impl PrivateCluster {
+    /// The name of the database the cluster is started with.
+    pub const DATABASE: &'static str = "vigil";
+
+    /// Initializes and starts a cluster in `/tmp/<prefix>-<random>`, with its database.
+    pub async fn start(prefix: &str) -> Self {
+        let dir = PathBuf::from(format!("/tmp/{prefix}-{:08x}", rand::random::<u32>()));
+        let start_dir = dir.clone();
+        let pg = tokio::task::spawn_blocking(move || {
+            let pg = EmbeddedPostgres::start(&start_dir, 5432)?;
+            pg.ensure_database(Self::DATABASE)?;
+            Ok::<_, EmbeddedError>(pg)
+        })
+        .await
+        .expect("start task")
+        .expect("the test's cluster starts");
+        Self {
+            pg: Some(Arc::new(pg)),
+            dir,
+        }
+    }
+
+    /// The running server.
+    pub fn pg(&self) -> Arc<EmbeddedPostgres> {
+        self.pg.clone().expect("the cluster is running")
+    }
+
+    /// The URL of the cluster's database.
+    pub fn url(&self) -> String {
+        self.pg().url(Self::DATABASE)
+    }
+
+    /// `pg_ctl restart -m fast` (sessions are disconnected), run off the runtime thread as
+    /// `pg_ctl` blocks.
+    pub async fn restart(&self) {
+        let pg = self.pg();
+        tokio::task::spawn_blocking(move || pg.restart())
+            .await
+            .expect("restart task")
+            .expect("PostgreSQL restarts");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        if let Some(pg) = self.pg.take() {
+            if let Err(error) = pg.stop() {
+                eprintln!("could not stop the test's cluster: {error}");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A server started on a database of the test's choosing: a second node beside a
+/// [`TestApp`] on the same database, or the one node of a [`PrivateCluster`]. Tests add the
+/// requests they need as inherent methods in their own file.
+pub struct Node {
+    pub port: u16,
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// Shuts the node down gracefully (as SIGTERM would).
+    pub shutdown: vigil::startup::Shutdown,
+    /// A client with a timeout (10 s for a node started with [`Node::start`]): a node's
+    /// database may be away, and a request must not hang the test.
+    pub client: reqwest::Client,
+    pub keys: JwtKeys,
+}
+
+impl Node {
+    /// Builds and runs a server with the test settings on `url`.
+    pub async fn start(url: &str) -> Self {
+        Self::start_with(&settings(url), Duration::from_secs(10)).await
+    }
+
+    /// Builds and runs a server with `settings`; its client gives up after `timeout`.
+    async fn start_with(settings: &ServeSettings, timeout: Duration) -> Self {
+        let app = Application::build(settings).await.expect("build app");
+        let port = app.port();
+        let shutdown = app.shutdown_handle();
+        actix_web::rt::spawn(app.run_until_stopped());
+        Self {
+            port,
+            address: format!("http://127.0.0.1:{port}"),
+            shutdown,
+            client: reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .expect("client"),
+            keys: JwtKeys::from_secret(TEST_SECRET).expect("keys"),
+        }
+    }
+
+    /// A token for `user` of `hospital` with `role`, valid for an hour.
+    pub fn token(&self, hospital: &str, user: &str, role: Role) -> String {
+        mint(&self.keys, hospital, user, role)
     }
 }
 

@@ -10,25 +10,22 @@
 //! test.
 
 use std::cell::RefCell;
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::types::{HospitalId, Role, UserId};
+use aggregates::types::Role;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection};
 use tokio::time::Instant;
-use vigil::auth::JwtKeys;
-use vigil::startup::{Application, Shutdown};
-use vigil::store::embedded::{EmbeddedError, EmbeddedPostgres};
+use vigil::store::embedded::EmbeddedPostgres;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::helpers::ws::{self, subscribe};
-use crate::helpers::{settings, TEST_SECRET};
+use crate::helpers::{Node, PrivateCluster};
 
 type WsResult = Result<Message, tungstenite::Error>;
 
@@ -47,45 +44,13 @@ const READY_POLL: Duration = Duration::from_millis(5);
 /// Pause between a writer's commands.
 const WRITE_PAUSE: Duration = Duration::from_millis(30);
 
-/// A PostgreSQL cluster of this test's own, stopped and deleted even if the test panics.
-struct Cluster {
-    pg: Option<Arc<EmbeddedPostgres>>,
-    dir: PathBuf,
-}
-
-impl Cluster {
-    /// Initializes and starts a cluster in a short path (the socket path must stay under
-    /// 100 bytes) with a `vigil` database.
-    async fn start() -> Self {
-        let dir = PathBuf::from(format!("/tmp/vl-{:08x}", rand::random::<u32>()));
-        let start_dir = dir.clone();
-        let pg = tokio::task::spawn_blocking(move || {
-            let pg = EmbeddedPostgres::start(&start_dir, 5432)?;
-            pg.ensure_database("vigil")?;
-            Ok::<_, EmbeddedError>(pg)
-        })
-        .await
-        .expect("start task")
-        .expect("the test's cluster starts");
-        Self {
-            pg: Some(Arc::new(pg)),
-            dir,
-        }
-    }
-
-    fn pg(&self) -> Arc<EmbeddedPostgres> {
-        self.pg.clone().expect("the cluster is running")
-    }
-
-    fn url(&self) -> String {
-        self.pg().url("vigil")
-    }
-
+/// The outage these tests time, on a cluster of their own.
+impl PrivateCluster {
     /// Stops PostgreSQL (fast shutdown: sessions are disconnected), waits `down`, and starts
     /// it again; returns when it accepts connections again, as seen by a client polling
     /// every [`READY_POLL`]: the start of the first attempt that connected (PostgreSQL was
     /// ready at most one poll and one connection earlier).
-    async fn restart(&mut self, down: Duration) -> Instant {
+    async fn restart_after(&mut self, down: Duration) -> Instant {
         let pg = self.pg.take().expect("the cluster is running");
         let stopped = pg.clone();
         tokio::task::spawn_blocking(move || stopped.stop())
@@ -95,7 +60,7 @@ impl Cluster {
         tokio::time::sleep(down).await;
         let dir = self.dir.clone();
         let starting = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, 5432));
-        let url = pg.url("vigil");
+        let url = pg.url(Self::DATABASE);
         let ready = loop {
             let attempt = Instant::now();
             if let Ok(mut connection) = PgConnection::connect(&url).await {
@@ -116,57 +81,8 @@ impl Cluster {
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if let Some(pg) = self.pg.take() {
-            if let Err(error) = pg.stop() {
-                eprintln!("could not stop the test's cluster: {error}");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A server on the test's cluster.
-struct Node {
-    port: u16,
-    address: String,
-    shutdown: Shutdown,
-    client: reqwest::Client,
-    keys: JwtKeys,
-}
-
+/// The request these tests make of their nodes.
 impl Node {
-    async fn start(url: &str) -> Self {
-        let app = Application::build(&settings(url))
-            .await
-            .expect("build node");
-        let port = app.port();
-        let shutdown = app.shutdown_handle();
-        actix_web::rt::spawn(app.run_until_stopped());
-        Self {
-            port,
-            address: format!("http://127.0.0.1:{port}"),
-            shutdown,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-            keys: JwtKeys::from_secret(TEST_SECRET).expect("keys"),
-        }
-    }
-
-    fn token(&self, user: &str, role: Role) -> String {
-        self.keys
-            .mint(
-                &UserId::parse(user).unwrap(),
-                &HospitalId::parse(H).unwrap(),
-                role,
-                Duration::from_secs(3600),
-            )
-            .unwrap()
-    }
-
     /// Raises an alert whose message carries `label`; its position if acknowledged, `None`
     /// if the server answered 5xx or did not answer (PostgreSQL is away).
     async fn raise(&self, token: &str, label: &str) -> Option<i64> {
@@ -359,16 +275,16 @@ async fn live_delivery_resumes_within_a_second_of_each_postgresql_restart() {
     // Arrange: two nodes. On B a subscriber that stays connected throughout, following the
     // alerts and one patient per restart; on A a viewer, and two writers that keep committing
     // through every outage (their commands fail while PostgreSQL is away).
-    let mut cluster = Cluster::start().await;
+    let mut cluster = PrivateCluster::start("vl").await;
     let url = cluster.url();
     let (a, b) = (Node::start(&url).await, Node::start(&url).await);
-    let nurse = a.token("nurse-amy", Role::Nurse);
+    let nurse = a.token(H, "nurse-amy", Role::Nurse);
     let mut subscriber = ws::connect(b.port, H, Some(&nurse)).await;
     let mut topics = vec!["alerts".to_owned()];
     topics.extend((0..restarts).map(|round| format!("patient:p-{round}")));
     let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
     subscribe(&mut subscriber, &topics, None).await;
-    let physician = a.token("dr-a", Role::Physician);
+    let physician = a.token(H, "dr-a", Role::Physician);
     let mut viewer = ws::connect(a.port, H, Some(&physician)).await;
     subscribe(&mut viewer, &["presence"], None).await;
     let (mut viewer_sink, viewer_stream) = viewer.split();
@@ -397,7 +313,7 @@ async fn live_delivery_resumes_within_a_second_of_each_postgresql_restart() {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             let down = Duration::from_millis((rng >> 33) % 1500);
-            let ready = cluster.restart(down).await;
+            let ready = cluster.restart_after(down).await;
             let target = format!("patient:p-{round}");
             viewer_sink
                 .send(Message::Text(

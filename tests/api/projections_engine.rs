@@ -17,20 +17,18 @@ use projections::event::Envelope;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, PgPool};
-use tokio::time::Instant;
 use vigil::startup::{Application, Shutdown};
 
 use crate::helpers::ws::{self, frame_of, subscribe, Received, Socket};
-use crate::helpers::{assert_problem, settings, spawn_app, TestApp};
+use crate::helpers::{
+    assert_problem, eventually, eventually_seen, settings, spawn_app, until, TestApp,
+};
 
 const H: &str = "st-marys";
 const OTHER: &str = "city-general";
 
 /// Longest wait for a projector, a rebuild or a lock to reach the state a test expects.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// How often bounded waits poll.
-const POLL: Duration = Duration::from_millis(20);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -119,8 +117,7 @@ async fn board_rows(pool: &PgPool) -> Vec<Value> {
 
 /// Waits until `model`'s live checkpoint has reached every hospital's stream head.
 async fn caught_up(pool: &PgPool, model: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until(WAIT, &format!("{model} to catch up"), || async {
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM stream_heads h LEFT JOIN projection_checkpoints c \
                ON c.projector = $1 AND c.hospital = h.hospital \
@@ -130,12 +127,9 @@ async fn caught_up(pool: &PgPool, model: &str) {
         .fetch_one(pool)
         .await
         .unwrap();
-        if behind == 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{model} never caught up");
-        tokio::time::sleep(POLL).await;
-    }
+        behind == 0
+    })
+    .await
 }
 
 /// Runs a full rebuild of the alert board (from position 0) in the test process.
@@ -194,21 +188,22 @@ async fn wait_status(
     name: &str,
     accept: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let accept = &accept;
+    eventually_seen(WAIT, "the projector's status to match", || async move {
         let status = projector(app, address, token, name).await;
         if accept(&status) {
-            return status;
+            Ok(status)
+        } else {
+            Err(status.to_string())
         }
-        assert!(Instant::now() < deadline, "status never matched: {status}");
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await
 }
 
 /// Waits until a backend whose query starts with one of `prefixes` waits for a lock.
 async fn waiting_on_lock(pool: &PgPool, prefixes: &[&str]) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    let what = format!("a query starting with {prefixes:?} to wait for a lock");
+    eventually(WAIT, &what, || async {
         let waiting: Vec<String> = sqlx::query_scalar(
             "SELECT query FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock'",
@@ -216,18 +211,11 @@ async fn waiting_on_lock(pool: &PgPool, prefixes: &[&str]) -> String {
         .fetch_all(pool)
         .await
         .unwrap();
-        if let Some(query) = waiting
+        waiting
             .into_iter()
             .find(|q| prefixes.iter().any(|p| q.trim_start().starts_with(p)))
-        {
-            return query;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no query starting with {prefixes:?} ever waited for a lock"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -808,21 +796,24 @@ async fn a_read_racing_the_rebuild_swap_sees_the_board_its_as_of_names() {
         tx.commit().await.unwrap();
         rows
     });
-    let deadline = Instant::now() + WAIT;
-    while !read.is_finished() {
-        let reader_waits: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+    until(
+        WAIT,
+        "the read to run or wait for the swap's lock",
+        || async {
+            if read.is_finished() {
+                return true;
+            }
+            let reader_waits: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
              AND wait_event_type = 'Lock' AND query LIKE 'SELECT alert_id%'",
-        )
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-        if reader_waits > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the read neither ran nor waited");
-        tokio::time::sleep(POLL).await;
-    }
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            reader_waits > 0
+        },
+    )
+    .await;
     sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
     let rows = read.await.unwrap().expect("the read succeeds");
     rebuild.await.unwrap().expect("the rebuild completes");

@@ -8,8 +8,6 @@
 
 use std::cell::Cell;
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aggregates::types::Role;
@@ -17,12 +15,11 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::time::Instant;
-use vigil::auth::JwtKeys;
-use vigil::startup::{Application, Shutdown};
-use vigil::store::embedded::EmbeddedPostgres;
 
 use crate::helpers::ws::{self, closed, frame_of, send, subscribe, Received, Socket};
-use crate::helpers::{assert_problem, settings, spawn_app, spawn_app_with, TestApp, TEST_SECRET};
+use crate::helpers::{
+    assert_problem, eventually, spawn_app, spawn_app_with, until, Node, PrivateCluster, TestApp,
+};
 
 const H: &str = "st-marys";
 
@@ -178,46 +175,8 @@ fn identified(events: &[Value]) -> Vec<(i64, String)> {
         .collect()
 }
 
-/// A server started on an existing database (a second node, or a dedicated cluster).
-struct Node {
-    port: u16,
-    address: String,
-    shutdown: Shutdown,
-    client: reqwest::Client,
-    keys: JwtKeys,
-}
-
+/// The requests these tests make of a second node, or of the node on a private cluster.
 impl Node {
-    async fn start(url: &str) -> Self {
-        let app = Application::build(&settings(url))
-            .await
-            .expect("build node");
-        let port = app.port();
-        let shutdown = app.shutdown_handle();
-        actix_web::rt::spawn(app.run_until_stopped());
-        Self {
-            port,
-            address: format!("http://127.0.0.1:{port}"),
-            shutdown,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("client"),
-            keys: JwtKeys::from_secret(TEST_SECRET).expect("keys"),
-        }
-    }
-
-    fn token(&self, user: &str, role: Role) -> String {
-        self.keys
-            .mint(
-                &aggregates::types::UserId::parse(user).unwrap(),
-                &aggregates::types::HospitalId::parse(H).unwrap(),
-                role,
-                Duration::from_secs(3600),
-            )
-            .unwrap()
-    }
-
     /// Raises an alert; `None` if the server answered with a 5xx or the request failed
     /// (the database may be restarting).
     async fn try_raise_alert(&self, token: &str) -> Option<Value> {
@@ -239,17 +198,12 @@ impl Node {
 
     /// Raises an alert, retrying (bounded) while the server answers 5xx.
     async fn raise_alert_retrying(&self, token: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(body) = self.try_raise_alert(token).await {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not accept commands again within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(
+            Duration::from_secs(60),
+            "the server to accept commands again",
+            || self.try_raise_alert(token),
+        )
+        .await
     }
 }
 
@@ -578,22 +532,25 @@ fn assert_entitled(
 /// Waits (bounded) until the hospital's head stops moving for a second: the policies have
 /// reacted to every command.
 async fn settle(app: &TestApp, token: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut last = -1;
-    let mut since = Instant::now();
-    loop {
-        let head = app.events(H, token, 0).await["head"]
-            .as_i64()
-            .expect("the page's head");
-        if head != last {
-            last = head;
-            since = Instant::now();
-        } else if since.elapsed() >= Duration::from_secs(1) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the stream never became quiet");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The head last seen, and since when.
+    let last = Cell::new((-1, Instant::now()));
+    let last = &last;
+    until(
+        Duration::from_secs(15),
+        "the stream to become quiet",
+        move || async move {
+            let head = app.events(H, token, 0).await["head"]
+                .as_i64()
+                .expect("the page's head");
+            let (seen, since) = last.get();
+            if head != seen {
+                last.set((head, Instant::now()));
+                return false;
+            }
+            since.elapsed() >= Duration::from_secs(1)
+        },
+    )
+    .await
 }
 
 /// Invariant: a resume older than the in-memory window is served from PostgreSQL, with the
@@ -812,47 +769,16 @@ async fn a_second_node_on_the_same_database_delivers_commands_accepted_by_the_fi
     node_b.shutdown.trigger().await;
 }
 
-/// A PostgreSQL cluster of this test's own, stopped and deleted even if the test panics.
-struct DedicatedCluster {
-    pg: Option<Arc<EmbeddedPostgres>>,
-    dir: PathBuf,
-}
-
-impl Drop for DedicatedCluster {
-    fn drop(&mut self) {
-        if let Some(pg) = self.pg.take() {
-            if let Err(error) = pg.stop() {
-                eprintln!("could not stop the dedicated cluster: {error}");
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Invariant: a PostgreSQL restart in the middle of a stream delays delivery but loses and
 /// duplicates nothing: the subscriber receives every committed position exactly once.
 /// (A cluster of its own: restarting the shared one would disturb every other test.)
 #[actix_web::test]
 async fn a_postgresql_restart_mid_stream_loses_and_duplicates_nothing() {
-    // Arrange: a dedicated cluster in a short path (the socket path must stay < 100 bytes).
-    let dir = PathBuf::from(format!("/tmp/vr-{:08x}", rand::random::<u32>()));
-    let start_dir = dir.clone();
-    let pg = tokio::task::spawn_blocking(move || {
-        let pg = EmbeddedPostgres::start(&start_dir, 5432)?;
-        pg.ensure_database("vigil")?;
-        Ok::<_, vigil::store::embedded::EmbeddedError>(pg)
-    })
-    .await
-    .expect("start task")
-    .expect("the dedicated cluster starts");
-    let url = pg.url("vigil");
-    let pg = Arc::new(pg);
-    let cluster = DedicatedCluster {
-        pg: Some(pg.clone()),
-        dir,
-    };
+    // Arrange
+    let cluster = PrivateCluster::start("vr").await;
+    let url = cluster.url();
     let node = Node::start(&url).await;
-    let nurse = node.token("nurse-amy", Role::Nurse);
+    let nurse = node.token(H, "nurse-amy", Role::Nurse);
     let mut socket = ws::connect(node.port, H, Some(&nurse)).await;
     assert_eq!(
         subscribe(&mut socket, &["alerts"], None).await["position"],
@@ -879,12 +805,7 @@ async fn a_postgresql_restart_mid_stream_loses_and_duplicates_nothing() {
     }));
     let restart = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let pg = pg.clone();
-        // `pg_ctl` blocks: run it off the runtime thread.
-        tokio::task::spawn_blocking(move || pg.restart())
-            .await
-            .expect("restart task")
-            .expect("PostgreSQL restarts");
+        cluster.restart().await;
         restarted.set(true);
     };
     tokio::join!(writers, restart);
@@ -909,7 +830,6 @@ async fn a_postgresql_restart_mid_stream_loses_and_duplicates_nothing() {
     assert_no_event(&mut socket, "nothing is delivered twice").await;
     drop(socket);
     node.shutdown.trigger().await;
-    drop(pg);
     drop(cluster);
 }
 
