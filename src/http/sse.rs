@@ -45,7 +45,8 @@ use crate::access::Action;
 use crate::auth::{AuthError, Identity};
 use crate::metrics::Metrics;
 use crate::realtime::hospital::{
-    ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, SessionProgress,
+    ConnectionSlot, HospitalActor, HospitalFeed, Join, Kick, Leave, Resume, ResumeDecision,
+    SessionProgress,
 };
 use crate::realtime::protocol::{CloseReason, LastEventId, ServerFrame};
 use crate::realtime::topics::{Subscriptions, Topic};
@@ -296,35 +297,97 @@ pub async fn stream(
     query: Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let hospital = hospital_from_path(&path)?;
-    let identity = match (bearer_token(&req), &query.ticket) {
-        (Some(token), _) => state.keys.verify(token)?,
-        (None, Some(ticket)) => look_up(&state, ticket).await?,
-        (None, None) => return Err(ApiError::Unauthorized(AuthError::Missing)),
-    };
+    let identity = identify(&state, &req, &query).await?;
     authorize(&identity, &hospital, Action::ReadEvents)?;
     let rt = state.realtime.clone();
     let subscriptions = plan_topics(&identity, &query.topics, rt.settings.max_subscriptions)?;
     let last_event_id = last_event_id(&req, &query)?;
     require_cases(&state, &identity, &hospital, &subscriptions).await?;
+    let slot = admit(&rt, &hospital, &identity).await?;
+    // Last: everything that can refuse the request has been checked (a failure here drops
+    // the slot with the request).
+    if let (None, Some(ticket)) = (bearer_token(&req), &query.ticket) {
+        spend(&state, ticket).await?;
+    }
+    let start = Start {
+        hospital,
+        identity,
+        subscriptions,
+        last_event_id,
+        epoch: query.epoch,
+    };
+    let body = start_delivery(&rt, slot, start).await?;
+    let retry = Bytes::from_static(b"retry: 2000\n\n");
+    let body = futures_util::stream::once(async move { retry })
+        .chain(ReceiverStream::new(body))
+        .map(Ok::<_, Infallible>);
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+/// Who the request is for: a bearer token, or else a ticket (looked up, not yet spent).
+async fn identify(
+    state: &AppState,
+    req: &HttpRequest,
+    query: &StreamQuery,
+) -> Result<Identity, ApiError> {
+    match (bearer_token(req), &query.ticket) {
+        (Some(token), _) => Ok(state.keys.verify(token)?),
+        (None, Some(ticket)) => look_up(state, ticket).await,
+        (None, None) => Err(ApiError::Unauthorized(AuthError::Missing)),
+    }
+}
+
+/// A connection slot for the user, within the per-user limit on this node and, when there
+/// are other nodes, across the cluster.
+async fn admit(
+    rt: &Realtime,
+    hospital: &HospitalId,
+    identity: &Identity,
+) -> Result<ConnectionSlot, ApiError> {
     let too_many = || ApiError::TooManyConnections {
         limit: rt.settings.max_connections_per_user,
         retry_after: 5,
     };
     let slot = rt
         .directory
-        .open_connection(&hospital, &identity.user)
+        .open_connection(hospital, &identity.user)
         .ok_or_else(too_many)?;
     if let Some(check) = rt.cluster_admission(&slot) {
         if !check.await {
             return Err(too_many());
         }
     }
-    // Last: everything that can refuse the request has been checked (a failure here drops
-    // the slot with the request).
-    if let (None, Some(ticket)) = (bearer_token(&req), &query.ticket) {
-        spend(&state, ticket).await?;
-    }
+    Ok(slot)
+}
 
+/// What an admitted SSE request streams.
+struct Start {
+    hospital: HospitalId,
+    identity: Identity,
+    subscriptions: Subscriptions,
+    last_event_id: Option<i64>,
+    epoch: Option<uuid::Uuid>,
+}
+
+/// Starts the connection's actor and its one writer: joins the hospital's reader, asks it
+/// where the stream starts, and queues the `subscribed` frame and the stream's start.
+/// Returns the receiving end of the response body.
+async fn start_delivery(
+    rt: &Arc<Realtime>,
+    slot: ConnectionSlot,
+    start: Start,
+) -> Result<mpsc::Receiver<Bytes>, ApiError> {
+    let Start {
+        hospital,
+        identity,
+        subscriptions,
+        last_event_id,
+        epoch,
+    } = start;
     let id = next_session_id();
     let progress = Arc::new(SessionProgress::default());
     let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
@@ -339,22 +402,8 @@ pub async fn stream(
         expires_at: identity.expires_at,
     };
     let session = session.start();
-    let (addr, feed) = join(&rt, &hospital, &identity, id, &progress, &session).await?;
-    let decision = addr
-        .send(Resume {
-            last_event_id,
-            epoch: query.epoch,
-        })
-        .await
-        .map_err(|_| ApiError::Unavailable("hospital stream unavailable".into()))?;
-    if last_event_id.is_some() {
-        let counter = if decision.recovered {
-            &rt.metrics.resumes_recovered
-        } else {
-            &rt.metrics.resumes_not_recovered
-        };
-        Metrics::inc(counter);
-    }
+    let (addr, feed) = join(rt, &hospital, &identity, id, &progress, &session).await?;
+    let decision = resume(rt, &addr, last_event_id, epoch).await?;
     tracing::info!(session = id, %hospital, user = %identity.user, recovered = decision.recovered, "sse subscribed");
     let subscribed = ServerFrame::Subscribed {
         id: None,
@@ -391,15 +440,33 @@ pub async fn stream(
         ender.do_send(WriterEnded);
     });
     drop(commands);
-    let retry = Bytes::from_static(b"retry: 2000\n\n");
-    let body = futures_util::stream::once(async move { retry })
-        .chain(ReceiverStream::new(rx))
-        .map(Ok::<_, Infallible>);
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    Ok(rx)
+}
+
+/// The hospital actor's decision on where the stream starts (after `last_event_id` when it
+/// still can), counted in the resume metrics when the client asked to resume.
+async fn resume(
+    rt: &Realtime,
+    addr: &Addr<HospitalActor>,
+    last_event_id: Option<i64>,
+    epoch: Option<uuid::Uuid>,
+) -> Result<ResumeDecision, ApiError> {
+    let decision = addr
+        .send(Resume {
+            last_event_id,
+            epoch,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable("hospital stream unavailable".into()))?;
+    if last_event_id.is_some() {
+        let counter = if decision.recovered {
+            &rt.metrics.resumes_recovered
+        } else {
+            &rt.metrics.resumes_not_recovered
+        };
+        Metrics::inc(counter);
+    }
+    Ok(decision)
 }
 
 /// The topics of an SSE request, each one checked: a known name, a role that may follow it,
