@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod notifications;
 pub mod openapi;
 pub mod openapi_contract;
+pub mod openapi_events;
 pub mod problem;
 pub mod reads;
 pub mod reads_access;

@@ -7,13 +7,18 @@ import { randomUUID } from 'node:crypto';
 import { inject } from 'vitest';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
-import { Vigil, type VigilOptions } from '../packages/client/src/index.js';
+import { Vigil, type StreamEvent, type VigilOptions } from '../packages/client/src/index.js';
 // @ts-expect-error plain ESM script without types
 import { VigilServer, vigilBinary, freePort } from '../scripts/server.mjs';
 
 export { VigilServer, freePort };
 
 /** The shared server's URL (started by global-setup.ts). */
+/** The message of an `AlertRaised` event (the tests raise alerts), narrowed by its type. */
+export function messageOf(e: StreamEvent): string | undefined {
+  return e.event_type === 'AlertRaised' ? e.data.message : undefined;
+}
+
 export function sharedUrl(): string {
   return inject('vigilUrl');
 }

@@ -9,7 +9,7 @@
  * or repeat an event.
  */
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
-import type { ServerFrame, StreamEvent, PresenceEntry, UserRef } from './frames.js';
+import type { EventFrame, ServerFrame, StreamEvent, PresenceEntry, UserRef } from './frames.js';
 import { request, type FetchLike, type HttpOptions } from './http.js';
 import { LiveQuery, type LiveHost, type LiveKind, type LiveKinds, type LiveResult } from './live.js';
 import { Outbox, type OutboxHost, type PendingCommand } from './outbox.js';
@@ -646,7 +646,7 @@ export class Vigil {
     const reload = !frame.recovered;
     // On a resume, `position` is the stream's head, not the resume point: the events between
     // them follow. Only a fresh start (nothing to resume) continues from `position`.
-    if (reload || !had) this.saved = { position, epoch: frame.epoch };
+    if (reload || !had) this.saved = { position, epoch: frame.epoch ?? null };
     else this.saved = { position: had.position, epoch: frame.epoch ?? had.epoch };
     void this.positionWriter.write(JSON.stringify(this.saved));
     this.positionKnownThisConnection = true;
@@ -677,20 +677,22 @@ export class Vigil {
     this.outbox.kick();
   }
 
-  private onStreamEvent(frame: Extract<ServerFrame, { type: 'event' }>): void {
+  private onStreamEvent(frame: EventFrame): void {
     const position = Number(frame.position);
     if (this.saved && position <= this.saved.position) return; // already processed: never twice
+    // The server's `data` follows the published schema of `event_type` (checked server-side
+    // against the real events); the frame's optional fields may be absent.
     this.deliverEvent({
-      id: frame.id,
+      id: frame.id ?? String(position),
       position,
       event_type: frame.event_type,
       aggregate_type: frame.aggregate_type,
       aggregate_id: frame.aggregate_id,
       sequence: frame.sequence,
       topics: frame.topics ?? (frame.topic ? [frame.topic] : []),
-      data: frame.data,
+      data: frame.data ?? {},
       ts: frame.ts,
-    });
+    } as StreamEvent);
   }
 
   /** Applies one event: the position rule, storage, listeners, and the other tabs. */

@@ -2,7 +2,7 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { memoryStorage, type ResetReason, type StreamEvent } from '../src/index.js';
-import { api, closeClients, freshHospital, makeClient, mintToken, VigilServer, waitFor } from '../../../test/helpers.js';
+import { api, closeClients, freshHospital, makeClient, mintToken, VigilServer, waitFor, messageOf } from '../../../test/helpers.js';
 
 afterEach(() => closeClients());
 
@@ -27,7 +27,7 @@ describe('resume', () => {
     const storage = memoryStorage();
     const first = client(hospital, storage);
     const seen: string[] = [];
-    first.onEvent((e) => seen.push(String(e.data['message'])));
+    first.onEvent((e) => seen.push(String(messageOf(e))));
     await waitFor(() => first.connection.get().status === 'connected');
     await raise(hospital, 'a');
     await waitFor(() => seen.length === 1);
@@ -39,7 +39,7 @@ describe('resume', () => {
     const second = client(hospital, storage);
     const subscribed: unknown[] = [];
     second.onFrame((f) => f.type === 'subscribed' && subscribed.push(f));
-    second.onEvent((e) => seen.push(String(e.data['message'])));
+    second.onEvent((e) => seen.push(String(messageOf(e))));
     await waitFor(() => seen.length === 3);
     await raise(hospital, 'd');
     await waitFor(() => seen.length === 4);
@@ -62,7 +62,7 @@ describe('resume', () => {
     await raise(hospital, 'after-1');
     await raise(hospital, 'after-2');
     await waitFor(() => seen.length === 3, 30_000, 'three events');
-    expect(seen.map((e) => e.data['message'])).toEqual(['before', 'after-1', 'after-2']);
+    expect(seen.map((e) => messageOf(e))).toEqual(['before', 'after-1', 'after-2']);
     expect(seen.map((e) => e.position)).toEqual([seen[0]!.position, seen[0]!.position + 1, seen[0]!.position + 2]);
   });
 
