@@ -73,8 +73,17 @@ export interface VigilOptions {
   readonly clock?: Clock;
   /** Handshake failures of one transport before falling back to the next (default 2). */
   readonly fallbackAfter?: number;
-  /** While on SSE or polling, how often to try WebSocket again, ms (default 30 s). */
+  /**
+   * While on SSE or polling because a proxy refuses WebSocket upgrades (the server answers
+   * HTTP, the upgrade fails), how often to try WebSocket again, ms (default 30 s).
+   */
   readonly upgradeInterval?: number;
+  /**
+   * While on SSE or polling because the server could not be reached at all (a restart, a
+   * network cut), the first WebSocket probe comes after this many ms and each next one after
+   * twice as long, up to `upgradeInterval` (default 1 s: 1, 2, 4, … 30 s).
+   */
+  readonly upgradeProbeDelay?: number;
   /** WebSocket keep-alive: a `ping` frame this often; silence for two intervals = dead (default 20 s). */
   readonly pingInterval?: number;
   /** A connection up this long resets the backoff (default 10 s). */
@@ -156,6 +165,15 @@ export class Vigil {
   private stableTimer: unknown = null;
   private pingTimer: unknown = null;
   private upgradeTimer: unknown = null;
+  /**
+   * Whether the last failed WebSocket handshake happened while the server answered HTTP (a
+   * proxy refusing upgrades) rather than while it was unreachable; it picks the probe schedule.
+   */
+  private websocketBlocked = false;
+  /** The reachability check of the last failed WebSocket handshake, while under way. */
+  private reachability: Promise<void> | null = null;
+  /** WebSocket probes since the last fallback (the exponent of the prompt schedule). */
+  private upgradeAttempt = 0;
   private lastFrameAt = 0;
   private token: string | null = null;
   private tokenPromise: Promise<string> | null = null;
@@ -589,12 +607,15 @@ export class Vigil {
   }
 
   private handleClose(name: TransportName, code: number, reason: string, opened: boolean): void {
+    if (name === 'websocket' && !opened) this.checkReachability();
     if (!opened || (name !== 'websocket' && !this.positionKnownThisConnection)) {
       this.handshakeFailures += 1;
       if (this.handshakeFailures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
         this.transportIndex += 1;
         this.handshakeFailures = 0;
-        this.scheduleUpgrade();
+        if (this.transportIndex === 1) this.upgradeAttempt = 0;
+        // The schedule depends on why WebSocket failed: wait for the check under way.
+        void (this.reachability ?? Promise.resolve()).then(() => this.scheduleUpgrade());
       }
     }
     this.positionKnownThisConnection = false;
@@ -672,8 +693,15 @@ export class Vigil {
     const waiters = this.positionWaiters;
     this.positionWaiters = [];
     for (const w of waiters) w(this.saved.position);
-    if (name !== 'websocket') this.scheduleUpgrade();
-    else this.clearTimer('upgradeTimer');
+    if (name !== 'websocket') {
+      // Connected on a fallback that WebSocket did not get because the server was unreachable:
+      // it is reachable now, so probe WebSocket soon rather than at the slow cadence.
+      if (!this.websocketBlocked) {
+        this.clearTimer('upgradeTimer');
+        this.upgradeAttempt = 0;
+      }
+      this.scheduleUpgrade();
+    } else this.clearTimer('upgradeTimer');
     this.outbox.kick();
   }
 
@@ -822,24 +850,66 @@ export class Vigil {
     }, interval);
   }
 
+  /**
+   * Asks whether the server answers plain HTTP (`GET /healthz`) right after a WebSocket
+   * handshake failed: any HTTP answer means something refuses the upgrade (a proxy), a network
+   * error means the server was unreachable (restarting, or the network is down). Browsers'
+   * WebSocket API reports both as the same close 1006, so only this tells them apart.
+   */
+  private checkReachability(): Promise<void> {
+    const url = `${this.http.baseUrl.replace(/\/+$/, '')}/healthz`;
+    const check = this.http
+      // `no-cors`: a page on another origin gets an opaque answer rather than a CORS error,
+      // and any answer is all this needs to know.
+      .fetch(url, { method: 'GET', mode: 'no-cors', cache: 'no-store' })
+      .then(
+        () => {
+          this.websocketBlocked = true;
+        },
+        () => {
+          this.websocketBlocked = false;
+        },
+      )
+      .finally(() => {
+        if (this.reachability === check) this.reachability = null;
+      });
+    this.reachability = check;
+    return check;
+  }
+
+  /** How long until the next WebSocket probe: see `upgradeInterval` and `upgradeProbeDelay`. */
+  private upgradeDelay(): number {
+    const interval = this.options.upgradeInterval ?? 30_000;
+    if (this.websocketBlocked) return interval;
+    const first = this.options.upgradeProbeDelay ?? 1000;
+    return Math.min(interval, first * 2 ** Math.min(this.upgradeAttempt, 30));
+  }
+
   /** While on a fallback transport, tries WebSocket now and then; on success switches back. */
   private scheduleUpgrade(): void {
     if (this.transportIndex === 0 || this.upgradeTimer !== null) return;
     if (this.transports[0] !== 'websocket') return;
+    if (this.connection.get().status === 'closed') return;
+    const delay = this.upgradeDelay();
+    this.upgradeAttempt += 1;
     this.upgradeTimer = this.clock.setTimeout(() => {
       this.upgradeTimer = null;
-      void this.probeWebSocket().then((ok) => {
+      void this.probeWebSocket().then(async (ok) => {
         if (this.connection.get().status === 'closed') return;
         if (ok) {
           this.transportIndex = 0;
           this.handshakeFailures = 0;
+          this.upgradeAttempt = 0;
           if (this.connection.get().status !== 'offline') {
             this.dropTransport();
             this.input({ type: 'connect' });
           }
-        } else this.scheduleUpgrade();
+        } else {
+          await this.checkReachability();
+          this.scheduleUpgrade();
+        }
       });
-    }, this.options.upgradeInterval ?? 30_000);
+    }, delay);
   }
 
   private async probeWebSocket(): Promise<boolean> {

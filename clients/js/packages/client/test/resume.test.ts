@@ -66,6 +66,45 @@ describe('resume', () => {
     expect(seen.map((e) => e.position)).toEqual([seen[0]!.position, seen[0]!.position + 1, seen[0]!.position + 2]);
   });
 
+  it('is back on WebSocket within seconds of a server restart, without losing or repeating an event', async () => {
+    const hospital = freshHospital();
+    // The default probe schedule (upgradeInterval 30 s): only the prompt probes after an
+    // unreachable server can bring it back in time.
+    const vigil = client(hospital);
+    const seen: StreamEvent[] = [];
+    vigil.onEvent((e) => seen.push(e));
+    const transports: string[] = [];
+    let attempts = 0;
+    vigil.connection.subscribe((s) => {
+      if (s.status === 'connected' && transports.at(-1) !== s.transport) transports.push(s.transport);
+      if (s.status === 'reconnecting') attempts = Math.max(attempts, s.attempt);
+    });
+    await waitFor(() => vigil.connection.get().status === 'connected');
+    await raise(hospital, 'before');
+    await waitFor(() => seen.length === 1);
+
+    await server.stopProcess();
+    // Long enough down for WebSocket and SSE handshakes to fail twice each (a fallback).
+    await waitFor(() => attempts >= 6, 15_000, 'six reconnect attempts');
+    await server.startProcess();
+    const up = Date.now();
+    await raise(hospital, 'after-1');
+    await waitFor(() => {
+      const s = vigil.connection.get();
+      return s.status === 'connected' && s.transport === 'websocket';
+    }, 8_000, 'back on WebSocket');
+    const back = Date.now() - up;
+    await raise(hospital, 'after-2');
+    await waitFor(() => seen.length === 3, 15_000, 'three events');
+    expect(transports[0]).toBe('websocket');
+    // Meanwhile it fell back (WebSocket and SSE handshakes failed twice each); whether SSE or
+    // polling connected before the first prompt probe depends on how fast the server came up.
+    expect(transports.at(-1)).toBe('websocket');
+    expect(back).toBeLessThan(8_000);
+    expect(seen.map((e) => messageOf(e))).toEqual(['before', 'after-1', 'after-2']);
+    expect(seen.map((e) => e.position)).toEqual([seen[0]!.position, seen[0]!.position + 1, seen[0]!.position + 2]);
+  });
+
   it('fires onReset and reloads live queries when the database was reset (epoch changed)', async () => {
     const hospital = freshHospital();
     // The stream exists before the client subscribes, so `subscribed` tells it the epoch (a
