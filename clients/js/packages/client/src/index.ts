@@ -26,7 +26,7 @@ export {
 } from './storage.js';
 export { Store, type Observable } from './store.js';
 export { LiveQuery, LIVE_DEFINITIONS, type LiveKind, type LiveKinds, type LiveResult } from './live.js';
-export { Outbox, PendingCommand, isRetryable, type CommandStatus, type OutboxRecord } from './outbox.js';
+export { Outbox, PendingCommand, isRetryable, laneOf, type CommandStatus, type CommandOptions, type OutboxRecord } from './outbox.js';
 export { VigilHttpError, VigilNetworkError, type FetchLike } from './http.js';
 export type { Commands } from './commands.js';
 export type {

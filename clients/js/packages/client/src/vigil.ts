@@ -92,6 +92,16 @@ export interface VigilOptions {
   readonly pollInterval?: number;
   /** REST request timeout, ms (default 15 s). */
   readonly requestTimeout?: number;
+  /**
+   * One attempt of a command gives up after this many ms without an answer and is retried
+   * with the same key (default: `requestTimeout`).
+   */
+  readonly commandTimeout?: number;
+  /**
+   * Failed attempts in a row after which a command is reported `stuck` (default 4): it is
+   * still retried, holding only its own lane; `cancel()` or `retry()` it.
+   */
+  readonly stuckAfter?: number;
   /** Makes Idempotency-Keys (default crypto.randomUUID). */
   readonly generateKey?: () => string;
   /** Prefix of the storage keys (default `vigil:<baseUrl>:<hospital>`). */
@@ -221,7 +231,9 @@ export class Vigil {
     this.tab = options.share && canShare() ? tabId() : null;
     this.positionWriter = new CoalescingWriter(this.storage, `${prefix}:position`);
     const outboxHost: OutboxHost = {
-      http: this.http,
+      // One attempt of a command gives up after `commandTimeout` (and is retried, same key).
+      http: { ...this.http, timeout: options.commandTimeout ?? options.requestTimeout ?? 15_000 },
+      ...(options.stuckAfter === undefined ? {} : { stuckAfter: options.stuckAfter }),
       storage: this.storage,
       // Tabs sharing a connection share storage too: each keeps its own outbox.
       storageKey: this.tab ? `${prefix}:outbox:${this.tab}` : `${prefix}:outbox`,

@@ -81,6 +81,60 @@ describe('the command outbox', () => {
   });
 });
 
+describe('a stuck command', () => {
+  it('holds only its own lane: later independent commands commit, it is reported stuck, and it can be retried or cancelled', async () => {
+    const hospital = freshHospital();
+    const [a, b, c] = await Promise.all(
+      ['a', 'b', 'c'].map(async (message) => {
+        const r = await api<{ aggregate_id: string }>(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'high', message });
+        return r.body.aggregate_id;
+      }),
+    );
+    const proxy = await TcpProxy.start(sharedUrl());
+    const vigil = makeClient(proxy.url, hospital, {
+      topics: ['alerts'],
+      backoff: { baseDelay: 100, maxDelay: 400 },
+      commandTimeout: 400,
+      stuckAfter: 2,
+    });
+    // The proxy holds every request about alert `a` or `c` (no answer, never forwarded).
+    proxy.stallRequests = new RegExp(`/alerts/(${a}|${c})/`);
+
+    const ackA = vigil.alerts.acknowledge(a!);
+    const resolveA = vigil.alerts.resolve(a!, { note: 'after the acknowledge' }); // same lane: waits
+    const ackB = vigil.alerts.acknowledge(b!); // another alert: does not wait
+    const raised = vigil.alerts.raise({ severity: 'low', message: 'new' }); // a create: does not wait
+    const ackC = vigil.alerts.acknowledge(c!);
+
+    await expect(ackB.result).resolves.toMatchObject({ aggregate_id: b });
+    await expect(raised.result).resolves.toBeTruthy();
+    await waitFor(() => ackA.get().status === 'stuck' && ackC.get().status === 'stuck', 15_000, 'reported stuck');
+    expect(ackA.get()).toMatchObject({ status: 'stuck', reason: 'timed out' });
+    expect(resolveA.get()).toMatchObject({ status: 'pending', attempts: 0 }); // never sent before ackA
+    expect(proxy.stalledRequests).toBeGreaterThanOrEqual(4);
+
+    // Cancelled: out of the outbox, its result rejects, nothing was applied.
+    ackC.cancel();
+    expect(ackC.get()).toMatchObject({ status: 'failed', reason: 'cancelled' });
+    await expect(ackC.result).rejects.toBeTruthy();
+    expect(vigil.outbox.pending.get()).not.toContain(ackC);
+
+    // The proxy lets go; `retry()` sends at once, the lane then continues in order.
+    proxy.stallRequests = null;
+    ackA.retry();
+    const [outA, outResolve] = await Promise.all([ackA.result, resolveA.result]);
+    expect(Number(outResolve.events[0]!.position)).toBeGreaterThan(Number(outA.events[0]!.position));
+    // The cancelled one, retried with its key, is applied once.
+    ackC.retry();
+    await expect(ackC.result).resolves.toMatchObject({ aggregate_id: c });
+    const board = await api<{ alerts: { alert_id: string; status: string }[] }>(
+      sharedUrl(), hospital, 'GET', `alerts?status=acknowledged&min_position=${outResolve.events[0]!.position}`);
+    expect(board.body.alerts.map((x) => x.alert_id).sort()).toEqual([b, c].sort());
+    expect(vigil.outbox.pending.get()).toEqual([]);
+    await proxy.close();
+  });
+});
+
 describe('the outbox across restarts and offline', () => {
   it('a command issued offline survives an app restart and is sent once when the network returns', async () => {
     const hospital = freshHospital();
