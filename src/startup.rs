@@ -289,6 +289,7 @@ fn http_server(
             let realtime = state.realtime.clone();
             let shutdown = state.realtime.shutdown.clone();
             let app = App::new()
+                .wrap(actix_web::middleware::from_fn(http::cors::cors))
                 .wrap(NormalizePath::trim())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())

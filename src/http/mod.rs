@@ -10,6 +10,7 @@ pub mod cases;
 pub mod command_outcomes;
 pub mod commands;
 pub mod console;
+pub mod cors;
 pub mod escalation_deadlines;
 pub mod events;
 pub mod extract;
