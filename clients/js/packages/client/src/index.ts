@@ -21,8 +21,11 @@ export {
   memoryStorage,
   localStorageAdapter,
   asyncStorageAdapter,
+  indexedDbStorage,
   type VigilStorage,
   type SyncStorageLike,
+  type AsyncStorageLike,
+  type IndexedDbStorageOptions,
 } from './storage.js';
 export { Store, type Observable } from './store.js';
 export { LiveQuery, LIVE_DEFINITIONS, type LiveKind, type LiveKinds, type LiveResult } from './live.js';

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { memoryStorage, type CommandStatus, type PendingCommand, type StreamEvent } from '../src/index.js';
+import { asyncStorageAdapter, memoryStorage, type AsyncStorageLike, type CommandStatus, type PendingCommand, type StreamEvent } from '../src/index.js';
 import { api, closeClients, freshHospital, makeClient, sharedUrl, TcpProxy, waitFor } from '../../../test/helpers.js';
 
 afterEach(() => closeClients());
@@ -184,3 +184,55 @@ describe('the outbox across restarts and offline', () => {
     await waitFor(() => vigil.connection.get().status === 'connected', 15_000, 'connected again');
   });
 });
+
+/**
+ * Shaped like React Native's AsyncStorage: every call answers on a later turn, and values are
+ * strings kept outside the client (here a Map that outlives the "killed" app).
+ */
+class FakeAsyncStorage implements AsyncStorageLike {
+  readonly data = new Map<string, string>();
+  private later<T>(f: () => T): Promise<T> {
+    return new Promise((resolve) => setTimeout(() => resolve(f()), 1));
+  }
+  getItem(key: string) {
+    return this.later(() => this.data.get(key) ?? null);
+  }
+  setItem(key: string, value: string) {
+    return this.later(() => void this.data.set(key, value));
+  }
+  removeItem(key: string) {
+    return this.later(() => void this.data.delete(key));
+  }
+}
+
+describe('React Native storage', () => {
+  it('an app killed and restarted over an AsyncStorage-shaped store resumes after its last event and sends its queued command once', async () => {
+    const hospital = freshHospital();
+    const store = new FakeAsyncStorage();
+    await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'before' });
+    const seen: string[] = [];
+    const track = (e: StreamEvent) => {
+      if (e.event_type === 'AlertRaised') seen.push(e.data.message);
+    };
+    const first = makeClient(sharedUrl(), hospital, { storage: asyncStorageAdapter(store), topics: ['alerts'] });
+    first.onEvent(track);
+    await waitFor(() => first.connection.get().status === 'connected', 15_000, 'connected');
+    await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'a' });
+    await waitFor(() => seen.includes('a'), 15_000, 'a');
+    first.setNetworkState(false); // NetInfo: no signal
+    const queued = first.alerts.raise({ severity: 'high', message: 'queued' });
+    await queued.stored;
+    await waitFor(() => store.data.get(`vigil:${sharedUrl()}:${hospital}:position`)?.includes(`"position"`), 5_000, 'position stored');
+    first.close(); // the OS kills the app
+
+    await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'b' });
+    seen.length = 0;
+    const second = makeClient(sharedUrl(), hospital, { storage: asyncStorageAdapter(store), topics: ['alerts'] });
+    second.onEvent(track);
+    await waitFor(() => seen.includes('queued') && seen.includes('b'), 15_000, 'missed and queued');
+    expect(seen).toEqual(['b', 'queued']);
+    const board = await api<{ alerts: { message: string }[] }>(sharedUrl(), hospital, 'GET', 'alerts?limit=500');
+    expect(board.body.alerts.filter((a) => a.message === 'queued')).toHaveLength(1);
+  });
+});
+
