@@ -163,6 +163,7 @@ impl Application {
                 node_id,
                 settings.presence.admission_liveness(),
             ),
+            database_identity: Realtime::database_identity(&database.pool).await,
         });
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),

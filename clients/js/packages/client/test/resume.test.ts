@@ -134,4 +134,55 @@ describe('resume', () => {
       return alerts?.length === 1 && alerts[0]!.message === 'new-1';
     }, 15_000, 'the board reloaded from the new database');
   });
+
+  it('stores an epoch from a hospital with no events yet, and resumes with it once events exist', async () => {
+    const hospital = freshHospital();
+    const storage = memoryStorage();
+    const first = client(hospital, storage);
+    await waitFor(() => first.connection.get().status === 'connected');
+    const emptyEpoch = first.epoch;
+    expect(emptyEpoch).toBeTruthy();
+    first.close();
+
+    await raise(hospital, 'x'); // the stream's real epoch is minted now
+    const second = client(hospital, storage);
+    const seen: string[] = [];
+    const resets: ResetReason[] = [];
+    second.onEvent((e) => seen.push(String(messageOf(e))));
+    second.onReset((r) => resets.push(r));
+    await waitFor(() => seen.length === 1, 15_000, 'the missed event');
+    expect(seen).toEqual(['x']);
+    expect(resets).toEqual([]);
+    expect(second.epoch).toBeTruthy();
+    expect(second.epoch).not.toBe(emptyEpoch); // now the stream's own
+  });
+
+  it('detects a replaced database even when the client first subscribed before the hospital had events', async () => {
+    const hospital = freshHospital();
+    const storage = memoryStorage();
+    const first = client(hospital, storage);
+    const seen: string[] = [];
+    first.onEvent((e) => seen.push(String(messageOf(e))));
+    await waitFor(() => first.connection.get().status === 'connected');
+    await raise(hospital, 'old-1');
+    await raise(hospital, 'old-2');
+    await waitFor(() => seen.length === 2, 15_000, 'two events');
+    first.close();
+
+    await server.stopProcess();
+    rmSync(join(server.dataDir, 'postgres'), { recursive: true, force: true });
+    await server.startProcess();
+    for (const m of ['new-1', 'new-2', 'new-3']) await raise(hospital, m);
+
+    // Its stored position (2) exists in the new history: only the epoch tells them apart.
+    const second = client(hospital, storage);
+    const resets: ResetReason[] = [];
+    const after: string[] = [];
+    second.onReset((r) => resets.push(r));
+    second.onEvent((e) => after.push(String(messageOf(e))));
+    await waitFor(() => resets.length > 0, 15_000, 'onReset');
+    expect(resets).toEqual(['epoch_changed']);
+    expect(after).toEqual([]); // not `new-3` alone: the live queries reload instead
+  });
 });
+
