@@ -340,10 +340,12 @@ pub async fn stream(
     };
     let session = session.start();
     let (addr, feed) = join(&rt, &hospital, &identity, id, &progress, &session).await?;
+    // As over WebSocket: the epoch given for an empty stream names the database, no check.
+    let empty_epoch = rt.empty_epoch(hospital.as_str());
     let decision = addr
         .send(Resume {
             last_event_id,
-            epoch: query.epoch,
+            epoch: query.epoch.filter(|e| Some(*e) != empty_epoch),
         })
         .await
         .map_err(|_| ApiError::Unavailable("hospital stream unavailable".into()))?;
@@ -361,7 +363,7 @@ pub async fn stream(
         topics: subscriptions.names(),
         recovered: decision.recovered,
         position: decision.position.to_string(),
-        epoch: decision.epoch,
+        epoch: decision.epoch.or(empty_epoch),
         reason: decision.reason,
     };
     let filter = Filter {

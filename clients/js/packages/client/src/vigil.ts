@@ -132,6 +132,13 @@ export interface VigilErrorInfo {
 interface Saved {
   position: number;
   epoch: string | null;
+  /**
+   * The epoch came with an empty stream (head 0): the server derives it from the database's
+   * identity and accepts it on WebSocket and SSE resumes, but the stream's own epoch, minted
+   * with its first event, differs from it, so the polling transport (which compares epochs
+   * itself) must not take the difference for a reset.
+   */
+  provisional?: boolean;
 }
 
 function uuid(): string {
@@ -602,7 +609,7 @@ export class Vigil {
         token,
         topics,
         lastEventId: this.saved?.position ?? null,
-        epoch: this.saved?.epoch ?? null,
+        epoch: name === 'polling' && this.saved?.provisional ? null : (this.saved?.epoch ?? null),
         handlers,
         WebSocket: this.options.WebSocket,
         EventSource: this.options.EventSource,
@@ -679,8 +686,10 @@ export class Vigil {
     const reload = !frame.recovered;
     // On a resume, `position` is the stream's head, not the resume point: the events between
     // them follow. Only a fresh start (nothing to resume) continues from `position`.
-    if (reload || !had) this.saved = { position, epoch: frame.epoch ?? null };
-    else this.saved = { position: had.position, epoch: frame.epoch ?? had.epoch };
+    const provisional = position === 0 && frame.epoch != null;
+    if (reload || !had) this.saved = { position, epoch: frame.epoch ?? null, provisional };
+    else if (frame.epoch != null) this.saved = { position: had.position, epoch: frame.epoch, provisional };
+    else this.saved = { ...had };
     void this.positionWriter.write(JSON.stringify(this.saved));
     this.positionKnownThisConnection = true;
     this.handshakeFailures = 0;
@@ -738,7 +747,7 @@ export class Vigil {
   /** Applies one event: the position rule, storage, listeners, and the other tabs. */
   private deliverEvent(event: StreamEvent): void {
     if (this.saved && event.position <= this.saved.position) return; // already processed: never twice
-    this.saved = { position: event.position, epoch: this.saved?.epoch ?? null };
+    this.saved = { position: event.position, epoch: this.saved?.epoch ?? null, ...(this.saved?.provisional ? { provisional: true } : {}) };
     void this.positionWriter.write(JSON.stringify(this.saved));
     if (this.role.get() === 'leader') this.tabs?.post({ kind: 'event', event });
     for (const l of [...this.eventListeners]) l(event);
