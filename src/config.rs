@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+pub mod cors;
 mod realtime;
 pub use realtime::{PresenceSettings, RealtimeSettings};
 

@@ -163,6 +163,7 @@ impl Application {
                 node_id,
                 settings.presence.admission_liveness(),
             ),
+            database_identity: Realtime::database_identity(&database.pool).await,
         });
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),
@@ -289,6 +290,7 @@ fn http_server(
             let realtime = state.realtime.clone();
             let shutdown = state.realtime.shutdown.clone();
             let app = App::new()
+                .wrap(actix_web::middleware::from_fn(http::cors::cors))
                 .wrap(NormalizePath::trim())
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())

@@ -97,6 +97,19 @@ pub struct RealtimeSettings {
     /// SSE heartbeat comment interval.
     #[arg(long, env = "VIGIL_SSE_HEARTBEAT_MS", value_parser = millis, default_value = "15000")]
     pub sse_heartbeat: Duration,
+
+    /// Other origins whose browser pages may call Vigil, comma-separated
+    /// (`https://ward.example,https://clinic.example`), or `*` for any (development only).
+    /// Covers the REST API and SSE (CORS, preflight included) and the WebSocket endpoint
+    /// (its `Origin` check). Default none: only Vigil's own origin and clients that send no
+    /// `Origin` (native apps, servers).
+    #[arg(
+        long = "cors-allowed-origins",
+        env = "VIGIL_CORS_ALLOWED_ORIGINS",
+        value_parser = super::cors::AllowedOrigins::parse,
+        default_value = ""
+    )]
+    pub allowed_origins: super::cors::AllowedOrigins,
 }
 
 impl Default for RealtimeSettings {
@@ -121,6 +134,7 @@ impl Default for RealtimeSettings {
             stall_timeout: Duration::from_secs(30),
             sse_heartbeat: Duration::from_secs(15),
             metrics_interval: Duration::from_secs(10),
+            allowed_origins: super::cors::AllowedOrigins::default(),
         }
     }
 }

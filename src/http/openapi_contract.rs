@@ -23,6 +23,11 @@ impl ContractError {
     pub fn from_generation(detail: String) -> Self {
         Self(format!("serializing the generated document: {detail}"))
     }
+
+    /// The generated document lacks a place a patch names.
+    pub fn missing(what: String) -> Self {
+        Self(what)
+    }
 }
 
 /// `(method, path, operationId)`: the SDK method names. Unique, verb first.
@@ -499,7 +504,11 @@ pub fn apply(doc: &mut Value) -> Result<(), ContractError> {
         .ok_or_else(|| missing("no rebuild request body".into()))?;
     rebuild["required"] = json!(false);
     links(paths)?;
-    Ok(())
+    let schemas = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| missing("no components.schemas".into()))?;
+    super::openapi_events::apply(schemas)
 }
 
 fn parameters(path: &str, operation: &mut Map<String, Value>) -> Result<(), ContractError> {

@@ -403,14 +403,22 @@ async fn start_delivery(
     };
     let session = session.start();
     let (addr, feed) = join(rt, &hospital, &identity, id, &progress, &session).await?;
-    let decision = resume(rt, &addr, last_event_id, epoch).await?;
+    // As over WebSocket: the epoch given for an empty stream names the database, no check.
+    let empty_epoch = rt.empty_epoch(hospital.as_str());
+    let decision = resume(
+        rt,
+        &addr,
+        last_event_id,
+        epoch.filter(|e| Some(*e) != empty_epoch),
+    )
+    .await?;
     tracing::info!(session = id, %hospital, user = %identity.user, recovered = decision.recovered, "sse subscribed");
     let subscribed = ServerFrame::Subscribed {
         id: None,
         topics: subscriptions.names(),
         recovered: decision.recovered,
         position: decision.position.to_string(),
-        epoch: decision.epoch,
+        epoch: decision.epoch.or(empty_epoch),
         reason: decision.reason,
     };
     let filter = Filter {

@@ -119,9 +119,31 @@ fn check(rt: &Realtime, head: &RequestHead) -> Result<(HospitalId, Option<Identi
     if head.method != Method::GET {
         return Err(ApiError::MethodNotAllowed { allow: "GET" });
     }
+    check_origin(rt, head)?;
     let admitted = admit(rt, hospital, &head.headers)?;
     verify_handshake(head).map_err(upgrade_required)?;
     Ok(admitted)
+}
+
+/// A browser page may open a socket only from Vigil's own origin or an allowed one
+/// (`--cors-allowed-origins`); browsers do not apply CORS to WebSocket, so this is the check.
+/// Clients that send no `Origin` (native apps, servers) are not browsers' pages and pass.
+fn check_origin(rt: &Realtime, head: &RequestHead) -> Result<(), ApiError> {
+    let Some(origin) = head.headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or_default();
+    let host = head.headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if crate::config::cors::same_origin(origin, host) || rt.settings.allowed_origins.allows(origin)
+    {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden {
+        code: "origin_not_allowed",
+        detail: format!(
+            "pages of `{origin}` may not open a socket; allow it with --cors-allowed-origins"
+        ),
+    })
 }
 
 /// actix-http's upgrade service: every request asking for a WebSocket, with its socket.

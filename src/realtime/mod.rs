@@ -75,9 +75,44 @@ pub struct Realtime {
     pub peers: std::sync::Arc<presence::Peers>,
     /// Counts a user's connections on the other nodes.
     pub elsewhere: presence::Elsewhere,
+    /// This database's identity, for the epoch of streams with no events yet
+    /// ([`Realtime::empty_epoch`]); `None` if PostgreSQL would not tell it.
+    pub database_identity: Option<uuid::Uuid>,
 }
 
 impl Realtime {
+    /// The epoch `subscribed` reports for a hospital whose stream has no events yet, so a
+    /// client can always store one (a stream's real epoch is minted with its first event).
+    /// It is derived from this database's identity and the hospital, so it changes when the
+    /// database is re-created. A resume presenting it is taken as "positions of this
+    /// database" and is not compared with the real epoch minted since.
+    pub fn empty_epoch(&self, hospital: &str) -> Option<uuid::Uuid> {
+        self.database_identity
+            .map(|identity| uuid::Uuid::new_v5(&identity, hospital.as_bytes()))
+    }
+
+    /// The identity [`Realtime::empty_epoch`] derives from: PostgreSQL's system identifier
+    /// (random per `initdb`) and the database's oid (new when it is re-created). Reading
+    /// `pg_control_system()` may be refused to an unprivileged role: then `None`, and empty
+    /// streams report no epoch, as before.
+    pub async fn database_identity(pool: &sqlx::PgPool) -> Option<uuid::Uuid> {
+        let row: Result<(String,), sqlx::Error> = sqlx::query_as(
+            "SELECT (SELECT system_identifier::text FROM pg_control_system()) || ':' ||              (SELECT oid::text FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(pool)
+        .await;
+        match row {
+            Ok((identity,)) => Some(uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_OID,
+                identity.as_bytes(),
+            )),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the database identity: streams without events report no epoch");
+                None
+            }
+        }
+    }
+
     /// The per-user connection limit across the cluster, for a connection already counted
     /// on this node (`slot`): `None` when no other node is alive (this node's count is the
     /// whole count), else a future resolving to whether the user's connections here plus

@@ -2,14 +2,12 @@ import { useMemo } from 'react';
 import { Vigil } from '@vigil/client';
 import { VigilProvider, useCommand, useConnectionState, useLive } from '@vigil/react';
 
-type Alert = { alert_id: string; severity: string; message: string };
-
 export function AlertBoard() {
   const connection = useConnectionState();
   const board = useLive('alerts', { status: 'raised' });
   const ack = useCommand((vigil, id: string) => vigil.alerts.acknowledge(id));
   if (board.status === 'loading') return <p>Loading…</p>;
-  const alerts = (board.data?.alerts ?? []) as unknown as Alert[];
+  const alerts = board.data?.alerts ?? []; // typed rows: alert_id, severity, message, …
   return (
     <section>
       <header>

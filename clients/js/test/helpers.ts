@@ -7,13 +7,18 @@ import { randomUUID } from 'node:crypto';
 import { inject } from 'vitest';
 import WebSocket from 'ws';
 import { EventSource } from 'eventsource';
-import { Vigil, type VigilOptions } from '../packages/client/src/index.js';
+import { Vigil, type StreamEvent, type VigilOptions } from '../packages/client/src/index.js';
 // @ts-expect-error plain ESM script without types
 import { VigilServer, vigilBinary, freePort } from '../scripts/server.mjs';
 
 export { VigilServer, freePort };
 
 /** The shared server's URL (started by global-setup.ts). */
+/** The message of an `AlertRaised` event (the tests raise alerts), narrowed by its type. */
+export function messageOf(e: StreamEvent): string | undefined {
+  return e.event_type === 'AlertRaised' ? e.data.message : undefined;
+}
+
 export function sharedUrl(): string {
   return inject('vigilUrl');
 }
@@ -110,6 +115,13 @@ export class TcpProxy {
   refuseUpgrades = false;
   /** Requests whose first line matches are answered 403 (e.g. SSE blocked too). */
   refuseRequests: RegExp | null = null;
+  /**
+   * Requests whose first line matches are held: never forwarded, never answered (a request
+   * stuck in a proxy). The connection stays open until the client gives up.
+   */
+  stallRequests: RegExp | null = null;
+  /** Requests held so far by `stallRequests`. */
+  stalledRequests = 0;
   /** Stops forwarding in both directions without closing anything (a dead, silent link). */
   frozen = false;
   swallowResponses = false;
@@ -151,9 +163,16 @@ export class TcpProxy {
     client.on('error', () => undefined);
     let upstream: net.Socket | null = null;
     let first = true;
+    let stalled = false;
     client.on('data', (chunk) => {
+      if (stalled) return;
       // Checked on every chunk: keep-alive connections carry several requests.
       const line = chunk.toString('latin1').split('\r\n', 1)[0] ?? '';
+      if (/^[A-Z]+ \S+ HTTP\/1/.test(line) && this.stallRequests?.test(line)) {
+        stalled = true;
+        this.stalledRequests += 1;
+        return;
+      }
       if (/^[A-Z]+ \S+ HTTP\/1/.test(line) && this.refuseRequests?.test(line)) {
         client.end('HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
         upstream?.destroy();

@@ -61,7 +61,7 @@ describe.skipIf(!existsSync(CHROMIUM))('tab sharing in Chromium', () => {
         const w = window as unknown as Record<string, unknown> & { VigilClient: typeof import('../packages/client/src/index.js') };
         const vigil = new w.VigilClient.Vigil({ baseUrl: location.origin, hospital, token: async () => token, share: true, topics: ['alerts'] });
         const events: string[] = [];
-        vigil.onEvent((e) => events.push(`${e.position}:${String(e.data['message'])}`));
+        vigil.onEvent((e) => events.push(`${e.position}:${String((e.data as Record<string, unknown>)['message'])}`));
         const board = vigil.live('alerts');
         let count = -1;
         board.subscribe((r) => {

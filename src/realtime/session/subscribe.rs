@@ -188,7 +188,7 @@ impl SessionActor {
                 topics: self.subscriptions.names(),
                 recovered: false,
                 position: position.to_string(),
-                epoch: feed.epoch(),
+                epoch: feed.epoch().or(self.rt.empty_epoch(self.hospital.as_str())),
                 reason: None,
             },
             ctx,
@@ -211,9 +211,11 @@ impl SessionActor {
             return;
         };
         self.streaming = true;
+        // The epoch given for an empty stream names this database, not a history: no check.
+        let empty_epoch = self.rt.empty_epoch(self.hospital.as_str());
         let resume = addr.send(Resume {
             last_event_id,
-            epoch,
+            epoch: epoch.filter(|e| Some(*e) != empty_epoch),
         });
         let span = tracing::info_span!("subscribe", session = self.id, hospital = %self.hospital, user = %identity.user, last_event_id);
         // Wait for the decision before handling further frames: the `subscribed` reply and
@@ -249,7 +251,7 @@ impl SessionActor {
                     topics: names,
                     recovered: decision.recovered,
                     position: decision.position.to_string(),
-                    epoch: decision.epoch,
+                    epoch: decision.epoch.or(empty_epoch),
                     reason: decision.reason,
                 },
                 ctx,

@@ -1,28 +1,72 @@
 /**
  * The realtime frames of docs/PROTOCOL.md as TypeScript types.
  *
- * The server publishes no schema for its WebSocket/SSE frames yet (only REST bodies are in
- * /api/openapi.json), so these are written from the protocol document; an event's `data` is
- * typed per `event_type` only where the server publishes payload schemas (not yet).
+ * Events are typed from the server's OpenAPI document: `WireEvent` there is a union
+ * discriminated by the event type, one payload schema per type (generated into
+ * `generated/openapi.ts`), so `if (e.event_type === 'AlertRaised') e.data.severity` type-checks
+ * and a payload field the server drops is a compile error. The other frames are not in the
+ * document (it describes REST only) and are written from the protocol document; the decoder
+ * tolerates the optional fields being absent rather than `null`.
  */
+import type { components } from './generated/openapi.js';
 
-/** One event of the hospital's stream, the same on every transport. */
-export interface StreamEvent {
+/** An event as the REST API publishes it: a union discriminated by `type`. */
+type WireEvent = components['schemas']['WireEvent'];
+
+/** Every event type the server writes, e.g. `'AlertRaised'`. */
+export type EventType = WireEvent['type'];
+
+/** The payload (`data`) of one event type. */
+export type EventData<T extends EventType = EventType> = Extract<WireEvent, { type: T }>['data'];
+
+/** The aggregate type of one event type (`alert`, `case_thread`, …). */
+export type AggregateTypeOf<T extends EventType = EventType> = Extract<WireEvent, { type: T }>['aggregate_type'];
+
+/** The fields every event has, whatever its type. */
+interface StreamEventCommon {
   /** The position as a string (what a client sends back as its last-event-id). */
   readonly id: string;
   /** Position in the hospital's stream: dense, increasing, the resume point. */
   readonly position: number;
-  /** The domain event, e.g. `AlertRaised`. */
-  readonly event_type: string;
-  /** `alert`, `case_thread`, `patient_vitals`, `appointment` or `notification`. */
-  readonly aggregate_type: string;
   readonly aggregate_id: string;
   /** The aggregate's version after this event. */
   readonly sequence: number;
   /** The topics the event belongs to (derived client-side for polled events). */
   readonly topics: readonly string[];
-  readonly data: Readonly<Record<string, unknown>>;
   /** Commit time (RFC 3339). */
+  readonly ts: string;
+}
+
+/**
+ * One event of the hospital's stream, the same on every transport: a union discriminated by
+ * `event_type`, so switching on it narrows `data` (and `aggregate_type`).
+ * `StreamEvent<'AlertRaised'>` is the one variant.
+ */
+export type StreamEvent<T extends EventType = EventType> = T extends EventType
+  ? StreamEventCommon & {
+      /** The domain event, e.g. `AlertRaised`. */
+      readonly event_type: T;
+      /** `alert`, `case_thread`, `patient_vitals`, `appointment` or `notification`. */
+      readonly aggregate_type: AggregateTypeOf<T>;
+      /** The event's fields. */
+      readonly data: Readonly<EventData<T>>;
+    }
+  : never;
+
+/** The loosely typed event frame as it arrives (decoded into a [`StreamEvent`]). */
+export interface EventFrame {
+  readonly type: 'event';
+  readonly id: string;
+  readonly position: number | string;
+  readonly event_type: string;
+  readonly aggregate_type: string;
+  readonly aggregate_id: string;
+  readonly sequence: number;
+  /** The subscribed topic the event was delivered on (may be absent). */
+  readonly topic?: string;
+  /** All topics of the event; may be absent when it equals `[topic]`. */
+  readonly topics?: readonly string[];
+  readonly data?: Readonly<Record<string, unknown>>;
   readonly ts: string;
 }
 
@@ -48,10 +92,11 @@ export type ServerFrame =
       readonly topics: readonly string[];
       readonly recovered: boolean;
       readonly reason?: 'too_old' | 'epoch_changed' | 'unknown_position';
-      readonly position: string;
-      readonly epoch: string | null;
+      readonly position: string | number;
+      /** Absent or `null` when the hospital's stream has no epoch yet (older servers). */
+      readonly epoch?: string | null;
     }
-  | ({ readonly type: 'event' } & Omit<StreamEvent, 'topics'> & { readonly topic?: string; readonly topics?: readonly string[] })
+  | EventFrame
   | { readonly type: 'unsubscribed'; readonly id?: string | number; readonly topics: readonly string[] }
   | { readonly type: 'presence'; readonly online: readonly PresenceEntry[] }
   | { readonly type: 'typing'; readonly case: string; readonly users: readonly UserRef[] }

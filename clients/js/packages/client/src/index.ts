@@ -21,14 +21,27 @@ export {
   memoryStorage,
   localStorageAdapter,
   asyncStorageAdapter,
+  indexedDbStorage,
   type VigilStorage,
   type SyncStorageLike,
+  type AsyncStorageLike,
+  type IndexedDbStorageOptions,
 } from './storage.js';
 export { Store, type Observable } from './store.js';
 export { LiveQuery, LIVE_DEFINITIONS, type LiveKind, type LiveKinds, type LiveResult } from './live.js';
-export { Outbox, PendingCommand, isRetryable, type CommandStatus, type OutboxRecord } from './outbox.js';
+export { Outbox, PendingCommand, isRetryable, laneOf, type CommandStatus, type CommandOptions, type OutboxRecord } from './outbox.js';
 export { VigilHttpError, VigilNetworkError, type FetchLike } from './http.js';
 export type { Commands } from './commands.js';
-export type { StreamEvent, ServerFrame, ClientFrame, PresenceEntry, UserRef } from './frames.js';
+export type {
+  StreamEvent,
+  EventType,
+  EventData,
+  AggregateTypeOf,
+  EventFrame,
+  ServerFrame,
+  ClientFrame,
+  PresenceEntry,
+  UserRef,
+} from './frames.js';
 export type { WebSocketConstructor, WebSocketLike, EventSourceConstructor, EventSourceLike } from './transports.js';
 export type { CommandOutcome, Problem, BodyOf, QueryOf, ResultOf, Schemas } from './api-types.js';

@@ -9,7 +9,7 @@
  * or repeat an event.
  */
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions } from './backoff.js';
-import type { ServerFrame, StreamEvent, PresenceEntry, UserRef } from './frames.js';
+import type { EventFrame, ServerFrame, StreamEvent, PresenceEntry, UserRef } from './frames.js';
 import { request, type FetchLike, type HttpOptions } from './http.js';
 import { LiveQuery, type LiveHost, type LiveKind, type LiveKinds, type LiveResult } from './live.js';
 import { Outbox, type OutboxHost, type PendingCommand } from './outbox.js';
@@ -73,8 +73,17 @@ export interface VigilOptions {
   readonly clock?: Clock;
   /** Handshake failures of one transport before falling back to the next (default 2). */
   readonly fallbackAfter?: number;
-  /** While on SSE or polling, how often to try WebSocket again, ms (default 30 s). */
+  /**
+   * While on SSE or polling because a proxy refuses WebSocket upgrades (the server answers
+   * HTTP, the upgrade fails), how often to try WebSocket again, ms (default 30 s).
+   */
   readonly upgradeInterval?: number;
+  /**
+   * While on SSE or polling because the server could not be reached at all (a restart, a
+   * network cut), the first WebSocket probe comes after this many ms and each next one after
+   * twice as long, up to `upgradeInterval` (default 1 s: 1, 2, 4, … 30 s).
+   */
+  readonly upgradeProbeDelay?: number;
   /** WebSocket keep-alive: a `ping` frame this often; silence for two intervals = dead (default 20 s). */
   readonly pingInterval?: number;
   /** A connection up this long resets the backoff (default 10 s). */
@@ -83,6 +92,16 @@ export interface VigilOptions {
   readonly pollInterval?: number;
   /** REST request timeout, ms (default 15 s). */
   readonly requestTimeout?: number;
+  /**
+   * One attempt of a command gives up after this many ms without an answer and is retried
+   * with the same key (default: `requestTimeout`).
+   */
+  readonly commandTimeout?: number;
+  /**
+   * Failed attempts in a row after which a command is reported `stuck` (default 4): it is
+   * still retried, holding only its own lane; `cancel()` or `retry()` it.
+   */
+  readonly stuckAfter?: number;
   /** Makes Idempotency-Keys (default crypto.randomUUID). */
   readonly generateKey?: () => string;
   /** Prefix of the storage keys (default `vigil:<baseUrl>:<hospital>`). */
@@ -113,6 +132,13 @@ export interface VigilErrorInfo {
 interface Saved {
   position: number;
   epoch: string | null;
+  /**
+   * The epoch came with an empty stream (head 0): the server derives it from the database's
+   * identity and accepts it on WebSocket and SSE resumes, but the stream's own epoch, minted
+   * with its first event, differs from it, so the polling transport (which compares epochs
+   * itself) must not take the difference for a reset.
+   */
+  provisional?: boolean;
 }
 
 function uuid(): string {
@@ -156,6 +182,15 @@ export class Vigil {
   private stableTimer: unknown = null;
   private pingTimer: unknown = null;
   private upgradeTimer: unknown = null;
+  /**
+   * Whether the last failed WebSocket handshake happened while the server answered HTTP (a
+   * proxy refusing upgrades) rather than while it was unreachable; it picks the probe schedule.
+   */
+  private websocketBlocked = false;
+  /** The reachability check of the last failed WebSocket handshake, while under way. */
+  private reachability: Promise<void> | null = null;
+  /** WebSocket probes since the last fallback (the exponent of the prompt schedule). */
+  private upgradeAttempt = 0;
   private lastFrameAt = 0;
   private token: string | null = null;
   private tokenPromise: Promise<string> | null = null;
@@ -203,7 +238,9 @@ export class Vigil {
     this.tab = options.share && canShare() ? tabId() : null;
     this.positionWriter = new CoalescingWriter(this.storage, `${prefix}:position`);
     const outboxHost: OutboxHost = {
-      http: this.http,
+      // One attempt of a command gives up after `commandTimeout` (and is retried, same key).
+      http: { ...this.http, timeout: options.commandTimeout ?? options.requestTimeout ?? 15_000 },
+      ...(options.stuckAfter === undefined ? {} : { stuckAfter: options.stuckAfter }),
       storage: this.storage,
       // Tabs sharing a connection share storage too: each keeps its own outbox.
       storageKey: this.tab ? `${prefix}:outbox:${this.tab}` : `${prefix}:outbox`,
@@ -572,7 +609,7 @@ export class Vigil {
         token,
         topics,
         lastEventId: this.saved?.position ?? null,
-        epoch: this.saved?.epoch ?? null,
+        epoch: name === 'polling' && this.saved?.provisional ? null : (this.saved?.epoch ?? null),
         handlers,
         WebSocket: this.options.WebSocket,
         EventSource: this.options.EventSource,
@@ -589,12 +626,15 @@ export class Vigil {
   }
 
   private handleClose(name: TransportName, code: number, reason: string, opened: boolean): void {
+    if (name === 'websocket' && !opened) this.checkReachability();
     if (!opened || (name !== 'websocket' && !this.positionKnownThisConnection)) {
       this.handshakeFailures += 1;
       if (this.handshakeFailures >= (this.options.fallbackAfter ?? 2) && this.transportIndex < this.transports.length - 1) {
         this.transportIndex += 1;
         this.handshakeFailures = 0;
-        this.scheduleUpgrade();
+        if (this.transportIndex === 1) this.upgradeAttempt = 0;
+        // The schedule depends on why WebSocket failed: wait for the check under way.
+        void (this.reachability ?? Promise.resolve()).then(() => this.scheduleUpgrade());
       }
     }
     this.positionKnownThisConnection = false;
@@ -646,8 +686,10 @@ export class Vigil {
     const reload = !frame.recovered;
     // On a resume, `position` is the stream's head, not the resume point: the events between
     // them follow. Only a fresh start (nothing to resume) continues from `position`.
-    if (reload || !had) this.saved = { position, epoch: frame.epoch };
-    else this.saved = { position: had.position, epoch: frame.epoch ?? had.epoch };
+    const provisional = position === 0 && frame.epoch != null;
+    if (reload || !had) this.saved = { position, epoch: frame.epoch ?? null, provisional };
+    else if (frame.epoch != null) this.saved = { position: had.position, epoch: frame.epoch, provisional };
+    else this.saved = { ...had };
     void this.positionWriter.write(JSON.stringify(this.saved));
     this.positionKnownThisConnection = true;
     this.handshakeFailures = 0;
@@ -672,31 +714,40 @@ export class Vigil {
     const waiters = this.positionWaiters;
     this.positionWaiters = [];
     for (const w of waiters) w(this.saved.position);
-    if (name !== 'websocket') this.scheduleUpgrade();
-    else this.clearTimer('upgradeTimer');
+    if (name !== 'websocket') {
+      // Connected on a fallback that WebSocket did not get because the server was unreachable:
+      // it is reachable now, so probe WebSocket soon rather than at the slow cadence.
+      if (!this.websocketBlocked) {
+        this.clearTimer('upgradeTimer');
+        this.upgradeAttempt = 0;
+      }
+      this.scheduleUpgrade();
+    } else this.clearTimer('upgradeTimer');
     this.outbox.kick();
   }
 
-  private onStreamEvent(frame: Extract<ServerFrame, { type: 'event' }>): void {
+  private onStreamEvent(frame: EventFrame): void {
     const position = Number(frame.position);
     if (this.saved && position <= this.saved.position) return; // already processed: never twice
+    // The server's `data` follows the published schema of `event_type` (checked server-side
+    // against the real events); the frame's optional fields may be absent.
     this.deliverEvent({
-      id: frame.id,
+      id: frame.id ?? String(position),
       position,
       event_type: frame.event_type,
       aggregate_type: frame.aggregate_type,
       aggregate_id: frame.aggregate_id,
       sequence: frame.sequence,
       topics: frame.topics ?? (frame.topic ? [frame.topic] : []),
-      data: frame.data,
+      data: frame.data ?? {},
       ts: frame.ts,
-    });
+    } as StreamEvent);
   }
 
   /** Applies one event: the position rule, storage, listeners, and the other tabs. */
   private deliverEvent(event: StreamEvent): void {
     if (this.saved && event.position <= this.saved.position) return; // already processed: never twice
-    this.saved = { position: event.position, epoch: this.saved?.epoch ?? null };
+    this.saved = { position: event.position, epoch: this.saved?.epoch ?? null, ...(this.saved?.provisional ? { provisional: true } : {}) };
     void this.positionWriter.write(JSON.stringify(this.saved));
     if (this.role.get() === 'leader') this.tabs?.post({ kind: 'event', event });
     for (const l of [...this.eventListeners]) l(event);
@@ -820,24 +871,66 @@ export class Vigil {
     }, interval);
   }
 
+  /**
+   * Asks whether the server answers plain HTTP (`GET /healthz`) right after a WebSocket
+   * handshake failed: any HTTP answer means something refuses the upgrade (a proxy), a network
+   * error means the server was unreachable (restarting, or the network is down). Browsers'
+   * WebSocket API reports both as the same close 1006, so only this tells them apart.
+   */
+  private checkReachability(): Promise<void> {
+    const url = `${this.http.baseUrl.replace(/\/+$/, '')}/healthz`;
+    const check = this.http
+      // `no-cors`: a page on another origin gets an opaque answer rather than a CORS error,
+      // and any answer is all this needs to know.
+      .fetch(url, { method: 'GET', mode: 'no-cors', cache: 'no-store' })
+      .then(
+        () => {
+          this.websocketBlocked = true;
+        },
+        () => {
+          this.websocketBlocked = false;
+        },
+      )
+      .finally(() => {
+        if (this.reachability === check) this.reachability = null;
+      });
+    this.reachability = check;
+    return check;
+  }
+
+  /** How long until the next WebSocket probe: see `upgradeInterval` and `upgradeProbeDelay`. */
+  private upgradeDelay(): number {
+    const interval = this.options.upgradeInterval ?? 30_000;
+    if (this.websocketBlocked) return interval;
+    const first = this.options.upgradeProbeDelay ?? 1000;
+    return Math.min(interval, first * 2 ** Math.min(this.upgradeAttempt, 30));
+  }
+
   /** While on a fallback transport, tries WebSocket now and then; on success switches back. */
   private scheduleUpgrade(): void {
     if (this.transportIndex === 0 || this.upgradeTimer !== null) return;
     if (this.transports[0] !== 'websocket') return;
+    if (this.connection.get().status === 'closed') return;
+    const delay = this.upgradeDelay();
+    this.upgradeAttempt += 1;
     this.upgradeTimer = this.clock.setTimeout(() => {
       this.upgradeTimer = null;
-      void this.probeWebSocket().then((ok) => {
+      void this.probeWebSocket().then(async (ok) => {
         if (this.connection.get().status === 'closed') return;
         if (ok) {
           this.transportIndex = 0;
           this.handshakeFailures = 0;
+          this.upgradeAttempt = 0;
           if (this.connection.get().status !== 'offline') {
             this.dropTransport();
             this.input({ type: 'connect' });
           }
-        } else this.scheduleUpgrade();
+        } else {
+          await this.checkReachability();
+          this.scheduleUpgrade();
+        }
       });
-    }, this.options.upgradeInterval ?? 30_000);
+    }, delay);
   }
 
   private async probeWebSocket(): Promise<boolean> {

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { StreamEvent } from '../src/index.js';
-import { api, closeClients, freshHospital, makeClient, sharedUrl, waitFor } from '../../../test/helpers.js';
+import { api, closeClients, freshHospital, makeClient, sharedUrl, waitFor, messageOf } from '../../../test/helpers.js';
 
 afterEach(() => closeClients());
 
@@ -18,7 +18,7 @@ describe('live delivery', () => {
       expect(r.status).toBe(201);
     }
     await waitFor(() => seen.length >= 5, 15_000, 'five events');
-    expect(seen.map((e) => e.data['message'])).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
+    expect(seen.map((e) => messageOf(e))).toEqual(['m0', 'm1', 'm2', 'm3', 'm4']);
     const positions = seen.map((e) => e.position);
     expect([...positions].sort((a, b) => a - b)).toEqual(positions);
     expect(vigil.position).toBe(positions.at(-1));

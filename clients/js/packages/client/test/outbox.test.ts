@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { memoryStorage, type CommandStatus, type PendingCommand, type StreamEvent } from '../src/index.js';
+import { asyncStorageAdapter, memoryStorage, type AsyncStorageLike, type CommandStatus, type PendingCommand, type StreamEvent } from '../src/index.js';
 import { api, closeClients, freshHospital, makeClient, sharedUrl, TcpProxy, waitFor } from '../../../test/helpers.js';
 
 afterEach(() => closeClients());
@@ -81,6 +81,62 @@ describe('the command outbox', () => {
   });
 });
 
+describe('a stuck command', () => {
+  it('holds only its own lane: later independent commands commit, it is reported stuck, and it can be retried or cancelled', async () => {
+    const hospital = freshHospital();
+    const [a, b, c] = await Promise.all(
+      ['a', 'b', 'c'].map(async (message) => {
+        const r = await api<{ aggregate_id: string }>(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'high', message });
+        return r.body.aggregate_id;
+      }),
+    );
+    const proxy = await TcpProxy.start(sharedUrl());
+    const vigil = makeClient(proxy.url, hospital, {
+      topics: ['alerts'],
+      backoff: { baseDelay: 100, maxDelay: 400 },
+      commandTimeout: 400,
+      stuckAfter: 2,
+    });
+    // The proxy holds every request about alert `a` or `c` (no answer, never forwarded).
+    proxy.stallRequests = new RegExp(`/alerts/(${a}|${c})/`);
+
+    const ackA = vigil.alerts.acknowledge(a!);
+    const resolveA = vigil.alerts.resolve(a!, { note: 'after the acknowledge' }); // same lane: waits
+    const ackB = vigil.alerts.acknowledge(b!); // another alert: does not wait
+    const raised = vigil.alerts.raise({ severity: 'low', message: 'new' }); // a create: does not wait
+    const ackC = vigil.alerts.acknowledge(c!);
+
+    await expect(ackB.result).resolves.toMatchObject({ aggregate_id: b });
+    await expect(raised.result).resolves.toBeTruthy();
+    await waitFor(() => ackA.get().status === 'stuck' && ackC.get().status === 'stuck', 15_000, 'reported stuck');
+    expect(ackA.get()).toMatchObject({ status: 'stuck', reason: 'timed out' });
+    expect(resolveA.get()).toMatchObject({ status: 'pending', attempts: 0 }); // never sent before ackA
+    expect(proxy.stalledRequests).toBeGreaterThanOrEqual(4);
+
+    // Cancelled: out of the outbox, its result rejects, nothing was applied.
+    ackC.cancel();
+    expect(ackC.get()).toMatchObject({ status: 'failed', reason: 'cancelled' });
+    await expect(ackC.result).rejects.toBeTruthy();
+    expect(vigil.outbox.pending.get()).not.toContain(ackC);
+
+    // The proxy lets go; `retry()` sends at once, the lane then continues in order.
+    proxy.stallRequests = null;
+    ackA.retry();
+    const [outA, outResolve] = await Promise.all([ackA.result, resolveA.result]);
+    expect(Number(outResolve.events[0]!.position)).toBeGreaterThan(Number(outA.events[0]!.position));
+    // The cancelled one, retried with its key, is applied once.
+    ackC.retry();
+    const outC = await ackC.result;
+    expect(outC.aggregate_id).toBe(c);
+    const last = Math.max(Number(outResolve.events[0]!.position), Number(outC.events[0]!.position));
+    const board = await api<{ alerts: { alert_id: string; status: string }[] }>(
+      sharedUrl(), hospital, 'GET', `alerts?status=acknowledged&min_position=${last}`);
+    expect(board.body.alerts.map((x) => x.alert_id).sort()).toEqual([b, c].sort());
+    expect(vigil.outbox.pending.get()).toEqual([]);
+    await proxy.close();
+  });
+});
+
 describe('the outbox across restarts and offline', () => {
   it('a command issued offline survives an app restart and is sent once when the network returns', async () => {
     const hospital = freshHospital();
@@ -130,3 +186,55 @@ describe('the outbox across restarts and offline', () => {
     await waitFor(() => vigil.connection.get().status === 'connected', 15_000, 'connected again');
   });
 });
+
+/**
+ * Shaped like React Native's AsyncStorage: every call answers on a later turn, and values are
+ * strings kept outside the client (here a Map that outlives the "killed" app).
+ */
+class FakeAsyncStorage implements AsyncStorageLike {
+  readonly data = new Map<string, string>();
+  private later<T>(f: () => T): Promise<T> {
+    return new Promise((resolve) => setTimeout(() => resolve(f()), 1));
+  }
+  getItem(key: string) {
+    return this.later(() => this.data.get(key) ?? null);
+  }
+  setItem(key: string, value: string) {
+    return this.later(() => void this.data.set(key, value));
+  }
+  removeItem(key: string) {
+    return this.later(() => void this.data.delete(key));
+  }
+}
+
+describe('React Native storage', () => {
+  it('an app killed and restarted over an AsyncStorage-shaped store resumes after its last event and sends its queued command once', async () => {
+    const hospital = freshHospital();
+    const store = new FakeAsyncStorage();
+    await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'before' });
+    const seen: string[] = [];
+    const track = (e: StreamEvent) => {
+      if (e.event_type === 'AlertRaised') seen.push(e.data.message);
+    };
+    const first = makeClient(sharedUrl(), hospital, { storage: asyncStorageAdapter(store), topics: ['alerts'] });
+    first.onEvent(track);
+    await waitFor(() => first.connection.get().status === 'connected', 15_000, 'connected');
+    await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'a' });
+    await waitFor(() => seen.includes('a'), 15_000, 'a');
+    first.setNetworkState(false); // NetInfo: no signal
+    const queued = first.alerts.raise({ severity: 'high', message: 'queued' });
+    await queued.stored;
+    await waitFor(() => store.data.get(`vigil:${sharedUrl()}:${hospital}:position`)?.includes(`"position"`), 5_000, 'position stored');
+    first.close(); // the OS kills the app
+
+    await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'b' });
+    seen.length = 0;
+    const second = makeClient(sharedUrl(), hospital, { storage: asyncStorageAdapter(store), topics: ['alerts'] });
+    second.onEvent(track);
+    await waitFor(() => seen.includes('queued') && seen.includes('b'), 15_000, 'missed and queued');
+    expect(seen).toEqual(['b', 'queued']);
+    const board = await api<{ alerts: { message: string }[] }>(sharedUrl(), hospital, 'GET', 'alerts?limit=500');
+    expect(board.body.alerts.filter((a) => a.message === 'queued')).toHaveLength(1);
+  });
+});
+

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { VigilHttpError, type ServerFrame, type StreamEvent } from '../src/index.js';
-import { api, closeClients, freshHospital, makeClient, mintToken, sharedUrl, waitFor } from '../../../test/helpers.js';
+import { api, closeClients, freshHospital, makeClient, mintToken, sharedUrl, waitFor, messageOf } from '../../../test/helpers.js';
 
 afterEach(() => closeClients());
 
@@ -41,7 +41,7 @@ describe('tokens', () => {
     await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'two' });
     await waitFor(() => events.length === 2, 15_000, 'both events');
     expect(vigil.connection.get().status).toBe('connected');
-    expect(events.map((e) => e.data['message'])).toEqual(['one', 'two']);
+    expect(events.map((e) => messageOf(e))).toEqual(['one', 'two']);
     expect(calls).toBe(3);
   });
 

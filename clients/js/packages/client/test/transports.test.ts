@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ConnectionState, StreamEvent } from '../src/index.js';
-import { api, closeClients, freshHospital, makeClient, sharedUrl, TcpProxy, waitFor } from '../../../test/helpers.js';
+import { api, closeClients, freshHospital, makeClient, sharedUrl, TcpProxy, waitFor, messageOf } from '../../../test/helpers.js';
 
 afterEach(() => closeClients());
 
@@ -53,7 +53,7 @@ describe('transport fallback', () => {
     await waitFor(() => events.length === 5, 15_000, 'five events');
 
     expect(transports).toEqual(['sse', 'polling', 'websocket']);
-    expect(events.map((e) => e.data['message'])).toEqual(['e0', 'e1', 'e2', 'e3', 'e4']);
+    expect(events.map((e) => messageOf(e))).toEqual(['e0', 'e1', 'e2', 'e3', 'e4']);
     const positions = events.map((e) => e.position);
     expect(new Set(positions).size).toBe(5);
     expect([...positions].sort((a, b) => a - b)).toEqual(positions);
@@ -82,7 +82,7 @@ describe('transport fallback', () => {
     proxy.frozen = false;
     proxy.cut();
     await waitFor(() => events.length === 1, 15_000, 'the event sent while the link was dead');
-    expect(events[0]!.data['message']).toBe('during');
+    expect(messageOf(events[0]!)).toBe('during');
     await proxy.close();
   });
 });

@@ -85,7 +85,8 @@ export function useCommand<A extends unknown[]>(
   }, [vigil]);
   const idle = useMemo<Observable<CommandStatus | null>>(() => ({ get: () => null, subscribe: () => () => undefined }), []);
   const status = useObservable<CommandStatus | null>(current ?? idle);
-  return { run, status, pending: status?.status === 'pending' };
+  // A stuck command is still being retried: still pending for the UI (its status says why).
+  return { run, status, pending: status?.status === 'pending' || status?.status === 'stuck' };
 }
 
 /** Who is online in the hospital (WebSocket transport). */

@@ -498,17 +498,341 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description Someone took an alert on. */
+        AlertAcknowledged: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            patient: string | null;
+        };
+        /**
+         * AlertAcknowledgedEvent
+         * @description A `AlertAcknowledged` event.
+         */
+        AlertAcknowledgedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "alert";
+            data: components["schemas"]["AlertAcknowledged"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "AlertAcknowledged";
+        };
         /** @description The alert board. */
         AlertBoardPage: {
             /** @description Alerts, most severe and oldest first. */
-            alerts: Record<string, never>[];
+            alerts: components["schemas"]["AlertRow"][];
             /**
              * Format: int64
              * @description Stream position the board reflects; subscribe with `last_event_id = as_of`.
              */
             as_of: number;
             /** @description Open alerts per severity. */
-            counts: Record<string, never>;
+            counts: components["schemas"]["SeverityCounts"];
+        };
+        /** @description An alert went one escalation level up. */
+        AlertEscalated: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            level: number;
+            patient: string | null;
+            reason: string;
+        };
+        /**
+         * AlertEscalatedEvent
+         * @description A `AlertEscalated` event.
+         */
+        AlertEscalatedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "alert";
+            data: components["schemas"]["AlertEscalated"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "AlertEscalated";
+        };
+        /** @description An alert was raised. */
+        AlertRaised: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            department: string | null;
+            message: string;
+            patient: string | null;
+            severity: components["schemas"]["Severity"];
+        };
+        /**
+         * AlertRaisedEvent
+         * @description A `AlertRaised` event.
+         */
+        AlertRaisedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "alert";
+            data: components["schemas"]["AlertRaised"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "AlertRaised";
+        };
+        /** @description An alert was resolved. */
+        AlertResolved: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            note: string;
+            patient: string | null;
+        };
+        /**
+         * AlertResolvedEvent
+         * @description A `AlertResolved` event.
+         */
+        AlertResolvedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "alert";
+            data: components["schemas"]["AlertResolved"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "AlertResolved";
+        };
+        /** @description One alert on the board. */
+        AlertRow: {
+            acknowledged_at: string | null;
+            acknowledged_by: string | null;
+            age_seconds: number;
+            alert_id: string;
+            department: string | null;
+            level: number;
+            message: string;
+            patient: string | null;
+            /** Format: date-time */
+            raised_at: string;
+            raised_by: string;
+            resolved_at: string | null;
+            severity: components["schemas"]["Severity"];
+            /** @enum {string} */
+            status: "raised" | "acknowledged" | "resolved";
+        };
+        /** @description An appointment was cancelled. */
+        AppointmentCancelled: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            clinician: string;
+            patient: string;
+            reason: string;
+        };
+        /**
+         * AppointmentCancelledEvent
+         * @description A `AppointmentCancelled` event.
+         */
+        AppointmentCancelledEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "appointment";
+            data: components["schemas"]["AppointmentCancelled"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "AppointmentCancelled";
+        };
+        /** @description An appointment moved. */
+        AppointmentRescheduled: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            clinician: string;
+            /** Format: date-time */
+            end: string;
+            patient: string;
+            /** Format: date-time */
+            previous_end: string;
+            /** Format: date-time */
+            previous_start: string;
+            /** Format: date-time */
+            start: string;
+        };
+        /**
+         * AppointmentRescheduledEvent
+         * @description A `AppointmentRescheduled` event.
+         */
+        AppointmentRescheduledEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "appointment";
+            data: components["schemas"]["AppointmentRescheduled"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "AppointmentRescheduled";
+        };
+        /** @description One appointment of a day's schedule. */
+        AppointmentRow: {
+            appointment_id: string;
+            cancel_reason: string | null;
+            checked_in_at: string | null;
+            clinician: string;
+            /** Format: date-time */
+            ends_at: string;
+            patient: string;
+            reason: string | null;
+            /** Format: date-time */
+            starts_at: string;
+            /** @enum {string} */
+            status: "scheduled" | "checked_in" | "cancelled";
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** @description An appointment was scheduled. */
+        AppointmentScheduled: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            clinician: string;
+            /** Format: date-time */
+            end: string;
+            patient: string;
+            reason: string | null;
+            /** Format: date-time */
+            start: string;
+        };
+        /**
+         * AppointmentScheduledEvent
+         * @description A `AppointmentScheduled` event.
+         */
+        AppointmentScheduledEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "appointment";
+            data: components["schemas"]["AppointmentScheduled"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "AppointmentScheduled";
         };
         /** @description Body of `POST /cases/{id}/assign`. */
         AssignCase: {
@@ -526,6 +850,46 @@ export interface components {
              */
             reason: string;
         };
+        /** @description A case was (re)assigned. */
+        CaseAssigned: {
+            assignee: string;
+            /** Format: date-time */
+            at: string;
+            by: string;
+            patient: string;
+            previous: string | null;
+        };
+        /**
+         * CaseAssignedEvent
+         * @description A `CaseAssigned` event.
+         */
+        CaseAssignedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "case_thread";
+            data: components["schemas"]["CaseAssigned"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "CaseAssigned";
+        };
         /** @description One case thread. */
         CaseDetail: {
             /**
@@ -534,11 +898,11 @@ export interface components {
              */
             as_of: number;
             /** @description The case, as in the list (with the caller's `unread`). */
-            case: Record<string, never>;
+            case: components["schemas"]["CaseRow"];
             /** @description Messages after `messages_after`, by id: `message_id, author, body, posted_at`. */
-            messages: Record<string, never>[];
+            messages: components["schemas"]["MessageRow"][];
             /** @description Every reader's last read message: `user, up_to, read_at`. */
-            read_receipts: Record<string, never>[];
+            read_receipts: components["schemas"]["ReadReceipt"][];
         };
         /** @description A page of the case list. */
         CaseListPage: {
@@ -553,10 +917,111 @@ export interface components {
              *     (at most 200 characters), last_message_by, last_message_at` and `unread`, the caller's
              *     unread messages (`message_count` minus their last read message).
              */
-            cases: Record<string, never>[];
+            cases: components["schemas"]["CaseRow"][];
+        };
+        /** @description A case thread was opened. */
+        CaseOpened: {
+            assignee: string | null;
+            /** Format: date-time */
+            at: string;
+            by: string;
+            patient: string;
+            title: string;
+        };
+        /**
+         * CaseOpenedEvent
+         * @description A `CaseOpened` event.
+         */
+        CaseOpenedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "case_thread";
+            data: components["schemas"]["CaseOpened"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "CaseOpened";
+        };
+        /** @description One case as a list shows it, with the caller's unread count. */
+        CaseRow: {
+            assignee: string | null;
+            case_id: string;
+            last_message_at: string | null;
+            last_message_body: string | null;
+            last_message_by: string | null;
+            last_message_id: number | null;
+            message_count: number;
+            /** Format: date-time */
+            opened_at: string;
+            opened_by: string;
+            patient: string;
+            status: components["schemas"]["CaseStatus"];
+            title: string;
+            unread: number;
+            /** Format: date-time */
+            updated_at: string;
         };
         /** @enum {string} */
         CaseStatus: "open" | "in_review" | "accepted" | "referred" | "prescribed" | "completed";
+        /** @description A case moved from one status to another. */
+        CaseStatusChanged: {
+            assignee: string | null;
+            /** Format: date-time */
+            at: string;
+            by: string;
+            from: components["schemas"]["CaseStatus"];
+            note: string | null;
+            patient: string;
+            to: components["schemas"]["CaseStatus"];
+        };
+        /**
+         * CaseStatusChangedEvent
+         * @description A `CaseStatusChanged` event.
+         */
+        CaseStatusChangedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "case_thread";
+            data: components["schemas"]["CaseStatusChanged"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "CaseStatusChanged";
+        };
         /** @description Body of `POST /cases/{id}/status`. */
         ChangeCaseStatus: {
             /** @description Why (1..2000 characters). */
@@ -624,6 +1089,14 @@ export interface components {
             /** @description Medium alerts (default 1800). */
             medium: components["schemas"]["DeadlineSeconds"];
         };
+        /** @description Who did it and why. */
+        EventMetadata: {
+            causation_id: string | null;
+            command_id: string | null;
+            correlation_id: string | null;
+            role: string | null;
+            user: string | null;
+        };
         /** @description A page of the stream. */
         EventsPage: {
             /**
@@ -654,12 +1127,31 @@ export interface components {
              * @description Unread first, then read, each newest first: `notification_id, kind, urgent, patient,
              *     content (as sent, tagged by kind), sent_by, sent_at, read_at`.
              */
-            notifications: Record<string, never>[];
+            notifications: components["schemas"]["NotificationRow"][];
             /**
              * Format: int64
              * @description How many of the caller's notifications are unread (all of them, not just this page).
              */
             unread_count: number;
+        };
+        /** @description The latest reading, with a flag per measured sign. */
+        LatestReading: {
+            any_out_of_range: boolean;
+            diastolic: number | null;
+            /** @description `low`, `normal` or `high` per measured sign. */
+            flags: {
+                [key: string]: "low" | "normal" | "high";
+            };
+            heart_rate: number | null;
+            out_of_range: components["schemas"]["OutOfRange"][];
+            reading: number;
+            /** Format: date-time */
+            recorded_at: string;
+            recorded_by: string;
+            respiratory_rate: number | null;
+            spo2: number | null;
+            systolic: number | null;
+            temperature_c: number | null;
         };
         /** @description Body of `POST /cases/{id}/read`. */
         MarkRead: {
@@ -668,6 +1160,95 @@ export interface components {
              * @example 3
              */
             up_to: number;
+        };
+        /** @description A message was posted to a case thread; `message_id` counts from 1. */
+        MessagePosted: {
+            assignee: string | null;
+            /** Format: date-time */
+            at: string;
+            body: string;
+            by: string;
+            message_id: number;
+            patient: string;
+        };
+        /**
+         * MessagePostedEvent
+         * @description A `MessagePosted` event.
+         */
+        MessagePostedEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "case_thread";
+            data: components["schemas"]["MessagePosted"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "MessagePosted";
+        };
+        /** @description One message of a case thread. */
+        MessageRow: {
+            author: string;
+            body: string;
+            message_id: number;
+            /** Format: date-time */
+            posted_at: string;
+        };
+        /** @description A reader read a thread up to a message. */
+        MessagesRead: {
+            assignee: string | null;
+            /** Format: date-time */
+            at: string;
+            by: string;
+            patient: string;
+            up_to: number;
+        };
+        /**
+         * MessagesReadEvent
+         * @description A `MessagesRead` event.
+         */
+        MessagesReadEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "case_thread";
+            data: components["schemas"]["MessagesRead"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "MessagesRead";
         };
         /**
          * @description A hospital's metrics at one moment: the body of `GET /metrics` and the `data` of a
@@ -680,7 +1261,7 @@ export interface components {
              */
             as_of: number;
             /** @description Cases per status: `open, in_review, accepted, referred, prescribed, completed`. */
-            cases_by_status: Record<string, never>;
+            cases_by_status: components["schemas"]["StatusCounts"];
             /** @description Users online per role, over every node. */
             connected_users_by_role: components["schemas"]["RoleCounts"];
             /**
@@ -694,7 +1275,7 @@ export interface components {
              */
             mean_seconds_to_resolve?: number | null;
             /** @description Open (raised or acknowledged) alerts per severity: `critical, high, medium, low`. */
-            open_alerts: Record<string, never>;
+            open_alerts: components["schemas"]["SeverityCounts"];
         };
         /** @description What a notification says, tagged by `kind`. */
         NotificationContent: {
@@ -721,6 +1302,96 @@ export interface components {
             /** @enum {string} */
             status: "submitted" | "pending" | "approved" | "denied" | "info_requested";
         };
+        /** @description The recipient read a notification. */
+        NotificationRead: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            recipient: string;
+        };
+        /**
+         * NotificationReadEvent
+         * @description A `NotificationRead` event.
+         */
+        NotificationReadEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "notification";
+            data: components["schemas"]["NotificationRead"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "NotificationRead";
+        };
+        /** @description One notification in its recipient's inbox. */
+        NotificationRow: {
+            content: components["schemas"]["NotificationContent"];
+            /** @enum {string} */
+            kind: "task_assigned" | "lab_result" | "prior_authorization";
+            notification_id: string;
+            patient: string | null;
+            read_at: string | null;
+            /** Format: date-time */
+            sent_at: string;
+            sent_by: string;
+            urgent: boolean;
+        };
+        /** @description A notification was sent to its recipient. */
+        NotificationSent: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            content: components["schemas"]["NotificationContent"];
+            recipient: string;
+        };
+        /**
+         * NotificationSentEvent
+         * @description A `NotificationSent` event.
+         */
+        NotificationSentEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "notification";
+            data: components["schemas"]["NotificationSent"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "NotificationSent";
+        };
         /** @description Body of `POST /cases`. */
         OpenCase: {
             /**
@@ -739,6 +1410,52 @@ export interface components {
              */
             title: string;
         };
+        /** @description One sign outside its adult reference range. */
+        OutOfRange: {
+            /** @enum {string} */
+            deviation: "low" | "high";
+            /** @enum {string} */
+            sign: "heart_rate" | "systolic" | "diastolic" | "spo2" | "temperature" | "respiratory_rate";
+        };
+        /** @description The patient arrived for an appointment. */
+        PatientCheckedIn: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            clinician: string;
+            patient: string;
+        };
+        /**
+         * PatientCheckedInEvent
+         * @description A `PatientCheckedIn` event.
+         */
+        PatientCheckedInEvent: {
+            /** @description The aggregate's id. */
+            aggregate_id: string;
+            /** @enum {string} */
+            aggregate_type: "appointment";
+            data: components["schemas"]["PatientCheckedIn"];
+            /** @description The position as a string: what a client sends back as its last-event-id. */
+            id: string;
+            metadata: components["schemas"]["EventMetadata"];
+            /** @description Position in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The aggregate's version after this event.
+             */
+            sequence: number;
+            /**
+             * Format: date-time
+             * @description When it was written (RFC 3339).
+             */
+            ts: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "PatientCheckedIn";
+        };
         /** @description A patient id (never a name): 1..64 of `[A-Za-z0-9._-]`. */
         PatientId: string;
         /** @description A patient's vitals. */
@@ -749,13 +1466,13 @@ export interface components {
              */
             as_of: number;
             /** @description The latest `history` readings, newest first (the first is `latest`). */
-            history: Record<string, never>[];
+            history: components["schemas"]["VitalsRow"][];
             /**
              * @description The latest reading (`reading, heart_rate, systolic, diastolic, spo2, temperature_c,
              *     respiratory_rate, out_of_range, any_out_of_range, recorded_by, recorded_at` and
              *     `flags`), or `null` if there is none the caller may see.
              */
-            latest?: Record<string, never> | null;
+            latest?: components["schemas"]["LatestReading"] | null;
             /** @description The patient id. */
             patient: string;
         };
@@ -862,6 +1579,13 @@ export interface components {
              * @example critical
              */
             severity: components["schemas"]["Severity"];
+        };
+        /** @description How far one reader has read a thread. */
+        ReadReceipt: {
+            /** Format: date-time */
+            read_at: string;
+            up_to: number;
+            user: string;
         };
         /** @description Body of `POST /api/admin/projections/{name}/rebuild` (optional). */
         RebuildRequest: {
@@ -1040,7 +1764,7 @@ export interface components {
              * @description Appointments starting that day, in start order: `appointment_id, patient, clinician,
              *     starts_at, ends_at, status, reason, checked_in_at, cancel_reason, updated_at`.
              */
-            appointments: Record<string, never>[];
+            appointments: components["schemas"]["AppointmentRow"][];
             /**
              * Format: int64
              * @description Stream position the schedule reflects; subscribe with `last_event_id = as_of`.
@@ -1068,6 +1792,22 @@ export interface components {
         };
         /** @enum {string} */
         Severity: "low" | "medium" | "high" | "critical";
+        /** @description Open alerts per severity. */
+        SeverityCounts: {
+            critical: number;
+            high: number;
+            low: number;
+            medium: number;
+        };
+        /** @description Cases per status (every status present, 0 when none). */
+        StatusCounts: {
+            accepted: number;
+            completed: number;
+            in_review: number;
+            open: number;
+            prescribed: number;
+            referred: number;
+        };
         /** @description A stream ticket. */
         Ticket: {
             /**
@@ -1080,18 +1820,38 @@ export interface components {
         };
         /** @description A user id: 1..128 of `[A-Za-z0-9._@:-]`. */
         UserId: string;
-        /** @description One event on the wire. */
-        WireEvent: {
+        /** @description Measured signs; a sign not measured is `null`. */
+        VitalSigns: {
+            diastolic: number | null;
+            heart_rate: number | null;
+            respiratory_rate: number | null;
+            spo2: number | null;
+            systolic: number | null;
+            temperature_c: number | null;
+        };
+        /** @description A reading of a patient's vital signs, with the signs outside their ranges. */
+        VitalsRecorded: {
+            /** Format: date-time */
+            at: string;
+            by: string;
+            out_of_range: components["schemas"]["OutOfRange"][];
+            patient: string;
+            reading: number;
+            signs: components["schemas"]["VitalSigns"];
+        };
+        /**
+         * VitalsRecordedEvent
+         * @description A `VitalsRecorded` event.
+         */
+        VitalsRecordedEvent: {
             /** @description The aggregate's id. */
             aggregate_id: string;
-            /** @description `alert`, `case_thread`, `patient_vitals`, `appointment` or `notification`. */
-            aggregate_type: string;
-            /** @description The event's fields. */
-            data: Record<string, never>;
+            /** @enum {string} */
+            aggregate_type: "patient_vitals";
+            data: components["schemas"]["VitalsRecorded"];
             /** @description The position as a string: what a client sends back as its last-event-id. */
             id: string;
-            /** @description Who did it and why. */
-            metadata: Record<string, never>;
+            metadata: components["schemas"]["EventMetadata"];
             /** @description Position in the hospital's stream. */
             position: components["schemas"]["i64"];
             /**
@@ -1104,9 +1864,29 @@ export interface components {
              * @description When it was written (RFC 3339).
              */
             ts: string;
-            /** @description Event name, e.g. `AlertRaised`. */
-            type: string;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "VitalsRecorded";
         };
+        /** @description One reading. */
+        VitalsRow: {
+            any_out_of_range: boolean;
+            diastolic: number | null;
+            heart_rate: number | null;
+            out_of_range: components["schemas"]["OutOfRange"][];
+            reading: number;
+            /** Format: date-time */
+            recorded_at: string;
+            recorded_by: string;
+            respiratory_rate: number | null;
+            spo2: number | null;
+            systolic: number | null;
+            temperature_c: number | null;
+        };
+        /** @description One event on the wire, discriminated by `type` (the event type): its `data` is that type's payload. (WebSocket and SSE frames carry the same fields, with the event type in `event_type`.) */
+        WireEvent: components["schemas"]["AlertRaisedEvent"] | components["schemas"]["AlertAcknowledgedEvent"] | components["schemas"]["AlertEscalatedEvent"] | components["schemas"]["AlertResolvedEvent"] | components["schemas"]["CaseOpenedEvent"] | components["schemas"]["CaseAssignedEvent"] | components["schemas"]["CaseStatusChangedEvent"] | components["schemas"]["MessagePostedEvent"] | components["schemas"]["MessagesReadEvent"] | components["schemas"]["VitalsRecordedEvent"] | components["schemas"]["AppointmentScheduledEvent"] | components["schemas"]["AppointmentRescheduledEvent"] | components["schemas"]["PatientCheckedInEvent"] | components["schemas"]["AppointmentCancelledEvent"] | components["schemas"]["NotificationSentEvent"] | components["schemas"]["NotificationReadEvent"];
         /** Format: int64 */
         i64: number;
     };
