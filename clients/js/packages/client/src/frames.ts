@@ -51,7 +51,14 @@ export type ServerFrame =
       readonly position: string;
       readonly epoch: string | null;
     }
-  | ({ readonly type: 'event' } & Omit<StreamEvent, 'topics'> & { readonly topic?: string; readonly topics?: readonly string[] })
+  | ({ readonly type: 'event' } & Omit<StreamEvent, 'topics' | 'id'> & {
+      /** Sent by servers before issue 17 only: the position as a string. */
+      readonly id?: string;
+      /** The event's primary topic. */
+      readonly topic?: string;
+      /** All its topics, sent only when there are more than `topic`. */
+      readonly topics?: readonly string[];
+    })
   | { readonly type: 'unsubscribed'; readonly id?: string | number; readonly topics: readonly string[] }
   | { readonly type: 'presence'; readonly online: readonly PresenceEntry[] }
   | { readonly type: 'typing'; readonly case: string; readonly users: readonly UserRef[] }

@@ -680,8 +680,11 @@ export class Vigil {
   private onStreamEvent(frame: Extract<ServerFrame, { type: 'event' }>): void {
     const position = Number(frame.position);
     if (this.saved && position <= this.saved.position) return; // already processed: never twice
+    // Since issue 17 the frame carries its position once, `topics` only when the event has
+    // more than its `topic`, and no `null` fields in `data` (docs/PROTOCOL.md); older servers
+    // sent `id` and `topics` always. Both shapes decode to the same StreamEvent.
     this.deliverEvent({
-      id: frame.id,
+      id: frame.id ?? String(position),
       position,
       event_type: frame.event_type,
       aggregate_type: frame.aggregate_type,
