@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use aggregates::routing::Scope;
 use aggregates::types::UserId;
+use bytes::Bytes;
 use bytestring::ByteString;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::socket::text_frame;
 use super::topics::{topics_of, Topic};
 use crate::access::entitlement::{may_see_scope, Viewer};
 use crate::stream::{Position, StreamEvent};
@@ -33,8 +35,12 @@ pub struct WindowEvent {
     pub author: Option<UserId>,
     /// Topics the event belongs to (first = primary).
     pub topics: Vec<Topic>,
-    /// The `event` frame, JSON, shared by every recipient.
+    /// The `event` frame, JSON, shared by every recipient (SSE sends it in a `data:` line).
     pub frame: ByteString,
+    /// The same JSON as a whole WebSocket text frame (header included), shared by every
+    /// WebSocket recipient; `frame` is a view into the same buffer, so the window holds the
+    /// bytes once.
+    pub wire: Bytes,
     /// Commit time, for latency metrics and age eviction.
     pub recorded_at: DateTime<Utc>,
 }
@@ -120,14 +126,27 @@ pub fn prepare(event: StreamEvent) -> Arc<WindowEvent> {
     };
     // Serializing plain data with string keys cannot fail.
     let json = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
+    let (wire, frame) = framed(&json);
     Arc::new(WindowEvent {
         position: event.position,
         scope: event.scope,
         author: event.metadata.user,
         topics,
-        frame: ByteString::from(json),
+        frame,
+        wire,
         recorded_at: event.recorded_at,
     })
+}
+
+/// `json` as a WebSocket text frame, and the JSON itself as a view into that frame.
+fn framed(json: &str) -> (Bytes, ByteString) {
+    let wire = text_frame(json);
+    let header = wire.len() - json.len();
+    // The payload is `json`, a `str`: the slice is valid UTF-8, and the fallback (a copy)
+    // cannot be taken.
+    let frame = ByteString::try_from(wire.slice(header..))
+        .unwrap_or_else(|_| ByteString::from(json.to_owned()));
+    (wire, frame)
 }
 
 /// Events taken from the window or the store, in position order.
@@ -325,7 +344,8 @@ mod tests {
             },
             author: None,
             topics: vec![Topic::Alerts],
-            frame: ByteString::from(format!("{{\"position\":{position}}}")),
+            frame: framed(&format!("{{\"position\":{position}}}")).1,
+            wire: framed(&format!("{{\"position\":{position}}}")).0,
             recorded_at: Utc::now() - chrono::Duration::seconds(age_secs),
         })
     }
