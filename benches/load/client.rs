@@ -132,6 +132,9 @@ pub struct Ledger {
     pub last: i64,
     /// Events delivered.
     pub deliveries: u64,
+    /// Payload bytes of the `event` frames delivered (the frame's JSON, without the
+    /// WebSocket header): what the frame shape costs on the wire.
+    pub frame_bytes: u64,
     /// Microseconds since t0 of the last delivery.
     pub last_delivery_us: u64,
     /// Deliveries whose command's send instant was not yet known: `(position, received µs)`.
@@ -448,6 +451,7 @@ async fn receive(
                 // A `closing` frame is followed by the close frame with the same code,
                 // which is what gets recorded.
                 if let ("event", Some(ledger)) = (frame.kind.as_ref(), ledger.as_mut()) {
+                    ledger.frame_bytes += text.len() as u64;
                     on_event(ctx, index, ledger, &frame, outcome);
                 }
             }

@@ -607,6 +607,7 @@ struct Verdict {
     unexpected: u64,
     clients_with_errors: u32,
     deliveries: u64,
+    frame_bytes: u64,
     last_delivery_us: u64,
 }
 
@@ -617,6 +618,7 @@ fn verify(outcomes: &[Outcome], owed: &[i64]) -> Verdict {
     for ledger in outcomes.iter().filter_map(|o| o.ledger.as_ref()) {
         v.clients += 1;
         v.deliveries += ledger.deliveries;
+        v.frame_bytes += ledger.frame_bytes;
         v.last_delivery_us = v.last_delivery_us.max(ledger.last_delivery_us);
         let first = owed.partition_point(|p| *p <= ledger.base);
         let (mut lost, mut duplicated, mut owed_received) = (0u64, 0u64, 0u64);
@@ -676,6 +678,8 @@ fn summarize(result: &mut RunResult, ctx: &RunContext, outcomes: &[Outcome], ver
     }
     result.clients_verified = verdict.clients;
     result.deliveries = verdict.deliveries;
+    result.event_frame_bytes =
+        (verdict.deliveries > 0).then(|| verdict.frame_bytes as f64 / verdict.deliveries as f64);
     result.lost = verdict.lost;
     result.duplicated = verdict.duplicated;
     result.unexpected = verdict.unexpected;

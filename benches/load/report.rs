@@ -121,6 +121,9 @@ pub struct RunResult {
     pub command_latency: Option<Percentiles>,
     /// Events delivered to all subscribers.
     pub deliveries: u64,
+    /// Mean payload bytes of a delivered `event` frame (its JSON).
+    #[serde(default)]
+    pub event_frame_bytes: Option<f64>,
     /// Deliveries per second, from the first scheduled command to the last delivery.
     pub deliveries_per_sec: Option<f64>,
     /// Event commit time (`ts`, the server's clock) → received.
@@ -254,6 +257,9 @@ impl RunResult {
                     opt(self.postgres_cpu_pct, 0)
                 ),
             );
+        }
+        if let Some(bytes) = self.event_frame_bytes {
+            line("event frame, mean payload bytes", format!("{bytes:.0}"));
         }
         if self.clients_verified > 0 {
             line(

@@ -52,6 +52,31 @@ fn object(description: &str, properties: Vec<(&str, Value)>) -> Value {
     json!({"type": "object", "description": description, "required": required, "properties": properties})
 }
 
+/// A payload schema whose nullable properties are optional: event frames leave `null` fields
+/// out of `data` (docs/PROTOCOL.md, "Frame shape 2"), while REST pages still write them, so a
+/// nullable field may be absent or `null` and a typed client must not count on its key.
+fn absent_when_null(mut payload: Value) -> Value {
+    let nullable: Vec<String> = payload
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|properties| {
+            properties
+                .iter()
+                .filter(|(_, schema)| {
+                    schema["oneOf"]
+                        .as_array()
+                        .is_some_and(|options| options.iter().any(|o| o["type"] == "null"))
+                })
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(required) = payload.get_mut("required").and_then(Value::as_array_mut) {
+        required.retain(|name| !name.as_str().is_some_and(|n| nullable.iter().any(|x| x == n)));
+    }
+    payload
+}
+
 /// `(event type, aggregate type, payload schema)` for every event the server writes.
 fn event_types() -> Vec<(&'static str, &'static str, Value)> {
     let patient = || string();
@@ -543,7 +568,7 @@ pub fn apply(schemas: &mut Map<String, Value>) -> Result<(), ContractError> {
         .ok_or_else(|| missing("no WireEvent".into()))?;
     let mut variants = Vec::new();
     for (event_type, aggregate_type, payload) in event_types() {
-        schemas.insert(event_type.into(), payload);
+        schemas.insert(event_type.into(), absent_when_null(payload));
         let mut variant = base.clone();
         let properties = variant
             .get_mut("properties")

@@ -9,8 +9,9 @@
 //!   with a [`Failure`] carrying its close code. It holds a read buffer only while bytes
 //!   are arriving or a frame is incomplete, so an idle connection holds none;
 //! - [`Connection`] runs the connection's writer (a cursor over the hospital's stream, see
-//!   [`writer`](super::writer)) and writes what it encoded in one `write` per wake-up, then
-//!   frees the buffer. It is woken by the writer's own signals (the hospital's head, the
+//!   [`writer`](super::writer)) and writes what it queued in one `write` (`writev` for
+//!   several frames) per wake-up, then frees the queue. An event's frame is queued by
+//!   reference: it was encoded once, WebSocket header included, for all its recipients. It is woken by the writer's own signals (the hospital's head, the
 //!   session's commands, kill and shutdown), not only by the socket, so a client that
 //!   stopped reading is still closed when it is disconnected as a slow consumer: the socket
 //!   is shut down, not left open until TCP gives up.
@@ -19,6 +20,7 @@
 //! it cost inside actix-http's dispatcher (see BENCHMARKS.md).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -49,7 +51,7 @@ const READ_CHUNK: usize = 4096;
 struct Shared {
     io: TcpStream,
     /// Frames encoded by the writer and not yet written to the socket.
-    out: RefCell<BytesMut>,
+    out: RefCell<Outbox>,
     /// The writer, waiting for room in `out`.
     writer_waiting: RefCell<Option<Waker>>,
     /// Set when the writer has finished: the reader ends, so the session stops.
@@ -62,6 +64,97 @@ struct Shared {
     task_waiting: RefCell<Option<Waker>>,
     /// The peer's close frame, once received: the close that answers it echoes its code.
     peer_close: RefCell<Option<Option<WsCloseReason>>>,
+}
+
+/// Most frames handed to one `writev`: a connection far behind writes its backlog in
+/// chunks of this many frames (the kernel's limit, `IOV_MAX`, is 1024).
+const MAX_SLICES: usize = 64;
+
+/// What a connection has queued for the socket: whole encoded frames, in order, shared
+/// with whoever else holds them (an event's frame is one buffer for all its recipients).
+///
+/// The first frame has its own slot, so the usual queue — one event, written at once —
+/// allocates nothing; more frames wait in `rest` until they are written together.
+struct Outbox {
+    /// The frame being written (its unwritten part); `None` only when nothing is queued.
+    first: Option<Bytes>,
+    /// The frames after it.
+    rest: VecDeque<Bytes>,
+    /// Bytes queued in all, for the high-water mark.
+    len: usize,
+}
+
+impl Outbox {
+    fn starting_with(first: Bytes) -> Self {
+        let mut outbox = Outbox {
+            first: None,
+            rest: VecDeque::new(),
+            len: 0,
+        };
+        outbox.push(first);
+        outbox
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        self.len += frame.len();
+        if self.first.is_none() {
+            self.first = Some(frame);
+        } else {
+            self.rest.push_back(frame);
+        }
+    }
+
+    /// Fills `slices` with the queued frames, in order; returns how many.
+    fn slices<'a>(&'a self, slices: &mut [io::IoSlice<'a>]) -> usize {
+        let frames = self.first.iter().chain(self.rest.iter());
+        let mut n = 0;
+        for (slot, frame) in slices.iter_mut().zip(frames) {
+            *slot = io::IoSlice::new(frame);
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the first `written` bytes: whole frames, then part of the next one.
+    fn advance(&mut self, mut written: usize) {
+        self.len -= written.min(self.len);
+        while written > 0 {
+            let Some(first) = self.first.as_mut() else {
+                return;
+            };
+            if written < first.len() {
+                first.advance(written);
+                return;
+            }
+            written -= first.len();
+            self.first = self.rest.pop_front();
+        }
+    }
+}
+
+/// The WebSocket frame carrying `json` as one text message from the server (unmasked, FIN
+/// set, RFC 6455 §5.2): built once per event by `window::prepare`, so each delivery only
+/// queues a reference to it.
+pub fn text_frame(json: &str) -> Bytes {
+    let payload = json.as_bytes();
+    let mut frame = BytesMut::with_capacity(payload.len() + 10);
+    frame.extend_from_slice(&[0x81]);
+    match payload.len() {
+        n if n < 126 => frame.extend_from_slice(&[n as u8]),
+        n if n <= usize::from(u16::MAX) => {
+            frame.extend_from_slice(&[126]);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.extend_from_slice(&[127]);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(payload);
+    frame.freeze()
 }
 
 /// The `101 Switching Protocols` answering a checked WebSocket handshake whose
@@ -97,7 +190,7 @@ pub fn split(
     let _ = io.set_nodelay(true);
     let shared = Rc::new(Shared {
         io,
-        out: RefCell::new(first),
+        out: RefCell::new(Outbox::starting_with(first.freeze())),
         writer_waiting: RefCell::new(None),
         finished: Cell::new(false),
         reader_waiting: RefCell::new(None),
@@ -362,7 +455,7 @@ impl WsSink {
     /// Waits until the socket has taken enough of what is queued.
     async fn room(&self) {
         std::future::poll_fn(|cx| {
-            if self.shared.out.borrow().len() < OUTGOING_HIGH_WATER {
+            if self.shared.out.borrow().len < OUTGOING_HIGH_WATER {
                 Poll::Ready(())
             } else {
                 *self.shared.writer_waiting.borrow_mut() = Some(cx.waker().clone());
@@ -374,8 +467,13 @@ impl WsSink {
 
     async fn write(&mut self, message: Message) -> Result<(), Closed> {
         self.room().await;
-        let mut out = self.shared.out.borrow_mut();
-        self.codec.encode(message, &mut out).map_err(|_| Closed)
+        // Control frames and replies are rare: each is encoded into its own small buffer.
+        let mut encoded = BytesMut::new();
+        self.codec
+            .encode(message, &mut encoded)
+            .map_err(|_| Closed)?;
+        self.shared.out.borrow_mut().push(encoded.freeze());
+        Ok(())
     }
 
     /// Writes a binary message. Vigil's sessions send only text; this is for other
@@ -401,7 +499,11 @@ impl Sink for WsSink {
     }
 
     async fn send_event(&mut self, event: &WindowEvent) -> Result<(), Closed> {
-        self.write(Message::Text(event.frame.clone())).await
+        // The WebSocket frame was encoded once for every recipient (`window::prepare`):
+        // queuing it is a reference count, not an encoding, a copy or an allocation.
+        self.room().await;
+        self.shared.out.borrow_mut().push(event.wire.clone());
+        Ok(())
     }
 
     async fn ping(&mut self) -> Result<(), Closed> {
@@ -449,10 +551,19 @@ impl Shared {
         let mut out = self.out.borrow_mut();
         let mut wrote = false;
         let result = loop {
-            if out.is_empty() {
+            let Some(first) = out.first.as_ref() else {
                 break Flushed::All;
-            }
-            match self.io.try_write(&out) {
+            };
+            // One frame (the usual wake-up: one live event) is one `write`; several (a
+            // connection that fell behind, or replies with events) are one `writev`.
+            let written = if out.rest.is_empty() {
+                self.io.try_write(first)
+            } else {
+                let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+                let n = out.slices(&mut slices);
+                self.io.try_write_vectored(&slices[..n])
+            };
+            match written {
                 Ok(0) => break Flushed::Failed,
                 Ok(n) => {
                     out.advance(n);
@@ -468,9 +579,9 @@ impl Shared {
                 Err(_) => break Flushed::Failed,
             }
         };
-        if out.is_empty() && out.capacity() > 0 {
-            // Give the allocation back: an idle connection holds no write buffer.
-            *out = BytesMut::new();
+        if out.first.is_none() && out.rest.capacity() > 0 {
+            // Give the allocation back: an idle connection holds no write queue.
+            out.rest = VecDeque::new();
         }
         drop(out);
         if wrote {
@@ -519,6 +630,59 @@ mod tests {
     use super::*;
     use crate::realtime::hospital::SessionProgress;
     use crate::realtime::writer::{self, WriterCommand, WriterContext};
+
+    #[test]
+    fn a_text_frame_has_the_header_rfc_6455_gives_its_length() {
+        for (len, header) in [
+            (5usize, 2usize),
+            (125, 2),
+            (126, 4),
+            (65_535, 4),
+            (65_536, 10),
+        ] {
+            let json = "x".repeat(len);
+            let frame = text_frame(&json);
+            assert_eq!(frame.len(), len + header, "{len}");
+            let mut decoded = BytesMut::from(&frame[..]);
+            match actix_http::ws::Codec::new()
+                .max_size(1 << 20)
+                .client_mode()
+                .decode(&mut decoded)
+                .unwrap()
+            {
+                Some(actix_http::ws::Frame::Text(text)) => assert_eq!(text.len(), len),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_outbox_gives_back_every_byte_once_in_order_across_partial_writes() {
+        let frames: Vec<Bytes> = (0..10u8)
+            .map(|i| Bytes::from(vec![i; 3 + usize::from(i)]))
+            .collect();
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.iter().copied()).collect();
+        let mut outbox = Outbox::starting_with(Bytes::new());
+        for frame in &frames {
+            outbox.push(frame.clone());
+        }
+        assert_eq!(outbox.len, expected.len());
+        let mut written = Vec::new();
+        // Writes of 1, 2, 3, ... bytes: they end inside frames and on their boundaries.
+        let mut step = 1;
+        while outbox.first.is_some() {
+            let mut slices = [io::IoSlice::new(&[]); 4];
+            let n = outbox.slices(&mut slices);
+            let available: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            let take = step.min(available.len());
+            written.extend_from_slice(&available[..take]);
+            outbox.advance(take);
+            step += 1;
+        }
+        assert_eq!(written, expected);
+        assert_eq!(outbox.len, 0);
+        assert!(outbox.rest.is_empty());
+    }
 
     /// What every idle connection holds for its whole life is budgeted (the ≤ 8 KiB goal
     /// in BENCHMARKS.md): its writer task, and the 32 command slots its channel allocates up

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use aggregates::routing::Scope;
 use aggregates::types::UserId;
+use bytes::Bytes;
 use bytestring::ByteString;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::socket::text_frame;
 use super::topics::{topics_of, Topic};
 use crate::access::entitlement::{may_see_scope, Viewer};
 use crate::stream::{Position, StreamEvent};
@@ -33,8 +35,12 @@ pub struct WindowEvent {
     pub author: Option<UserId>,
     /// Topics the event belongs to (first = primary).
     pub topics: Vec<Topic>,
-    /// The `event` frame, JSON, shared by every recipient.
+    /// The `event` frame, JSON, shared by every recipient (SSE sends it in a `data:` line).
     pub frame: ByteString,
+    /// The same JSON as a whole WebSocket text frame (header included), shared by every
+    /// WebSocket recipient; `frame` is a view into the same buffer, so the window holds the
+    /// bytes once.
+    pub wire: Bytes,
     /// Commit time, for latency metrics and age eviction.
     pub recorded_at: DateTime<Utc>,
 }
@@ -46,20 +52,58 @@ impl WindowEvent {
     }
 }
 
+/// The `event` frame's fields (docs/PROTOCOL.md, "Server frames").
+///
+/// Kept small because it is what every delivery carries: the position once (a number; the
+/// string `id` that duplicated it is gone, SSE still has its `id:` line), `topics` only when
+/// the event has more than its primary `topic`, and no `null` fields in `data`. The field
+/// names stay the readable ones shared with SSE and the polling endpoint: see
+/// [`EVENT_FRAME_VERSION`] for why they were not shortened.
 #[derive(Serialize)]
 struct EventFrame<'a> {
     #[serde(rename = "type")]
     frame_type: &'static str,
-    id: String,
     position: Position,
     topic: String,
-    topics: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topics: Option<Vec<String>>,
     event_type: &'a str,
     aggregate_type: &'a str,
     aggregate_id: &'a str,
     sequence: i64,
-    data: &'a serde_json::Value,
+    data: WithoutNulls<'a>,
     ts: DateTime<Utc>,
+}
+
+/// The shape of the `event` frame, for the record: 2 since issue 17 (no `id`, `topics` only
+/// when it differs from `topic`, no `null` fields in `data`).
+///
+/// Not negotiated: the JS client and the load tool read both shapes, and shortening the
+/// field names, the one change that would need a negotiated dialect, saves about 60 bytes of
+/// ~320 while each delivery's cost is the `send` per connection, not its bytes (see
+/// BENCHMARKS.md, "issue 17: delivery"). A second dialect would also mean encoding each event
+/// twice and a second decoder in every client.
+pub const EVENT_FRAME_VERSION: u8 = 2;
+
+/// An event's `data` without its top-level `null` fields: an absent field reads as `null`
+/// (docs/PROTOCOL.md), and `"department":null,"patient":null` alone was 33 bytes of an alert.
+struct WithoutNulls<'a>(&'a serde_json::Value);
+
+impl Serialize for WithoutNulls<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self.0 {
+            serde_json::Value::Object(fields) => {
+                let present = fields.iter().filter(|(_, v)| !v.is_null());
+                let mut map = serializer.serialize_map(Some(present.clone().count()))?;
+                for (name, value) in present {
+                    map.serialize_entry(name, value)?;
+                }
+                map.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
 }
 
 /// Builds the window entry (and its frame) for a stored event.
@@ -67,30 +111,42 @@ pub fn prepare(event: StreamEvent) -> Arc<WindowEvent> {
     let topics = topics_of(&event.aggregate_id, &event.scope);
     let frame = EventFrame {
         frame_type: "event",
-        id: event.position.to_string(),
         position: event.position,
         topic: topics
             .first()
             .map(Topic::to_string)
             .unwrap_or_else(|| "events".to_owned()),
-        topics: topics.iter().map(Topic::to_string).collect(),
+        topics: (topics.len() > 1).then(|| topics.iter().map(Topic::to_string).collect()),
         event_type: &event.event_type,
         aggregate_type: &event.aggregate_type,
         aggregate_id: &event.aggregate_id,
         sequence: event.sequence,
-        data: &event.data,
+        data: WithoutNulls(&event.data),
         ts: event.recorded_at,
     };
     // Serializing plain data with string keys cannot fail.
     let json = serde_json::to_string(&frame).unwrap_or_else(|_| "{}".to_owned());
+    let (wire, frame) = framed(&json);
     Arc::new(WindowEvent {
         position: event.position,
         scope: event.scope,
         author: event.metadata.user,
         topics,
-        frame: ByteString::from(json),
+        frame,
+        wire,
         recorded_at: event.recorded_at,
     })
+}
+
+/// `json` as a WebSocket text frame, and the JSON itself as a view into that frame.
+fn framed(json: &str) -> (Bytes, ByteString) {
+    let wire = text_frame(json);
+    let header = wire.len() - json.len();
+    // The payload is `json`, a `str`: the slice is valid UTF-8, and the fallback (a copy)
+    // cannot be taken.
+    let frame = ByteString::try_from(wire.slice(header..))
+        .unwrap_or_else(|_| ByteString::from(json.to_owned()));
+    (wire, frame)
 }
 
 /// Events taken from the window or the store, in position order.
@@ -288,9 +344,57 @@ mod tests {
             },
             author: None,
             topics: vec![Topic::Alerts],
-            frame: ByteString::from(format!("{{\"position\":{position}}}")),
+            frame: framed(&format!("{{\"position\":{position}}}")).1,
+            wire: framed(&format!("{{\"position\":{position}}}")).0,
             recorded_at: Utc::now() - chrono::Duration::seconds(age_secs),
         })
+    }
+
+    /// An alert as the load tool raises it, stored as the command path stores it.
+    fn stored_alert(patient: Option<&str>) -> StreamEvent {
+        let patient = patient.map(|p| aggregates::types::PatientId::parse(p).unwrap());
+        StreamEvent {
+            position: 123_456,
+            aggregate_type: "alert".into(),
+            aggregate_id: "0f5e7c1a-8a7e-4d0b-9a55-3f5f7e2b8c11".into(),
+            sequence: 1,
+            event_type: "AlertRaised".into(),
+            event_version: "1".into(),
+            data: serde_json::json!({
+                "severity": "low", "message": "load test alert 12345", "department": null,
+                "patient": patient.as_ref().map(|p| p.to_string()), "by": "writer-12",
+                "at": "2026-12-06T23:52:04.123456789Z",
+            }),
+            metadata: Default::default(),
+            recorded_at: "2026-12-06T23:52:04.123456Z".parse().unwrap(),
+            scope: Scope {
+                category: Category::Alerts,
+                patient,
+                assignees: vec![],
+                recipient: None,
+            },
+        }
+    }
+
+    #[test]
+    fn an_event_frame_carries_its_position_once_no_nulls_and_topics_only_when_more_than_one() {
+        let frame = prepare(stored_alert(None)).frame.to_string();
+        assert_eq!(
+            frame,
+            r#"{"type":"event","position":123456,"topic":"alerts","event_type":"AlertRaised","aggregate_type":"alert","aggregate_id":"0f5e7c1a-8a7e-4d0b-9a55-3f5f7e2b8c11","sequence":1,"data":{"at":"2026-12-06T23:52:04.123456789Z","by":"writer-12","message":"load test alert 12345","severity":"low"},"ts":"2026-12-06T23:52:04.123456Z"}"#
+        );
+        // The frame before issue 17 was 387 bytes for the same event.
+        assert_eq!(frame.len(), 320);
+
+        let with_patient: serde_json::Value =
+            serde_json::from_str(&prepare(stored_alert(Some("p-1001"))).frame).unwrap();
+        assert_eq!(with_patient["topic"], "alerts");
+        assert_eq!(
+            with_patient["topics"],
+            serde_json::json!(["alerts", "patient:p-1001"])
+        );
+        assert_eq!(with_patient["data"]["patient"], "p-1001");
+        assert!(with_patient["data"].get("department").is_none());
     }
 
     #[test]

@@ -31,7 +31,7 @@ async fn a_raised_alert_arrives_live_with_its_position_as_id() {
 
     let raised = app.raise_alert(H, &nurse, "critical").await;
     let event = &events(&mut socket, 1).await[0];
-    assert_eq!(event["id"], "1");
+    assert_eq!(event["position"], 1);
     assert_eq!(event["topic"], "alerts");
     assert_eq!(event["event_type"], "AlertRaised");
     assert_eq!(event["aggregate_id"], raised["aggregate_id"]);
@@ -45,10 +45,8 @@ async fn a_client_that_reconnects_with_its_last_id_gets_exactly_what_it_missed()
     let mut socket = ws::connect(app.port, H, Some(&nurse)).await;
     subscribe(&mut socket, &["alerts"], None).await;
     app.raise_alert(H, &nurse, "high").await;
-    let last = events(&mut socket, 1).await[0]["id"]
-        .as_str()
-        .unwrap()
-        .parse::<i64>()
+    let last = events(&mut socket, 1).await[0]["position"]
+        .as_i64()
         .unwrap();
     drop(socket);
 
@@ -303,5 +301,5 @@ async fn a_frame_sent_with_the_handshake_is_not_lost() {
     let subscribed = frame_of(&mut socket, "subscribed").await;
     assert_eq!(subscribed["id"], "s");
     app.raise_alert(H, &nurse, "high").await;
-    assert_eq!(events(&mut socket, 1).await[0]["id"], "1");
+    assert_eq!(events(&mut socket, 1).await[0]["position"], 1);
 }

@@ -754,6 +754,54 @@ async fn typing_faster_than_the_throttle_is_refused() {
     );
 }
 
+/// Invariant: a connection that falls behind — its client reads nothing for a while, its
+/// buffers fill and the server's writes block — but stays within the lag limit still
+/// receives every event exactly once, in order, then live events. The events that piled up
+/// are written several frames to a `writev`, and a write the socket takes only part of goes
+/// on from the byte where it stopped (issue 17's batched writes).
+#[actix_web::test]
+async fn a_connection_that_falls_behind_gets_every_event_once_in_order_then_live_ones() {
+    const EVENTS: usize = 120;
+
+    // Arrange
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let mut slow = connect_with_small_buffers(app.port, &nurse).await;
+    assert_eq!(frame(&mut slow).await["type"], "authenticated");
+    subscribe(&mut slow, &["alerts"], None).await;
+    let client_port = match slow.get_ref() {
+        MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").port(),
+        _ => unreachable!("a plain TCP stream"),
+    };
+    let bus = CommandBus::new(app.pool.clone());
+    let hospital = HospitalId::parse(H).unwrap();
+    // ~7.6 KiB events: 120 of them (~0.9 MiB) are far more than the client's buffers and the
+    // server's send buffer hold, and far less than the lag limit (4 MiB).
+    let message =
+        AlertMessage::parse(&format!("Ward 3 telemetry: {}", "\u{1FA7A}".repeat(1900))).unwrap();
+
+    // Act: commit everything while the client reads nothing.
+    for _ in 0..EVENTS {
+        raise_high_alert(&bus, &hospital, "monitor-1", &message).await;
+    }
+    until(
+        Duration::from_secs(10),
+        "the server's writes to block on the client",
+        || async { server_side_tcp(app.port, client_port).is_some_and(|(_, queued)| queued > 0) },
+    )
+    .await;
+    let backlog = take_events(&mut slow, EVENTS).await;
+    raise_high_alert(&bus, &hospital, "monitor-1", &message).await;
+    let live = take_events(&mut slow, 1).await;
+
+    // Assert
+    assert_eq!(positions(&backlog), (1..=EVENTS as i64).collect::<Vec<_>>());
+    assert_eq!(positions(&live), vec![EVENTS as i64 + 1]);
+    assert!(backlog
+        .iter()
+        .all(|e| e["data"]["message"] == message.to_string()));
+}
+
 /// Invariant: a client that stops reading is disconnected as a slow consumer (4008) instead
 /// of growing server memory, the server and well-behaved clients are unaffected, and the slow
 /// client then resumes from its last id and gets the rest exactly.

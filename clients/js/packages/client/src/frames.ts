@@ -56,7 +56,8 @@ export type StreamEvent<T extends EventType = EventType> = T extends EventType
 /** The loosely typed event frame as it arrives (decoded into a [`StreamEvent`]). */
 export interface EventFrame {
   readonly type: 'event';
-  readonly id: string;
+  /** Sent by servers before issue 17 only: the position as a string. */
+  readonly id?: string;
   readonly position: number | string;
   readonly event_type: string;
   readonly aggregate_type: string;

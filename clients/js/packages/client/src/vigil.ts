@@ -729,8 +729,10 @@ export class Vigil {
   private onStreamEvent(frame: EventFrame): void {
     const position = Number(frame.position);
     if (this.saved && position <= this.saved.position) return; // already processed: never twice
-    // The server's `data` follows the published schema of `event_type` (checked server-side
-    // against the real events); the frame's optional fields may be absent.
+    // Since issue 17 the frame carries its position once, `topics` only when the event has
+    // more than its `topic`, and no `null` fields in `data` (docs/PROTOCOL.md); older servers
+    // sent `id` and `topics` always. Both shapes decode to the same StreamEvent, whose `data`
+    // follows the published schema of `event_type` (checked server-side against real events).
     this.deliverEvent({
       id: frame.id ?? String(position),
       position,
