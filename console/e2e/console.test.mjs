@@ -151,6 +151,27 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     await doctor.page.screenshot({ path: `${SHOTS}alerts.png`, fullPage: true });
   });
 
+  test('a nurse sees each raised alert count down to its escalation, and no countdown once it is acknowledged', async () => {
+    // The deadlines endpoint is for admins (a nurse gets 403): the countdown comes from the row.
+    const policy = await fetch(`${server.url}/api/hospitals/demo/policies/escalation`, { headers: { Authorization: `Bearer ${tokens['nurse-amy']}` } });
+    assert.equal(policy.status, 403);
+    const message = `Countdown ${Date.now()}`;
+    await rest(tokens['dr-rao'], 'POST', 'alerts', { severity: 'critical', message });
+    const countdown = alertRow(nurse.page, message).getByTestId('escalation-countdown');
+    await countdown.waitFor({ timeout: TIMEOUT });
+    const first = await countdown.innerText();
+    assert.match(first, /escalates in (1m [0-5]\ds|[0-5]?\ds|2m 00s)/, 'a critical alert escalates within the demo\'s 120 s');
+    // It counts down: the text changes with the clock (waited for, not slept on).
+    await nurse.page.waitForFunction(
+      ([m, before]) => [...document.querySelectorAll('[data-testid="alert"]')].find((e) => e.textContent.includes(m))?.querySelector('[data-testid="escalation-countdown"]')?.textContent !== before,
+      [message, first],
+      { timeout: TIMEOUT },
+    );
+    await alertRow(nurse.page, message).getByRole('button', { name: /^Acknowledge/ }).click();
+    await alertRow(nurse.page, message).and(nurse.page.locator('[data-status="acknowledged"]')).waitFor({ timeout: TIMEOUT });
+    assert.equal(await countdown.count(), 0, 'an acknowledged alert has no countdown');
+  });
+
   test('an acknowledge on the physician page shows on both pages', async () => {
     const message = 'Ward 3: patient fall reported';
     await alertRow(doctor.page, message).getByRole('button', { name: /^Acknowledge/ }).click();

@@ -1,8 +1,9 @@
 /**
  * The alert board: open alerts by severity with counts, acknowledge / escalate / resolve through
  * the client's outbox (a row shows its command as pending — queued while offline — until the
- * server answers and the live query re-reads), the escalation deadline of each raised alert,
- * and new critical alerts announced in an assertive ARIA live region as well as on screen.
+ * server answers and the live query re-reads), a countdown to each raised alert's escalation
+ * (the row's `escalation_due_at`, the scheduler's own due time, which every role reads — the
+ * deadlines settings themselves are admin-only), and new critical alerts announced in an assertive ARIA live region as well as on screen.
  * The list is windowed: only the rows in view (plus a margin) are in the DOM.
  */
 import { useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
@@ -19,8 +20,6 @@ const ROW = 96;
 const OVERSCAN = 6;
 /** The board's page (the server's maximum). */
 const PAGE = 500;
-
-type Policy = Record<Severity, number>;
 
 /** What is pending for each alert, from the outbox: `alerts/<id>/<action>`. */
 function pendingByAlert(pending: readonly PendingCommand[]): Map<string, string> {
@@ -40,14 +39,9 @@ export function AlertBoard(props: { session: Session }): ReactNode {
   const alerts = rows<AlertRow>(board.data?.alerts);
   const counts = (board.data?.counts ?? {}) as unknown as Partial<Record<Severity, number>>;
   const total = severity ? (counts[severity] ?? 0) : SEVERITIES.reduce((n, s) => n + (counts[s] ?? 0), 0);
-  const [policy, setPolicy] = useState<Policy | null>(null);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [announcement, setAnnouncement] = useState('');
   const seen = useRef<Set<string> | null>(null);
-
-  useEffect(() => {
-    vigil.read<Policy>('policies/escalation').then(setPolicy, () => setPolicy(null));
-  }, [vigil]);
 
   // Announce critical alerts that appear after the first load (not the ones already open).
   useEffect(() => {
@@ -110,7 +104,7 @@ export function AlertBoard(props: { session: Session }): ReactNode {
             alert={a}
             pending={pending.get(a.alert_id)}
             error={errors[a.alert_id]}
-            deadline={policy ? Date.parse(a.raised_at) + policy[a.severity] * 1000 * (a.level + 1) : null}
+            deadline={a.escalation_due_at ? Date.parse(a.escalation_due_at) : null}
             onAck={() => act(a.alert_id, () => vigil.alerts.acknowledge(a.alert_id))}
             onEscalate={() => act(a.alert_id, () => vigil.alerts.escalate(a.alert_id, { reason: `Escalated by ${props.session.user}`, expected_level: a.level }))}
             onResolve={() => act(a.alert_id, () => vigil.alerts.resolve(a.alert_id, { note: `Resolved by ${props.session.user}` }))}
@@ -185,7 +179,7 @@ function AlertItem(props: {
         {a.patient && <> · <Link to={`patients/${a.patient}`}>{a.patient}</Link></>}
         <span> · raised {time(a.raised_at)} by {a.raised_by}</span>
         {left !== null && (
-          <span className={left < 0 ? 'overdue' : ''}> · {left < 0 ? `escalation overdue by ${duration(-left)}` : `escalates in ${duration(left)}`}</span>
+          <span className={left < 0 ? 'overdue' : ''} data-testid="escalation-countdown"> · {left < 0 ? `escalation overdue by ${duration(-left)}` : `escalates in ${duration(left)}`}</span>
         )}
       </div>
       <div className="alert-actions">
