@@ -4,7 +4,10 @@
 // Screenshots of every screen go to e2e/screenshots/.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from '../../clients/js/node_modules/playwright-core/index.mjs';
 import { VigilServer } from '../../clients/js/scripts/server.mjs';
@@ -13,6 +16,8 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = fileURLToPath(new URL('./screenshots/', import.meta.url));
 const AXE = readFileSync(fileURLToPath(new URL('../../clients/js/node_modules/axe-core/axe.min.js', import.meta.url)), 'utf8');
 const TIMEOUT = 20_000;
+/** psql, to seed a large board straight into the server's embedded PostgreSQL. */
+const PSQL = process.env.PSQL ?? 'psql';
 
 let server;
 let browser;
@@ -30,9 +35,14 @@ const cspViolations = [];
  * for its Retry-After and sent again with the same key.
  */
 async function rest(token, method, path, body) {
+  return restAt('demo', token, method, path, body);
+}
+
+/** {@link rest} in another hospital. */
+async function restAt(hospital, token, method, path, body) {
   const key = crypto.randomUUID();
   for (let attempt = 0; ; attempt += 1) {
-    const r = await fetch(`${server.url}/api/hospitals/demo/${path}`, {
+    const r = await fetch(`${server.url}/api/hospitals/${hospital}/${path}`, {
       method,
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'Idempotency-Key': key },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -324,6 +334,63 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     await page.getByTestId('alert-list').evaluate((el) => { el.scrollTop = el.scrollHeight; });
     await alertRow(page, last).waitFor({ timeout: TIMEOUT });
     assert.ok((await page.getByTestId('alert').count()) < 25);
+  });
+
+  test('10,000 open alerts: all are loaded and counted, scrolling reaches the last, and a new one appears live', async () => {
+    // A hospital of its own, so the demo's pages are not flooded. 9,999 alerts are written
+    // straight into the event store in one statement (the trigger gives them positions; the
+    // projections and policies take them from there, as after any write), and the 10,000th
+    // through the API, which also announces the hospital's new head.
+    const hospital = 'load';
+    tokens['nurse-lee'] = server.token({ hospital, user: 'nurse-lee', role: 'nurse', ttl: '2h' });
+    const t0 = performance.now();
+    // Asynchronously: a blocked event loop would miss the server closing idle keep-alive
+    // connections, and the next fetch would reuse a dead one.
+    await promisify(execFile)(PSQL, ['-h', join(server.dataDir, 'postgres', 'socket'), '-U', 'vigil', '-d', 'vigil', '-v', 'ON_ERROR_STOP=1', '-q', '-c', `
+      INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+      SELECT 'alert', '${hospital}/' || id, 1, 'AlertRaised', '1.0',
+             json_build_object('AlertRaised', json_build_object(
+               'at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'by', 'nurse-lee', 'message', 'Seeded alert #' || n, 'patient', 'p-' || (1000 + n % 50),
+               'severity', (ARRAY['low', 'medium', 'high'])[1 + n % 3], 'department', 'general-medicine')),
+             json_build_object('role', 'nurse', 'user', 'nurse-lee', 'hospital', '${hospital}',
+               'command_id', id, 'causation_id', id, 'correlation_id', id)
+      FROM (SELECT n, gen_random_uuid()::text AS id FROM generate_series(1, 9999) AS n) AS seeded
+      ORDER BY n`]);
+    const last = `Last of 10000 (${Date.now()})`;
+    await restAt(hospital, tokens['nurse-lee'], 'POST', 'alerts', { severity: 'low', message: last });
+    for (const deadline = Date.now() + 120_000; ; ) {
+      const { counts } = await restAt(hospital, tokens['nurse-lee'], 'GET', 'alerts?limit=1');
+      if (counts.low + counts.medium + counts.high + counts.critical === 10_000) break;
+      assert.ok(Date.now() < deadline, `the board reached 10,000 open alerts: ${JSON.stringify(counts)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    console.log(`# 10,000 open alerts seeded and projected in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    const { page, context } = await openPage('nurse-lee', 'alerts');
+    const t1 = performance.now();
+    const shown = (n) => page.getByText(new RegExp(`^${n} shown`));
+    await shown(10_000).waitFor({ timeout: 60_000 });
+    console.log(`# the board with 10,000 open alerts: every page loaded and rendered ${(performance.now() - t1).toFixed(0)} ms after the page was live`);
+    assert.equal(await page.getByTestId('count-low').innerText().then((t) => /\d+/.exec(t)?.[0]), String(await restAt(hospital, tokens['nurse-lee'], 'GET', 'alerts?limit=1').then((b) => b.counts.low)));
+    assert.ok((await page.getByTestId('alert').count()) < 40, 'only a window of rows is in the DOM');
+
+    const t2 = performance.now();
+    await page.getByTestId('alert-list').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    await alertRow(page, last).waitFor({ timeout: TIMEOUT });
+    console.log(`# scrolled to the 10,000th alert in ${(performance.now() - t2).toFixed(0)} ms`);
+    assert.equal(await alertRow(page, last).locator('xpath=..').getAttribute('aria-posinset'), '10000');
+
+    const fresh = `Live over 10000 (${Date.now()})`;
+    const t3 = performance.now();
+    await restAt(hospital, tokens['nurse-lee'], 'POST', 'alerts', { severity: 'critical', message: fresh });
+    await shown(10_001).waitFor({ timeout: TIMEOUT });
+    console.log(`# a new alert raised over REST shown live on the 10,000-alert board in ${(performance.now() - t3).toFixed(0)} ms`);
+    await page.getByTestId('critical-announcement').getByText(fresh).waitFor({ timeout: TIMEOUT });
+    await page.getByTestId('alert-list').evaluate((el) => { el.scrollTop = 0; });
+    await alertRow(page, fresh).waitFor({ timeout: TIMEOUT });
+    await page.screenshot({ path: `${SHOTS}alerts-10000.png` });
+    await context.close();
   });
 
   test('no token was sent in any URL, and no page reported a CSP violation', () => {
