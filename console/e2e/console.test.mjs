@@ -255,6 +255,22 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     await nurse.page.screenshot({ path: `${SHOTS}patient.png`, fullPage: true });
   });
 
+  test('the viewing banner never names the viewer herself, only the others', async () => {
+    tokens['nurse-bea'] = server.token({ hospital: 'demo', user: 'nurse-bea', role: 'nurse', ttl: '2h' });
+    const bea = await openPage('nurse-bea', 'patients/p-1002');
+    // The server's viewer list has arrived, with only her in it: no banner names her.
+    await bea.page.getByTestId('viewing-alone').getByText('No one else is viewing this patient').waitFor({ timeout: TIMEOUT });
+    assert.equal(await bea.page.getByTestId('viewing').count(), 0);
+    await go(doctor.page, 'patients/p-1002');
+    const banner = bea.page.getByTestId('viewing');
+    await banner.getByText('dr-rao (physician) is viewing this patient').waitFor({ timeout: TIMEOUT });
+    assert.equal((await banner.innerText()).trim(), '◎ dr-rao (physician) is viewing this patient');
+    const theirs = doctor.page.getByTestId('viewing');
+    await theirs.getByText('nurse-bea (nurse) is viewing this patient').waitFor({ timeout: TIMEOUT });
+    assert.doesNotMatch(await theirs.innerText(), /dr-rao/);
+    await bea.context.close();
+  });
+
   test('every screen passes axe (no serious or critical violation), and each is photographed', async () => {
     const admin = await openPage('admin-1');
     const screens = [
