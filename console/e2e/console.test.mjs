@@ -68,7 +68,7 @@ async function openPage(who, path, viewport = { width: 1280, height: 1000 }) {
       const path = new URL(route.request().url()).pathname.replace(/^\/console\/?/, '');
       const file = fileURLToPath(new URL(`../dist/${path.startsWith('assets/') ? path : 'index.html'}`, import.meta.url));
       const real = await route.fetch();
-      const { 'content-length': _, ...headers } = real.headers();
+      const { 'content-length': _, 'content-encoding': __, ...headers } = real.headers();
       await route.fulfill({ status: 200, body: readFileSync(file), headers: { ...headers, 'content-type': file.endsWith('.js') ? 'text/javascript' : file.endsWith('.css') ? 'text/css' : 'text/html' } });
     });
   }

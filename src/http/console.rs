@@ -16,6 +16,7 @@
 //! is not sent to the server) and the page moves it to session storage at once.
 
 use actix_web::http::header;
+use actix_web::middleware::Compress;
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 use include_dir::{include_dir, Dir};
 
@@ -56,11 +57,17 @@ pub fn content_security_policy(host: Option<&str>) -> String {
 /// Hashed assets never change under the same name.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-/// Registers `/console` and everything under it.
+/// Registers `/console` and everything under it, compressed for clients that accept it: the
+/// script is about 290 KB as built and a third of that gzipped, which matters on a field
+/// worker's phone (the first load; the hashed files are cached for good after it).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console", get_or_head().to(index))
-        .route("/console/", get_or_head().to(index))
-        .route("/console/{tail:.+}", get_or_head().to(asset));
+    cfg.service(
+        web::scope("/console")
+            .wrap(Compress::default())
+            .route("", get_or_head().to(index))
+            .route("/", get_or_head().to(index))
+            .route("/{tail:.+}", get_or_head().to(asset)),
+    );
 }
 
 /// `GET`, and `HEAD` (actix sends no body for it), so `curl -I` shows the headers.
@@ -257,6 +264,26 @@ mod tests {
         assert!(!policy.contains("unsafe-eval"));
         assert!(policy.contains("script-src 'self';"));
         assert!(policy.contains("frame-ancestors 'none'"));
+    }
+
+    #[actix_web::test]
+    async fn assets_are_compressed_for_a_client_that_accepts_gzip() {
+        let app = test::init_service(App::new().configure(configure)).await;
+        let path = format!("/console/{}", an_asset());
+        let req = test::TestRequest::get()
+            .uri(&path)
+            .insert_header((header::ACCEPT_ENCODING, "gzip"))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, header::CONTENT_ENCODING), "gzip");
+        assert_eq!(header(&res, header::CACHE_CONTROL), IMMUTABLE);
+        let plain = DIST.get_file(an_asset()).map(|f| f.contents().len());
+        let sent = test::read_body(res).await.len();
+        assert!(
+            plain.is_some_and(|plain| sent < plain),
+            "{sent} bytes sent for {plain:?}"
+        );
     }
 
     #[actix_web::test]
