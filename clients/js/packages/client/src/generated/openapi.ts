@@ -500,7 +500,13 @@ export interface components {
     schemas: {
         /** @description The alert board. */
         AlertBoardPage: {
-            /** @description Alerts, most severe and oldest first. */
+            /**
+             * @description Alerts, most severe and oldest first. Each row: `alert_id`, `severity`, `status`,
+             *     `message`, `department`, `patient`, `level`, `raised_by`, `raised_at`,
+             *     `acknowledged_by`, `acknowledged_at`, `resolved_at`, `age_seconds`, and
+             *     `escalation_due_at` — when the system escalates the alert unless it is acknowledged
+             *     first (null once acknowledged or resolved, or at the last level).
+             */
             alerts: Record<string, never>[];
             /**
              * Format: int64
