@@ -4,7 +4,10 @@
 // Screenshots of every screen go to e2e/screenshots/.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from '../../clients/js/node_modules/playwright-core/index.mjs';
 import { VigilServer } from '../../clients/js/scripts/server.mjs';
@@ -13,6 +16,8 @@ const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const SHOTS = fileURLToPath(new URL('./screenshots/', import.meta.url));
 const AXE = readFileSync(fileURLToPath(new URL('../../clients/js/node_modules/axe-core/axe.min.js', import.meta.url)), 'utf8');
 const TIMEOUT = 20_000;
+/** psql, to seed a large board straight into the server's embedded PostgreSQL. */
+const PSQL = process.env.PSQL ?? 'psql';
 
 let server;
 let browser;
@@ -30,9 +35,14 @@ const cspViolations = [];
  * for its Retry-After and sent again with the same key.
  */
 async function rest(token, method, path, body) {
+  return restAt('demo', token, method, path, body);
+}
+
+/** {@link rest} in another hospital. */
+async function restAt(hospital, token, method, path, body) {
   const key = crypto.randomUUID();
   for (let attempt = 0; ; attempt += 1) {
-    const r = await fetch(`${server.url}/api/hospitals/demo/${path}`, {
+    const r = await fetch(`${server.url}/api/hospitals/${hospital}/${path}`, {
       method,
       headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json', 'Idempotency-Key': key },
       body: body === undefined ? undefined : JSON.stringify(body),
@@ -58,7 +68,7 @@ async function openPage(who, path, viewport = { width: 1280, height: 1000 }) {
       const path = new URL(route.request().url()).pathname.replace(/^\/console\/?/, '');
       const file = fileURLToPath(new URL(`../dist/${path.startsWith('assets/') ? path : 'index.html'}`, import.meta.url));
       const real = await route.fetch();
-      const { 'content-length': _, ...headers } = real.headers();
+      const { 'content-length': _, 'content-encoding': __, ...headers } = real.headers();
       await route.fulfill({ status: 200, body: readFileSync(file), headers: { ...headers, 'content-type': file.endsWith('.js') ? 'text/javascript' : file.endsWith('.css') ? 'text/css' : 'text/html' } });
     });
   }
@@ -151,6 +161,27 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     await doctor.page.screenshot({ path: `${SHOTS}alerts.png`, fullPage: true });
   });
 
+  test('a nurse sees each raised alert count down to its escalation, and no countdown once it is acknowledged', async () => {
+    // The deadlines endpoint is for admins (a nurse gets 403): the countdown comes from the row.
+    const policy = await fetch(`${server.url}/api/hospitals/demo/policies/escalation`, { headers: { Authorization: `Bearer ${tokens['nurse-amy']}` } });
+    assert.equal(policy.status, 403);
+    const message = `Countdown ${Date.now()}`;
+    await rest(tokens['dr-rao'], 'POST', 'alerts', { severity: 'critical', message });
+    const countdown = alertRow(nurse.page, message).getByTestId('escalation-countdown');
+    await countdown.waitFor({ timeout: TIMEOUT });
+    const first = await countdown.innerText();
+    assert.match(first, /escalates in (1m [0-5]\ds|[0-5]?\ds|2m 00s)/, 'a critical alert escalates within the demo\'s 120 s');
+    // It counts down: the text changes with the clock (waited for, not slept on).
+    await nurse.page.waitForFunction(
+      ([m, before]) => [...document.querySelectorAll('[data-testid="alert"]')].find((e) => e.textContent.includes(m))?.querySelector('[data-testid="escalation-countdown"]')?.textContent !== before,
+      [message, first],
+      { timeout: TIMEOUT },
+    );
+    await alertRow(nurse.page, message).getByRole('button', { name: /^Acknowledge/ }).click();
+    await alertRow(nurse.page, message).and(nurse.page.locator('[data-status="acknowledged"]')).waitFor({ timeout: TIMEOUT });
+    assert.equal(await countdown.count(), 0, 'an acknowledged alert has no countdown');
+  });
+
   test('an acknowledge on the physician page shows on both pages', async () => {
     const message = 'Ward 3: patient fall reported';
     await alertRow(doctor.page, message).getByRole('button', { name: /^Acknowledge/ }).click();
@@ -222,6 +253,22 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     await nurse.page.getByTestId('viewing').getByText('dr-rao (physician) is viewing this patient').waitFor({ timeout: TIMEOUT });
     await nurse.page.getByTestId('vitals').waitFor({ timeout: TIMEOUT });
     await nurse.page.screenshot({ path: `${SHOTS}patient.png`, fullPage: true });
+  });
+
+  test('the viewing banner never names the viewer herself, only the others', async () => {
+    tokens['nurse-bea'] = server.token({ hospital: 'demo', user: 'nurse-bea', role: 'nurse', ttl: '2h' });
+    const bea = await openPage('nurse-bea', 'patients/p-1002');
+    // The server's viewer list has arrived, with only her in it: no banner names her.
+    await bea.page.getByTestId('viewing-alone').getByText('No one else is viewing this patient').waitFor({ timeout: TIMEOUT });
+    assert.equal(await bea.page.getByTestId('viewing').count(), 0);
+    await go(doctor.page, 'patients/p-1002');
+    const banner = bea.page.getByTestId('viewing');
+    await banner.getByText('dr-rao (physician) is viewing this patient').waitFor({ timeout: TIMEOUT });
+    assert.equal((await banner.innerText()).trim(), '◎ dr-rao (physician) is viewing this patient');
+    const theirs = doctor.page.getByTestId('viewing');
+    await theirs.getByText('nurse-bea (nurse) is viewing this patient').waitFor({ timeout: TIMEOUT });
+    assert.doesNotMatch(await theirs.innerText(), /dr-rao/);
+    await bea.context.close();
   });
 
   test('every screen passes axe (no serious or critical violation), and each is photographed', async () => {
@@ -303,6 +350,63 @@ describe('the Vigil console in Chromium', { skip: !existsSync(CHROMIUM) && `no C
     await page.getByTestId('alert-list').evaluate((el) => { el.scrollTop = el.scrollHeight; });
     await alertRow(page, last).waitFor({ timeout: TIMEOUT });
     assert.ok((await page.getByTestId('alert').count()) < 25);
+  });
+
+  test('10,000 open alerts: all are loaded and counted, scrolling reaches the last, and a new one appears live', async () => {
+    // A hospital of its own, so the demo's pages are not flooded. 9,999 alerts are written
+    // straight into the event store in one statement (the trigger gives them positions; the
+    // projections and policies take them from there, as after any write), and the 10,000th
+    // through the API, which also announces the hospital's new head.
+    const hospital = 'load';
+    tokens['nurse-lee'] = server.token({ hospital, user: 'nurse-lee', role: 'nurse', ttl: '2h' });
+    const t0 = performance.now();
+    // Asynchronously: a blocked event loop would miss the server closing idle keep-alive
+    // connections, and the next fetch would reuse a dead one.
+    await promisify(execFile)(PSQL, ['-h', join(server.dataDir, 'postgres', 'socket'), '-U', 'vigil', '-d', 'vigil', '-v', 'ON_ERROR_STOP=1', '-q', '-c', `
+      INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+      SELECT 'alert', '${hospital}/' || id, 1, 'AlertRaised', '1.0',
+             json_build_object('AlertRaised', json_build_object(
+               'at', to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+               'by', 'nurse-lee', 'message', 'Seeded alert #' || n, 'patient', 'p-' || (1000 + n % 50),
+               'severity', (ARRAY['low', 'medium', 'high'])[1 + n % 3], 'department', 'general-medicine')),
+             json_build_object('role', 'nurse', 'user', 'nurse-lee', 'hospital', '${hospital}',
+               'command_id', id, 'causation_id', id, 'correlation_id', id)
+      FROM (SELECT n, gen_random_uuid()::text AS id FROM generate_series(1, 9999) AS n) AS seeded
+      ORDER BY n`]);
+    const last = `Last of 10000 (${Date.now()})`;
+    await restAt(hospital, tokens['nurse-lee'], 'POST', 'alerts', { severity: 'low', message: last });
+    for (const deadline = Date.now() + 120_000; ; ) {
+      const { counts } = await restAt(hospital, tokens['nurse-lee'], 'GET', 'alerts?limit=1');
+      if (counts.low + counts.medium + counts.high + counts.critical === 10_000) break;
+      assert.ok(Date.now() < deadline, `the board reached 10,000 open alerts: ${JSON.stringify(counts)}`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    console.log(`# 10,000 open alerts seeded and projected in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+    const { page, context } = await openPage('nurse-lee', 'alerts');
+    const t1 = performance.now();
+    const shown = (n) => page.getByText(new RegExp(`^${n} shown`));
+    await shown(10_000).waitFor({ timeout: 60_000 });
+    console.log(`# the board with 10,000 open alerts: every page loaded and rendered ${(performance.now() - t1).toFixed(0)} ms after the page was live`);
+    assert.equal(await page.getByTestId('count-low').innerText().then((t) => /\d+/.exec(t)?.[0]), String(await restAt(hospital, tokens['nurse-lee'], 'GET', 'alerts?limit=1').then((b) => b.counts.low)));
+    assert.ok((await page.getByTestId('alert').count()) < 40, 'only a window of rows is in the DOM');
+
+    const t2 = performance.now();
+    await page.getByTestId('alert-list').evaluate((el) => { el.scrollTop = el.scrollHeight; });
+    await alertRow(page, last).waitFor({ timeout: TIMEOUT });
+    console.log(`# scrolled to the 10,000th alert in ${(performance.now() - t2).toFixed(0)} ms`);
+    assert.equal(await alertRow(page, last).locator('xpath=..').getAttribute('aria-posinset'), '10000');
+
+    const fresh = `Live over 10000 (${Date.now()})`;
+    const t3 = performance.now();
+    await restAt(hospital, tokens['nurse-lee'], 'POST', 'alerts', { severity: 'critical', message: fresh });
+    await shown(10_001).waitFor({ timeout: TIMEOUT });
+    console.log(`# a new alert raised over REST shown live on the 10,000-alert board in ${(performance.now() - t3).toFixed(0)} ms`);
+    await page.getByTestId('critical-announcement').getByText(fresh).waitFor({ timeout: TIMEOUT });
+    await page.getByTestId('alert-list').evaluate((el) => { el.scrollTop = 0; });
+    await alertRow(page, fresh).waitFor({ timeout: TIMEOUT });
+    await page.screenshot({ path: `${SHOTS}alerts-10000.png` });
+    await context.close();
   });
 
   test('no token was sent in any URL, and no page reported a CSP violation', () => {

@@ -19,6 +19,8 @@ export interface AlertRow {
   acknowledged_by: string | null;
   acknowledged_at: string | null;
   resolved_at: string | null;
+  /** When the system escalates it unless acknowledged first; null once acknowledged or resolved, or at the last level. */
+  escalation_due_at: string | null;
 }
 
 export interface CaseRow {

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use aggregates::alert::{AlertEvent, Severity};
+use aggregates::alert::{AlertEvent, Severity, MAX_ESCALATION_LEVEL};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
@@ -353,6 +353,22 @@ pub struct AlertRow {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Seconds since it was raised.
     pub age_seconds: f64,
+    /// When the system escalates this alert unless someone acknowledges it first: `None`
+    /// once it is acknowledged or resolved, or at the last level. Carried on the row so every
+    /// role that sees the board sees the countdown — the deadlines themselves are an admin
+    /// setting (see [`list`] for where the time comes from).
+    pub escalation_due_at: Option<DateTime<Utc>>,
+}
+
+/// How long an alert of each severity may stay raised, in seconds: the hospital's escalation
+/// deadlines as the escalation policy reads them (`crate`'s caller loads them; this crate does
+/// not know the policy's defaults).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EscalationSeconds {
+    pub critical: f64,
+    pub high: f64,
+    pub medium: f64,
+    pub low: f64,
 }
 
 /// Board filters. `status = None` means open alerts (raised or acknowledged).
@@ -366,6 +382,9 @@ pub struct BoardFilter {
     pub raised_by: Option<String>,
     pub limit: i64,
     pub offset: i64,
+    /// The hospital's deadlines, for the due time of a raised alert whose deadline the
+    /// escalation policy has not armed yet; `None` leaves such an alert without a due time.
+    pub deadlines: Option<EscalationSeconds>,
 }
 
 /// Open alerts per severity.
@@ -378,6 +397,15 @@ pub struct SeverityCounts {
 }
 
 /// The board: alerts matching `filter`, most severe and oldest first.
+///
+/// Each raised alert's `escalation_due_at` is the scheduler's own due time, read from the
+/// escalation policy's `alert_deadlines` row, so the countdown ends when the escalation
+/// really happens: a deadline change applies to deadlines armed after it, a rebuild of the
+/// board does not move it, an acknowledgement removes it. The policy arms that row from the
+/// stream through its own checkpoint, which may trail the board's by a moment; until it does,
+/// the due time is what the policy will arm — the last raise or escalation plus the
+/// hospital's deadline (`filter.deadlines`) — so a read at the raise's position already
+/// carries it. Alerts at the last level have none (nothing more is armed).
 pub async fn list(
     conn: &mut PgConnection,
     hospital: &str,
@@ -386,8 +414,36 @@ pub async fn list(
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT alert_id, severity, status, message, department, patient, level, raised_by, raised_at, \
          acknowledged_by, acknowledged_at, resolved_at, \
-         extract(epoch FROM clock_timestamp() - raised_at)::float8 AS age_seconds \
-         FROM alert_board WHERE hospital = ",
+         extract(epoch FROM clock_timestamp() - raised_at)::float8 AS age_seconds, \
+         CASE WHEN status = 'raised' AND level < ",
+    );
+    q.push_bind(i16::from(MAX_ESCALATION_LEVEL)).push(
+        " THEN coalesce((SELECT d.due_at FROM alert_deadlines d \
+         WHERE d.hospital = b.hospital AND d.alert_id = b.alert_id), ",
+    );
+    match filter.deadlines {
+        Some(d) => {
+            q.push("coalesce(escalated_at, raised_at) + make_interval(secs => CASE severity");
+            for (name, seconds) in [
+                ("critical", d.critical),
+                ("high", d.high),
+                ("medium", d.medium),
+                ("low", d.low),
+            ] {
+                q.push(" WHEN ")
+                    .push_bind(name)
+                    .push(" THEN ")
+                    .push_bind(seconds);
+            }
+            q.push(" END))");
+        }
+        None => {
+            q.push("NULL)");
+        }
+    }
+    q.push(
+        " END AS escalation_due_at \
+         FROM alert_board b WHERE hospital = ",
     );
     q.push_bind(hospital);
     match &filter.status {
@@ -431,6 +487,7 @@ pub async fn list(
                 acknowledged_at: r.try_get("acknowledged_at")?,
                 resolved_at: r.try_get("resolved_at")?,
                 age_seconds: r.try_get("age_seconds")?,
+                escalation_due_at: r.try_get("escalation_due_at")?,
             })
         })
         .collect()

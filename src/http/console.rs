@@ -6,7 +6,8 @@
 //! `immutable` for a year; `index.html` (which names the current hashes) is `no-cache`, so a new
 //! binary's console is picked up at the next load. Every console response carries a strict
 //! Content-Security-Policy: scripts and styles only from this origin (the build has no inline
-//! script), connections only to this origin (`ws:`/`wss:` for the realtime socket), no framing.
+//! script), connections only to this origin (its `ws://`/`wss://` URLs named for the realtime
+//! socket: see [`content_security_policy`]), no framing.
 //! Unknown paths under `/console/` are the single-page app's routes and get `index.html`; an
 //! unknown *file* (anything with an extension, or under `assets/`) is a 404, so a stale hashed
 //! asset never silently becomes HTML.
@@ -15,26 +16,58 @@
 //! is not sent to the server) and the page moves it to session storage at once.
 
 use actix_web::http::header;
+use actix_web::middleware::Compress;
 use actix_web::{guard, web, HttpRequest, HttpResponse};
 use include_dir::{include_dir, Dir};
 
 /// The built console (`npm --prefix clients/js run build:console`).
 static DIST: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/console/dist");
 
-/// The console's Content-Security-Policy. `connect-src` adds `ws:`/`wss:` because `'self'` does
-/// not match a WebSocket URL in every browser; the socket still goes to this origin's `/api`.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; font-src 'self'; connect-src 'self' ws: wss:; \
-     object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// The console's Content-Security-Policy up to `connect-src 'self'`, to which
+/// [`content_security_policy`] adds this origin's WebSocket URLs.
+const CSP_HEAD: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; font-src 'self'; connect-src 'self'";
+
+/// The rest of the policy, after `connect-src`.
+const CSP_TAIL: &str = "; object-src 'none'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+/// The console's Content-Security-Policy for a page served to `host` (the request's host as
+/// the browser sees it: `Forwarded`/`X-Forwarded-Host` behind a proxy, else `Host`).
+///
+/// `connect-src` names `ws://host` and `wss://host` because `'self'` does not match a
+/// WebSocket URL in every browser (Safari before 15.4); naming the host rather than allowing
+/// the `ws:`/`wss:` schemes keeps a page from opening a socket to any other server. A host that
+/// is not a plain `name[:port]` (it would be pasted into a header) gets `'self'` only, which
+/// current browsers apply to WebSockets too.
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let plain = |h: &&str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    let sockets = host
+        .filter(plain)
+        .map(|h| format!(" ws://{h} wss://{h}"))
+        .unwrap_or_default();
+    format!("{CSP_HEAD}{sockets}{CSP_TAIL}")
+}
 
 /// Hashed assets never change under the same name.
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-/// Registers `/console` and everything under it.
+/// Registers `/console` and everything under it, compressed for clients that accept it: the
+/// script is about 290 KB as built and a third of that gzipped, which matters on a field
+/// worker's phone (the first load; the hashed files are cached for good after it).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/console", get_or_head().to(index))
-        .route("/console/", get_or_head().to(index))
-        .route("/console/{tail:.+}", get_or_head().to(asset));
+    cfg.service(
+        web::scope("/console")
+            .wrap(Compress::default())
+            .route("", get_or_head().to(index))
+            .route("/", get_or_head().to(index))
+            .route("/{tail:.+}", get_or_head().to(asset)),
+    );
 }
 
 /// `GET`, and `HEAD` (actix sends no body for it), so `curl -I` shows the headers.
@@ -43,10 +76,15 @@ fn get_or_head() -> actix_web::Route {
 }
 
 /// `index.html`, revalidated on every load.
-async fn index() -> HttpResponse {
+async fn index(req: HttpRequest) -> HttpResponse {
     match DIST.get_file("index.html") {
-        Some(file) => respond(file.contents(), "text/html; charset=utf-8", "no-cache"),
-        None => not_found(),
+        Some(file) => respond(
+            &req,
+            file.contents(),
+            "text/html; charset=utf-8",
+            "no-cache",
+        ),
+        None => not_found(&req),
     }
 }
 
@@ -59,30 +97,40 @@ async fn asset(req: HttpRequest) -> HttpResponse {
         } else {
             "no-cache"
         };
-        return respond(file.contents(), content_type(tail), cache);
+        return respond(&req, file.contents(), content_type(tail), cache);
     }
     let last = tail.rsplit('/').next().unwrap_or_default();
     if tail.starts_with("assets/") || last.contains('.') {
-        return not_found();
+        return not_found(&req);
     }
-    index().await
+    index(req).await
 }
 
-fn respond(body: &'static [u8], content_type: &str, cache: &str) -> HttpResponse {
+/// The policy for `req`'s host.
+fn policy_for(req: &HttpRequest) -> String {
+    content_security_policy(Some(req.connection_info().host()))
+}
+
+fn respond(
+    req: &HttpRequest,
+    body: &'static [u8],
+    content_type: &str,
+    cache: &str,
+) -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, content_type))
         .insert_header((header::CACHE_CONTROL, cache))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::CONTENT_SECURITY_POLICY, policy_for(req)))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(body)
 }
 
-fn not_found() -> HttpResponse {
+fn not_found(req: &HttpRequest) -> HttpResponse {
     HttpResponse::NotFound()
         .insert_header((header::CONTENT_TYPE, "text/plain; charset=utf-8"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .insert_header((header::CONTENT_SECURITY_POLICY, policy_for(req)))
         .body("not found")
 }
 
@@ -145,8 +193,16 @@ mod tests {
     use super::*;
 
     async fn get(path: &str) -> actix_web::dev::ServiceResponse {
+        get_from(path, "127.0.0.1:8080").await
+    }
+
+    async fn get_from(path: &str, host: &str) -> actix_web::dev::ServiceResponse {
         let app = test::init_service(App::new().configure(configure)).await;
-        test::call_service(&app, test::TestRequest::get().uri(path).to_request()).await
+        let req = test::TestRequest::get()
+            .uri(path)
+            .insert_header((header::HOST, host))
+            .to_request();
+        test::call_service(&app, req).await
     }
 
     fn header(res: &actix_web::dev::ServiceResponse, name: header::HeaderName) -> &str {
@@ -173,7 +229,7 @@ mod tests {
             assert_eq!(header(&res, header::CACHE_CONTROL), "no-cache");
             assert_eq!(
                 header(&res, header::CONTENT_SECURITY_POLICY),
-                CONTENT_SECURITY_POLICY
+                content_security_policy(Some("127.0.0.1:8080"))
             );
             assert!(header(&res, header::CONTENT_TYPE).starts_with("text/html"));
         }
@@ -203,9 +259,54 @@ mod tests {
 
     #[actix_web::test]
     async fn the_policy_allows_no_inline_script_and_no_foreign_origin() {
-        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
-        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-eval"));
-        assert!(CONTENT_SECURITY_POLICY.contains("script-src 'self';"));
-        assert!(CONTENT_SECURITY_POLICY.contains("frame-ancestors 'none'"));
+        let policy = content_security_policy(Some("vigil.example:8443"));
+        assert!(!policy.contains("unsafe-inline"));
+        assert!(!policy.contains("unsafe-eval"));
+        assert!(policy.contains("script-src 'self';"));
+        assert!(policy.contains("frame-ancestors 'none'"));
+    }
+
+    #[actix_web::test]
+    async fn assets_are_compressed_for_a_client_that_accepts_gzip() {
+        let app = test::init_service(App::new().configure(configure)).await;
+        let path = format!("/console/{}", an_asset());
+        let req = test::TestRequest::get()
+            .uri(&path)
+            .insert_header((header::ACCEPT_ENCODING, "gzip"))
+            .to_request();
+        let res = test::call_service(&app, req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(header(&res, header::CONTENT_ENCODING), "gzip");
+        assert_eq!(header(&res, header::CACHE_CONTROL), IMMUTABLE);
+        let plain = DIST.get_file(an_asset()).map(|f| f.contents().len());
+        let sent = test::read_body(res).await.len();
+        assert!(
+            plain.is_some_and(|plain| sent < plain),
+            "{sent} bytes sent for {plain:?}"
+        );
+    }
+
+    #[actix_web::test]
+    async fn sockets_may_go_to_the_pages_own_host_only() {
+        let res = get_from("/console/alerts", "vigil.example:8443").await;
+        let policy = header(&res, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            policy
+                .contains("; connect-src 'self' ws://vigil.example:8443 wss://vigil.example:8443;"),
+            "{policy}"
+        );
+        // Not any WebSocket server: no bare scheme sources.
+        assert!(
+            !policy.contains(" ws: ") && !policy.contains(" wss:;"),
+            "{policy}"
+        );
+        // A host that is not a plain name[:port] is not pasted into the header.
+        let res = get_from("/console/", "evil.example; script-src *").await;
+        let policy = header(&res, header::CONTENT_SECURITY_POLICY);
+        assert!(
+            policy.contains("; connect-src 'self'; object-src"),
+            "{policy}"
+        );
+        assert!(!policy.contains("evil"), "{policy}");
     }
 }

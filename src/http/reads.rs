@@ -9,8 +9,10 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
+use aggregates::alert::Severity;
 use aggregates::types::Role;
-use projections::alert_board::{self, AlertRow, BoardFilter, SeverityCounts};
+use projections::alert_board::{self, AlertRow, BoardFilter, EscalationSeconds, SeverityCounts};
+
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
@@ -22,6 +24,7 @@ use super::AppState;
 use crate::access::authorize;
 use crate::access::Action;
 use crate::auth::Identity;
+use crate::policy::escalation::Deadlines;
 
 /// Longest a read waits for `min_position`.
 pub const MIN_POSITION_WAIT: Duration = Duration::from_secs(3);
@@ -143,7 +146,11 @@ pub struct AlertBoardPage {
     /// Open alerts per severity.
     #[schema(value_type = Object)]
     pub counts: SeverityCounts,
-    /// Alerts, most severe and oldest first.
+    /// Alerts, most severe and oldest first. Each row: `alert_id`, `severity`, `status`,
+    /// `message`, `department`, `patient`, `level`, `raised_by`, `raised_at`,
+    /// `acknowledged_by`, `acknowledged_at`, `resolved_at`, `age_seconds`, and
+    /// `escalation_due_at` — when the system escalates the alert unless it is acknowledged
+    /// first (null once acknowledged or resolved, or at the last level).
     #[schema(value_type = Vec<Object>)]
     pub alerts: Vec<AlertRow>,
 }
@@ -216,6 +223,15 @@ pub async fn alert_board(
         ),
         None => None,
     };
+    let (mut tx, as_of) =
+        snapshot(&state, "alert_board", hospital.as_str(), query.min_position).await?;
+    let conn: &mut PgConnection = &mut tx;
+    // The deadlines give each raised alert its escalation due time on the row, for every
+    // role that reads the board (the deadlines endpoint itself is for admins).
+    let deadlines = Deadlines::load(conn, hospital.as_str())
+        .await
+        .map_err(ApiError::database)?;
+    let seconds = |s: Severity| deadlines.of(s).as_secs_f64();
     let filter = BoardFilter {
         status: query.status.clone(),
         severity: query.severity.clone(),
@@ -224,10 +240,13 @@ pub async fn alert_board(
         raised_by: own_only(&auth.0).then(|| auth.0.user.to_string()),
         limit,
         offset,
+        deadlines: Some(EscalationSeconds {
+            critical: seconds(Severity::Critical),
+            high: seconds(Severity::High),
+            medium: seconds(Severity::Medium),
+            low: seconds(Severity::Low),
+        }),
     };
-    let (mut tx, as_of) =
-        snapshot(&state, "alert_board", hospital.as_str(), query.min_position).await?;
-    let conn: &mut PgConnection = &mut tx;
     let alerts = alert_board::list(conn, hospital.as_str(), &filter)
         .await
         .map_err(ApiError::database)?;

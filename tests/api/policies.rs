@@ -852,3 +852,173 @@ async fn an_admin_sets_the_escalation_deadlines_and_new_alerts_are_armed_with_th
         .unwrap();
     assert_eq!(delete.status(), StatusCode::METHOD_NOT_ALLOWED);
 }
+
+/// The board row of `alert` as `token` reads it once the board has reached `position`.
+async fn board_row(app: &TestApp, token: &str, alert: &str, position: i64) -> Value {
+    let path = paths::with_query(
+        paths::alerts(H),
+        format!("limit=500&min_position={position}"),
+    );
+    let response = app.get(&path, token).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page: Value = response.json().await.unwrap();
+    page["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["alert_id"] == alert)
+        .cloned()
+        .unwrap_or_else(|| panic!("{alert} on the board: {page}"))
+}
+
+/// A timestamp of a row or an event.
+fn instant(value: &Value) -> chrono::DateTime<Utc> {
+    value
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .unwrap_or_else(|| panic!("a timestamp, not {value}"))
+        .with_timezone(&Utc)
+}
+
+/// The position of the (only) event a command answer reports.
+fn position_of(outcome: &Value) -> i64 {
+    outcome["events"][0]["position"].as_i64().unwrap()
+}
+
+/// The scheduler's due time of `alert`, once armed for `level`.
+async fn armed_due(pool: &PgPool, alert: &str, level: i16) -> chrono::DateTime<Utc> {
+    armed_for(pool, &[alert.to_owned()], level).await;
+    sqlx::query_scalar("SELECT due_at FROM alert_deadlines WHERE hospital = $1 AND alert_id = $2")
+        .bind(H)
+        .bind(alert)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Invariant: every role that reads the board sees, on each raised alert's row, the time the
+/// scheduler will escalate it (`escalation_due_at`) — at the raise's own position, before
+/// the policy has necessarily armed it; unchanged by a later deadline change (deadlines
+/// apply from the next arming) and by a rebuild of the board; re-timed from an escalation;
+/// gone once acknowledged. Nurses and physicians cannot read the deadlines endpoint, so
+/// without this field their console had no countdown.
+#[actix_web::test]
+async fn every_role_reads_each_raised_alerts_escalation_due_time_on_its_board_row() {
+    // Arrange: critical alerts escalate after 100 s.
+    let app = spawn_app().await;
+    let admin = app.token(H, "admin-ada", Role::Admin);
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let doctor = app.token(H, "dr-rao", Role::Physician);
+    let policy =
+        |critical: u32| json!({"critical": critical, "high": 600, "medium": 1800, "low": 3600});
+    let set = put_policy(&app, H, &admin, policy(100)).await;
+    assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(
+        app.get(&paths::escalation_policy(H), &nurse).await.status(),
+        StatusCode::FORBIDDEN,
+        "the deadlines themselves stay an admin setting"
+    );
+
+    // Act 1: a nurse raises a critical alert.
+    let raised = app.raise_alert(H, &nurse, "critical").await;
+    let first = created_id(&raised);
+    let at_raise = position_of(&raised);
+
+    // Assert 1: at the raise's position, both roles read raised_at + 100 s; the scheduler's
+    // row, once armed, says the same.
+    for token in [&nurse, &doctor] {
+        let row = board_row(&app, token, &first, at_raise).await;
+        let due = instant(&row["escalation_due_at"]);
+        assert_eq!(
+            due - instant(&row["raised_at"]),
+            chrono::TimeDelta::seconds(100),
+            "{row}"
+        );
+    }
+    let armed = armed_due(&app.pool, &first, 1).await;
+    let row = board_row(&app, &nurse, &first, at_raise).await;
+    assert_eq!(instant(&row["escalation_due_at"]), armed);
+
+    // Act 2: the critical deadline becomes 300 s, and a second alert is raised.
+    let set = put_policy(&app, H, &admin, policy(300)).await;
+    assert_eq!(set.status(), StatusCode::OK);
+    let raised = app.raise_alert(H, &nurse, "critical").await;
+    let second = created_id(&raised);
+    let at_second = position_of(&raised);
+
+    // Assert 2: the waiting alert keeps the due time the scheduler holds; the new one is
+    // due 300 s after its raise.
+    let row = board_row(&app, &doctor, &first, at_second).await;
+    assert_eq!(instant(&row["escalation_due_at"]), armed);
+    let row = board_row(&app, &doctor, &second, at_second).await;
+    assert_eq!(
+        instant(&row["escalation_due_at"]) - instant(&row["raised_at"]),
+        chrono::TimeDelta::seconds(300)
+    );
+
+    // Act 3: the physician escalates the first alert by hand; the nurse acknowledges the second.
+    let escalated = app
+        .escalate(
+            H,
+            &doctor,
+            &first,
+            json!({"reason": "no response", "expected_level": 0}),
+        )
+        .await;
+    assert_eq!(escalated.status(), StatusCode::OK);
+    let escalated: Value = escalated.json().await.unwrap();
+    let acknowledged = app.acknowledge(H, &nurse, &second).await;
+    assert_eq!(acknowledged.status(), StatusCode::OK);
+    let acknowledged: Value = acknowledged.json().await.unwrap();
+    let at_ack = position_of(&acknowledged);
+
+    // Assert 3: the next deadline runs 300 s from the escalation, as the scheduler re-arms
+    // it; the acknowledged alert has none.
+    let escalated_at = eventually(WAIT, "the escalation event", || async {
+        of_type(&app.pool, "AlertEscalated")
+            .await
+            .into_iter()
+            .find(|e| e.aggregate_id == first)
+            .map(|e| instant(&e.data["at"]))
+    })
+    .await;
+    let row = board_row(&app, &nurse, &first, position_of(&escalated).max(at_ack)).await;
+    assert_eq!(row["level"], 1);
+    let next = escalated_at + chrono::TimeDelta::seconds(300);
+    assert_close(instant(&row["escalation_due_at"]), next);
+    assert_close(armed_due(&app.pool, &first, 2).await, next);
+    let row = board_row(&app, &nurse, &second, at_ack).await;
+    assert_eq!(row["status"], "acknowledged");
+    assert_eq!(row["escalation_due_at"], Value::Null, "{row}");
+
+    // Act 4: the board is rebuilt after another deadline change.
+    let set = put_policy(&app, H, &admin, policy(60)).await;
+    assert_eq!(set.status(), StatusCode::OK);
+    settled(&app.pool).await;
+    let before = board_row(&app, &nurse, &first, at_ack).await;
+    let model = vigil::projection::model("alert_board").expect("the alert board");
+    projections::engine::rebuild(
+        &app.pool,
+        model.as_ref(),
+        true,
+        &AtomicBool::new(false),
+        |_, _| {},
+    )
+    .await
+    .expect("rebuild");
+
+    // Assert 4: the rebuilt row carries the same due time (the scheduler's, not one
+    // recomputed from today's deadline).
+    let after = board_row(&app, &nurse, &first, at_ack).await;
+    assert_eq!(after["escalation_due_at"], before["escalation_due_at"]);
+    assert_close(instant(&after["escalation_due_at"]), next);
+}
+
+/// `a` and `b` within a millisecond: an event's `at` carries nanoseconds, PostgreSQL keeps
+/// microseconds.
+fn assert_close(a: chrono::DateTime<Utc>, b: chrono::DateTime<Utc>) {
+    assert!(
+        (a - b).abs() < chrono::TimeDelta::milliseconds(1),
+        "{a} is not {b}"
+    );
+}

@@ -1,15 +1,18 @@
 /**
  * The alert board: open alerts by severity with counts, acknowledge / escalate / resolve through
  * the client's outbox (a row shows its command as pending — queued while offline — until the
- * server answers and the live query re-reads), the escalation deadline of each raised alert,
- * and new critical alerts announced in an assertive ARIA live region as well as on screen.
- * The list is windowed: only the rows in view (plus a margin) are in the DOM.
+ * server answers and the live query re-reads), a countdown to each raised alert's escalation
+ * (the row's `escalation_due_at`, the scheduler's own due time, which every role reads — the
+ * deadlines settings themselves are admin-only), and new critical alerts announced in an assertive ARIA live region as well as on screen.
+ * Every open alert is loaded (page after page, kept live: see `../board`), and the list is
+ * windowed: only the rows in view (plus a margin) are in the DOM, so 10,000 stay responsive.
  */
 import { useEffect, useMemo, useRef, useState, type ReactNode } from 'react';
-import { useLive, useObservable, useVigil } from '@vigil/react';
+import { useObservable, useVigil } from '@vigil/react';
 import type { PendingCommand } from '@vigil/client';
 import type { Session } from '../session';
-import { rows, SEVERITIES, type AlertRow, type Severity } from '../types';
+import { SEVERITIES, type AlertRow, type Severity } from '../types';
+import { useBoard } from '../board';
 import { duration, problemText, SeverityBadge, time, useNow } from './common';
 import { Link } from '../router';
 
@@ -17,10 +20,6 @@ import { Link } from '../router';
 const ROW = 96;
 /** Rows rendered above and below the visible ones. */
 const OVERSCAN = 6;
-/** The board's page (the server's maximum). */
-const PAGE = 500;
-
-type Policy = Record<Severity, number>;
 
 /** What is pending for each alert, from the outbox: `alerts/<id>/<action>`. */
 function pendingByAlert(pending: readonly PendingCommand[]): Map<string, string> {
@@ -35,19 +34,14 @@ function pendingByAlert(pending: readonly PendingCommand[]): Map<string, string>
 export function AlertBoard(props: { session: Session }): ReactNode {
   const vigil = useVigil();
   const [severity, setSeverity] = useState<Severity | ''>('');
-  const board = useLive('alerts', severity ? { severity, limit: PAGE } : { limit: PAGE });
+  const board = useBoard(severity);
   const pending = pendingByAlert(useObservable(vigil.outbox.pending));
-  const alerts = rows<AlertRow>(board.data?.alerts);
-  const counts = (board.data?.counts ?? {}) as unknown as Partial<Record<Severity, number>>;
+  const alerts = board.alerts;
+  const counts = board.counts;
   const total = severity ? (counts[severity] ?? 0) : SEVERITIES.reduce((n, s) => n + (counts[s] ?? 0), 0);
-  const [policy, setPolicy] = useState<Policy | null>(null);
   const [errors, setErrors] = useState<Record<string, string>>({});
   const [announcement, setAnnouncement] = useState('');
   const seen = useRef<Set<string> | null>(null);
-
-  useEffect(() => {
-    vigil.read<Policy>('policies/escalation').then(setPolicy, () => setPolicy(null));
-  }, [vigil]);
 
   // Announce critical alerts that appear after the first load (not the ones already open).
   useEffect(() => {
@@ -97,7 +91,7 @@ export function AlertBoard(props: { session: Session }): ReactNode {
         <span className="muted" aria-live="off">
           {board.status === 'loading'
             ? 'Loading…'
-            : `${alerts.length} shown${total > alerts.length ? ` of ${total} (the first ${PAGE}, most severe first)` : ''} · as of position ${board.position ?? '–'}`}
+            : `${alerts.length} shown${board.partial ? ` of ${total} (reading the rest)` : ''} · as of position ${board.position ?? '–'}`}
           {board.refreshing ? ' · updating' : ''}
         </span>
       </div>
@@ -110,7 +104,7 @@ export function AlertBoard(props: { session: Session }): ReactNode {
             alert={a}
             pending={pending.get(a.alert_id)}
             error={errors[a.alert_id]}
-            deadline={policy ? Date.parse(a.raised_at) + policy[a.severity] * 1000 * (a.level + 1) : null}
+            deadline={a.escalation_due_at ? Date.parse(a.escalation_due_at) : null}
             onAck={() => act(a.alert_id, () => vigil.alerts.acknowledge(a.alert_id))}
             onEscalate={() => act(a.alert_id, () => vigil.alerts.escalate(a.alert_id, { reason: `Escalated by ${props.session.user}`, expected_level: a.level }))}
             onResolve={() => act(a.alert_id, () => vigil.alerts.resolve(a.alert_id, { note: `Resolved by ${props.session.user}` }))}
@@ -122,9 +116,11 @@ export function AlertBoard(props: { session: Session }): ReactNode {
 }
 
 /** A windowed list: a scroll box of `alerts.length * ROW` px with only the visible rows placed. */
-function AlertList(props: { alerts: AlertRow[]; render: (a: AlertRow) => ReactNode }): ReactNode {
+function AlertList(props: { alerts: readonly AlertRow[]; render: (a: AlertRow) => ReactNode }): ReactNode {
   const box = useRef<HTMLDivElement>(null);
   const [scroll, setScroll] = useState({ top: 0, height: 600 });
+  const empty = props.alerts.length === 0;
+  // Attached when the scroll box appears (an empty board renders none).
   useEffect(() => {
     const el = box.current;
     if (!el) return;
@@ -136,7 +132,7 @@ function AlertList(props: { alerts: AlertRow[]; render: (a: AlertRow) => ReactNo
       el.removeEventListener('scroll', update);
       window.removeEventListener('resize', update);
     };
-  }, []);
+  }, [empty]);
   const total = props.alerts.length;
   const first = Math.max(0, Math.floor(scroll.top / ROW) - OVERSCAN);
   const last = Math.min(total, Math.ceil((scroll.top + scroll.height) / ROW) + OVERSCAN);
@@ -185,7 +181,7 @@ function AlertItem(props: {
         {a.patient && <> · <Link to={`patients/${a.patient}`}>{a.patient}</Link></>}
         <span> · raised {time(a.raised_at)} by {a.raised_by}</span>
         {left !== null && (
-          <span className={left < 0 ? 'overdue' : ''}> · {left < 0 ? `escalation overdue by ${duration(-left)}` : `escalates in ${duration(left)}`}</span>
+          <span className={left < 0 ? 'overdue' : ''} data-testid="escalation-countdown"> · {left < 0 ? `escalation overdue by ${duration(-left)}` : `escalates in ${duration(left)}`}</span>
         )}
       </div>
       <div className="alert-actions">

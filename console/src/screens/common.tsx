@@ -39,10 +39,18 @@ export function time(iso: string | null | undefined): string {
   return new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
-/** "Dr Rao is viewing": the soft lock of a patient or case. */
+/**
+ * "Dr Rao is viewing": the soft lock of a patient or case. The server's viewer list includes
+ * the viewer herself (every session that announced the view), so she is filtered out by user —
+ * her other tabs and devices included. Once the list has arrived with only her in it, a quiet
+ * line says so: the lock is hers, and "no banner" is not mistaken for "not known yet".
+ */
 export function ViewingBanner(props: { viewers: readonly UserRef[]; me: string; what: string }): ReactNode {
   const others = props.viewers.filter((v) => v.user !== props.me);
-  if (others.length === 0) return null;
+  if (others.length === 0) {
+    if (!props.viewers.some((v) => v.user === props.me)) return null;
+    return <p className="muted small" data-testid="viewing-alone">No one else is viewing this {props.what}</p>;
+  }
   const names = others.map((v) => `${v.user} (${v.role})`).join(', ');
   return (
     <p className="banner" role="status" data-testid="viewing">
