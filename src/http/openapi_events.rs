@@ -415,6 +415,7 @@ fn rows() -> Vec<(&'static str, Value)> {
                     ("acknowledged_at", nullable(time())),
                     ("resolved_at", nullable(time())),
                     ("age_seconds", json!({"type": "number"})),
+                    ("escalation_due_at", nullable(time())),
                 ],
             ),
         ),
@@ -872,6 +873,7 @@ mod tests {
                     acknowledged_at: Some(t),
                     resolved_at: None,
                     age_seconds: 1.5,
+                    escalation_due_at: Some(t),
                 })
                 .unwrap(),
             ),

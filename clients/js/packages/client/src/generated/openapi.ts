@@ -503,7 +503,7 @@ export interface components {
             /** Format: date-time */
             at: string;
             by: string;
-            patient: string | null;
+            patient?: string | null;
         };
         /**
          * AlertAcknowledgedEvent
@@ -538,7 +538,13 @@ export interface components {
         };
         /** @description The alert board. */
         AlertBoardPage: {
-            /** @description Alerts, most severe and oldest first. */
+            /**
+             * @description Alerts, most severe and oldest first. Each row: `alert_id`, `severity`, `status`,
+             *     `message`, `department`, `patient`, `level`, `raised_by`, `raised_at`,
+             *     `acknowledged_by`, `acknowledged_at`, `resolved_at`, `age_seconds`, and
+             *     `escalation_due_at` — when the system escalates the alert unless it is acknowledged
+             *     first (null once acknowledged or resolved, or at the last level).
+             */
             alerts: components["schemas"]["AlertRow"][];
             /**
              * Format: int64
@@ -554,7 +560,7 @@ export interface components {
             at: string;
             by: string;
             level: number;
-            patient: string | null;
+            patient?: string | null;
             reason: string;
         };
         /**
@@ -593,9 +599,9 @@ export interface components {
             /** Format: date-time */
             at: string;
             by: string;
-            department: string | null;
+            department?: string | null;
             message: string;
-            patient: string | null;
+            patient?: string | null;
             severity: components["schemas"]["Severity"];
         };
         /**
@@ -635,7 +641,7 @@ export interface components {
             at: string;
             by: string;
             note: string;
-            patient: string | null;
+            patient?: string | null;
         };
         /**
          * AlertResolvedEvent
@@ -675,6 +681,7 @@ export interface components {
             age_seconds: number;
             alert_id: string;
             department: string | null;
+            escalation_due_at: string | null;
             level: number;
             message: string;
             patient: string | null;
@@ -799,7 +806,7 @@ export interface components {
             /** Format: date-time */
             end: string;
             patient: string;
-            reason: string | null;
+            reason?: string | null;
             /** Format: date-time */
             start: string;
         };
@@ -857,7 +864,7 @@ export interface components {
             at: string;
             by: string;
             patient: string;
-            previous: string | null;
+            previous?: string | null;
         };
         /**
          * CaseAssignedEvent
@@ -921,7 +928,7 @@ export interface components {
         };
         /** @description A case thread was opened. */
         CaseOpened: {
-            assignee: string | null;
+            assignee?: string | null;
             /** Format: date-time */
             at: string;
             by: string;
@@ -982,12 +989,12 @@ export interface components {
         CaseStatus: "open" | "in_review" | "accepted" | "referred" | "prescribed" | "completed";
         /** @description A case moved from one status to another. */
         CaseStatusChanged: {
-            assignee: string | null;
+            assignee?: string | null;
             /** Format: date-time */
             at: string;
             by: string;
             from: components["schemas"]["CaseStatus"];
-            note: string | null;
+            note?: string | null;
             patient: string;
             to: components["schemas"]["CaseStatus"];
         };
@@ -1163,7 +1170,7 @@ export interface components {
         };
         /** @description A message was posted to a case thread; `message_id` counts from 1. */
         MessagePosted: {
-            assignee: string | null;
+            assignee?: string | null;
             /** Format: date-time */
             at: string;
             body: string;
@@ -1212,7 +1219,7 @@ export interface components {
         };
         /** @description A reader read a thread up to a message. */
         MessagesRead: {
-            assignee: string | null;
+            assignee?: string | null;
             /** Format: date-time */
             at: string;
             by: string;
