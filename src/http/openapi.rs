@@ -66,6 +66,7 @@ impl Modify for BearerAuth {
         escalation_deadlines::EscalationPolicy, escalation_deadlines::DeadlineSeconds,
         super::vitals_batch::VitalsBatch, super::vitals_batch::BatchEntry,
         super::vitals_batch::BatchOutcome, super::vitals_batch::RecordedEntry,
+        super::vitals_batch::FlaggedSign,
     )),
     modifiers(&BearerAuth),
 )]

@@ -96,8 +96,21 @@ pub struct RecordedEntry {
     pub reading: i64,
     /// The signs outside their reference ranges (each raises an alert through the vitals
     /// policy unless one is already open).
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<FlaggedSign>)]
     pub out_of_range: Vec<OutOfRange>,
+}
+
+/// One sign outside its reference range, as the event's `out_of_range` holds it (for the
+/// OpenAPI document; the value is the domain's [`OutOfRange`]).
+#[allow(dead_code)] // Only read by the OpenAPI generator.
+#[derive(ToSchema)]
+pub struct FlaggedSign {
+    /// `heart_rate`, `systolic`, `diastolic`, `spo2`, `temperature` or `respiratory_rate`.
+    #[schema(example = "spo2")]
+    pub sign: String,
+    /// `low` or `high`.
+    #[schema(example = "low")]
+    pub deviation: String,
 }
 
 /// The answer to an accepted batch: every reading, in request order (= stream order).
@@ -157,7 +170,7 @@ impl Source {
     params(("hospital" = String, Path, description = "Hospital id")),
     request_body(content(
         (VitalsBatch = "application/json"),
-        (Object = "application/fhir+json"),
+        (serde_json::Value = "application/fhir+json"),
     )),
     responses((status = 201, description = "Every reading recorded, in request order", body = BatchOutcome),
         super::responses::CommandErrors),
