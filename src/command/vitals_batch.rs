@@ -72,6 +72,18 @@ pub struct ReadingRefused {
 /// The stored event version of a reading, as postgres-es writes it (`DomainEvent::event_version`).
 const EVENT_VERSION: &str = "1.0";
 
+/// Takes the hospital's stream head before the batch reads any state.
+///
+/// Every writer of a hospital holds this row's lock from its first event to its commit (the
+/// position trigger updates it), so writers of one hospital already run one after another.
+/// Taking it *first* means no other writer of the hospital can commit between this batch's
+/// reads and its inserts: its aggregate states cannot go stale, and a batch never conflicts
+/// (without it, concurrent batches over the same patients — every gateway's batch touches
+/// many — each waited for the other's commit only to violate the primary key and start
+/// over). The extra hold is the load query, about a millisecond. A hospital without a head
+/// yet (its first event) locks nothing; a conflict there is retried as usual.
+const LOCK_HEAD: &str = "SELECT 1 FROM stream_heads WHERE hospital = $1 FOR UPDATE";
+
 /// Loads the last event of each patient's vitals aggregate: one index probe per patient,
 /// whatever the length of the stay (see [`PatientVitals::after_last`]).
 const LOAD_LAST: &str = "SELECT ids.id, e.payload::text AS payload \
@@ -162,6 +174,13 @@ impl CommandBus {
                 )))
             }
         };
+        if let Err(error) = sqlx::query(LOCK_HEAD)
+            .bind(ctx.hospital.as_str())
+            .execute(&mut *tx)
+            .await
+        {
+            return classify(error);
+        }
         let rows = match plan(&mut tx, ctx, readings).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(refused)) => return Attempt::Refused(CommandError::Rejected(refused)),

@@ -666,3 +666,37 @@ async fn the_openapi_document_describes_both_batch_bodies() {
         );
     }
 }
+
+/// Invariant: concurrent batches over the same patients all commit (none is refused as a
+/// conflict), and each patient's readings stay numbered 1, 2, 3... in stream order.
+#[actix_web::test]
+async fn concurrent_batches_over_the_same_patients_all_commit() {
+    // Arrange
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let body =
+        json!({"readings": (0..30).map(|i| normal(&format!("p-{}", i % 3))).collect::<Vec<_>>()});
+
+    // Act
+    let statuses = join_all((0..8).map(|_| {
+        let (app, nurse, body) = (&app, &nurse, body.clone());
+        async move { post_batch(app, H, nurse, body).await.status() }
+    }))
+    .await;
+
+    // Assert
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::CREATED),
+        "{statuses:?}"
+    );
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for (_, aggregate, sequence, _) in recorded(&app.pool, H).await {
+        let previous = last.insert(aggregate.clone(), sequence).unwrap_or(0);
+        assert_eq!(
+            sequence,
+            previous + 1,
+            "{aggregate}: numbered in stream order"
+        );
+    }
+    assert_eq!(app.event_count().await, 240);
+}
