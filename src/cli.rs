@@ -197,6 +197,7 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         demo: false,
         realtime: Default::default(),
         presence: Default::default(),
+        ingest: Default::default(),
         node_id: None,
     };
     let keys = jwt_keys(&settings)?;

@@ -9,7 +9,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 pub mod cors;
+mod ingest;
 mod realtime;
+pub use ingest::IngestSettings;
 pub use realtime::{PresenceSettings, RealtimeSettings};
 
 /// Largest accepted request body. Commands are small JSON documents (the longest field, a
@@ -230,6 +232,9 @@ pub struct ServeSettings {
 
     #[command(flatten)]
     pub presence: PresenceSettings,
+
+    #[command(flatten)]
+    pub ingest: IngestSettings,
 
     /// This node's id in a cluster (defaults to a random id per process). Never give two
     /// processes that run at the same time the same id, not even briefly during a rolling

@@ -174,6 +174,7 @@ impl Application {
             realtime,
             metrics,
             rebuilds: Default::default(),
+            ingest: settings.ingest.clone(),
         });
         spawn_idempotency_purge(state.clone());
         let spacing = std::time::Duration::from_millis(settings.projection_spacing_ms);

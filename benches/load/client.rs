@@ -54,6 +54,8 @@ pub struct RunContext {
     pub tokens: Vec<String>,
     /// Whether clients subscribe to `alerts` (all modes but `connect`).
     pub subscribe: bool,
+    /// The topic client `i` subscribes to: `topics[i % len]` (`alerts` but in vitals mode).
+    pub topics: Vec<String>,
     /// Whether a client dropped by the server reconnects and resumes.
     pub reconnect: bool,
     /// The run's time origin; instants are recorded as microseconds since it.
@@ -81,6 +83,7 @@ impl RunContext {
             ws_url,
             tokens,
             subscribe: true,
+            topics: vec!["alerts".to_owned()],
             reconnect: false,
             t0,
             recorder: Mutex::new(Recorder::new()),
@@ -278,8 +281,11 @@ async fn open(
     let mut early = Vec::new();
     await_frame(&mut socket, "authenticated", &mut early).await?;
     let subscribed = if ctx.subscribe {
-        let mut frame =
-            serde_json::json!({ "type": "subscribe", "id": "s1", "topics": ["alerts"] });
+        let topic = ctx
+            .topics
+            .get(index % ctx.topics.len().max(1))
+            .map_or("alerts", String::as_str);
+        let mut frame = serde_json::json!({ "type": "subscribe", "id": "s1", "topics": [topic] });
         if let Some(last) = last_event_id {
             frame["last_event_id"] = serde_json::json!(last.to_string());
         }

@@ -14,7 +14,10 @@
 //!   seconds; with `--server-pid`, report the server's RSS per connection;
 //! - `reconnect`: subscribe `--connections` clients, disconnect them all, raise `--owed`
 //!   alerts, reconnect them all at once with their last event id, and time until every client
-//!   holds everything it was owed.
+//!   holds everything it was owed;
+//! - `vitals`: subscribers of `patient:` topics and closed-loop writers posting
+//!   `--batch-size` readings per `vitals:batch` request (1: the single-reading path); reports
+//!   readings per second (see `vitals.rs`).
 //!
 //! Every subscriber keeps a ledger of the positions it received after its subscribe position.
 //! At the end the stream is listed through `GET /events` and each subscriber must hold every
@@ -38,6 +41,7 @@ mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod report;
+mod vitals;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -94,6 +98,7 @@ enum Mode {
     Connect,
     Idle,
     Reconnect,
+    Vitals,
 }
 
 impl Mode {
@@ -103,6 +108,7 @@ impl Mode {
             Mode::Connect => "connect",
             Mode::Idle => "idle",
             Mode::Reconnect => "reconnect",
+            Mode::Vitals => "vitals",
         }
     }
 }
@@ -187,6 +193,19 @@ struct Args {
     /// Events raised while the clients are away (reconnect mode).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     owed: u32,
+
+    /// Readings per request (vitals mode); 1 uses the single-reading endpoint.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    batch_size: u32,
+
+    /// Patients the readings cycle over (vitals mode); subscriber `i` follows patient
+    /// `i % patients`.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    patients: u32,
+
+    /// Requests in flight at once, each writer posting back to back (vitals mode).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=256))]
+    concurrency: u32,
 
     /// Seconds to wait, after the last command, for every subscriber to catch up.
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=120))]
@@ -431,6 +450,10 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
     let label = args.label.clone().unwrap_or_else(|| match args.mode {
         Mode::Steady => format!("steady {}×{}/s", args.connections, args.rate),
         Mode::Reconnect => format!("reconnect {} owed {}", args.connections, args.owed),
+        Mode::Vitals => format!(
+            "vitals {}×patient, batch {}, {} writers",
+            args.connections, args.batch_size, args.concurrency
+        ),
         mode => format!("{} {}", mode.name(), args.connections),
     });
     let result = RunResult {
@@ -457,6 +480,7 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
         Mode::Connect => connect(args, setup).await,
         Mode::Idle => idle(args, setup).await,
         Mode::Reconnect => reconnect(args, setup).await,
+        Mode::Vitals => vitals::run(args, setup).await,
     }
 }
 

@@ -25,6 +25,8 @@ use uuid::Uuid;
 
 use crate::stream::{store_key, Position};
 
+pub mod vitals_batch;
+
 /// A cqrs-es framework over the PostgreSQL event store.
 pub type Cqrs<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository, A>>;
 

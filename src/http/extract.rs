@@ -93,7 +93,10 @@ fn is_json(req: &HttpRequest) -> bool {
 /// Turns a serde error (with its path) into a 400 naming the field. `body` tells a real
 /// syntax error from serde_json's "expected value" for a well-formed value of the wrong
 /// shape (e.g. a number where an enum's string belongs).
-fn json_error(error: serde_path_to_error::Error<serde_json::Error>, body: &[u8]) -> ApiError {
+pub(crate) fn json_error(
+    error: serde_path_to_error::Error<serde_json::Error>,
+    body: &[u8],
+) -> ApiError {
     let path = error.path().to_string();
     let inner = error.into_inner();
     let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();

@@ -31,6 +31,7 @@ pub mod reads_schedule;
 pub mod responses;
 pub mod sse;
 pub mod vitals;
+pub mod vitals_batch;
 pub mod ws;
 
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -61,6 +62,8 @@ pub struct AppState {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     /// Read-model rebuilds started on this node (see [`admin`]).
     pub rebuilds: crate::projection::rebuilds::Rebuilds,
+    /// Limits of the batch ingest endpoints (see [`vitals_batch`]).
+    pub ingest: crate::config::IngestSettings,
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
@@ -137,6 +140,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(post("/cases/{id}/messages").route(web::post().to(cases::post_message)))
             .service(post("/cases/{id}/read").route(web::post().to(cases::mark_read)))
             .service(post("/patients/{patient}/vitals").route(web::post().to(vitals::record)))
+            .service(post("/vitals:batch").route(web::post().to(vitals_batch::record_batch)))
             .service(
                 resource("/patients/{patient}", "GET").route(web::get().to(reads_patients::view)),
             )

@@ -54,6 +54,7 @@ impl Modify for BearerAuth {
         health::healthz, health::readyz,
         admin::status, admin::start_rebuild, admin::cancel_rebuild,
         escalation_deadlines::get_escalation, escalation_deadlines::put_escalation,
+        super::vitals_batch::record_batch,
     ),
     components(schemas(
         problem::Problem, CommandOutcome, CommittedEvent, events::EventsPage, events::WireEvent,
@@ -63,6 +64,9 @@ impl Modify for BearerAuth {
         crate::projection::metrics::MetricsSnapshot, crate::projection::metrics::RoleCounts,
         admin::ProjectionsStatus, admin::ProjectorView, admin::RebuildView, admin::RebuildRequest, admin::RebuildScope,
         escalation_deadlines::EscalationPolicy, escalation_deadlines::DeadlineSeconds,
+        super::vitals_batch::VitalsBatch, super::vitals_batch::BatchEntry,
+        super::vitals_batch::BatchOutcome, super::vitals_batch::RecordedEntry,
+        super::vitals_batch::FlaggedSign,
     )),
     modifiers(&BearerAuth),
 )]

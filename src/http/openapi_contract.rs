@@ -162,6 +162,11 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
         "get_escalation_policy",
     ),
     (
+        "post",
+        "/api/hospitals/{hospital}/vitals:batch",
+        "record_vitals_batch",
+    ),
+    (
         "put",
         "/api/hospitals/{hospital}/policies/escalation",
         "put_escalation_policy",

@@ -79,6 +79,9 @@ pub enum ApiError {
     /// 413: body larger than the limit.
     #[error("request body exceeds {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 413: a batch with more entries than the configured limit (`VIGIL_VITALS_BATCH_MAX`).
+    #[error("a batch may carry at most {limit} readings")]
+    BatchTooLarge { limit: usize },
     /// 415: not `application/json`.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
@@ -149,6 +152,7 @@ impl ApiError {
             ApiError::Unauthorized(auth) => auth.code(),
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BatchTooLarge { .. } => "batch_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::TooManyConnections { .. } => "too_many_connections",
@@ -167,7 +171,9 @@ impl ApiError {
             ApiError::NotFound { .. } => "Not found",
             ApiError::MethodNotAllowed { .. } => "Method not allowed",
             ApiError::Conflict { .. } => "Conflict",
-            ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
+                "Payload too large"
+            }
             ApiError::UnsupportedMediaType => "Unsupported media type",
             ApiError::Unprocessable { .. } => "Unprocessable request",
             ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {
@@ -238,7 +244,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::PayloadTooLarge { .. } | ApiError::BatchTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::RateLimited { .. } | ApiError::TooManyConnections { .. } => {

@@ -282,6 +282,7 @@ pub fn settings(url: &str) -> ServeSettings {
         demo: false,
         realtime: Default::default(),
         presence: Default::default(),
+        ingest: Default::default(),
         node_id: None,
     }
 }

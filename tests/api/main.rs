@@ -22,4 +22,5 @@ mod realtime;
 mod resume;
 mod robustness;
 mod stream_ordering;
+mod vitals_batch;
 mod websocket_frames;

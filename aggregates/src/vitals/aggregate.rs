@@ -29,6 +29,15 @@ impl PatientVitals {
         self.readings
     }
 
+    /// The state after `last`, the aggregate's most recent event, without replaying the ones
+    /// before it. Exact because every event sets the whole state (the patient and the reading
+    /// number); the batch ingest loads one row per patient instead of the whole stay.
+    pub fn after_last(last: VitalsEvent) -> Self {
+        let mut state = Self::default();
+        state.apply(last);
+        state
+    }
+
     /// The business rules: the event a command records, or why it is refused.
     pub fn decide(&self, command: VitalsCommand) -> Result<VitalsEvent, VitalsError> {
         match command {

@@ -24,6 +24,7 @@ mod aggregate;
 mod commands;
 mod errors;
 mod events;
+pub mod fhir;
 mod signs;
 #[cfg(test)]
 mod tests;

@@ -343,3 +343,13 @@ fn every_error_names_the_field_to_correct() {
         "temperature_c must be within 25 to 45 °C"
     );
 }
+
+#[test]
+fn the_state_after_the_last_event_equals_the_state_after_replaying_all() {
+    use cqrs_es::Aggregate;
+    let mut replayed = PatientVitals::default();
+    for reading in 1..=5 {
+        replayed.apply(recorded(reading));
+    }
+    assert_eq!(PatientVitals::after_last(recorded(5)), replayed);
+}
