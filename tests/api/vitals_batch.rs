@@ -349,7 +349,7 @@ async fn subscribers_of_patient_topics_receive_each_batch_reading_exactly_once()
         let received: Vec<i64> = events(socket, 7)
             .await
             .iter()
-            .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+            .map(|e| e["position"].as_i64().unwrap())
             .collect();
         let mut expected = positions_of[*patient].clone();
         expected.push(markers[patient]);
