@@ -12,7 +12,12 @@ vigil.onEvent((e) => {
   // Narrowing on the event type gives that type's payload.
   if (e.event_type === 'AlertRaised') {
     const severity: 'low' | 'medium' | 'high' | 'critical' = e.data.severity;
-    const department: string | null = e.data.department;
+    // Event frames leave `null` fields out of `data` (docs/PROTOCOL.md, frame shape 2), so a
+    // nullable field may be absent: its type says so.
+    const department: string | null | undefined = e.data.department;
+    // @ts-expect-error a nullable field is not a plain string.
+    const departmentText: string = e.data.department;
+    void departmentText;
     const aggregate: 'alert' = e.aggregate_type;
     void severity, department, aggregate;
     // @ts-expect-error AlertRaised carries no `up_to`.
