@@ -13,9 +13,11 @@
 //! 2. **bare inserts**: the same comparison for a single-row `INSERT` in autocommit (one round
 //!    trip), which shows the serialized window without cqrs-es's work around it, into three
 //!    tables shaped like `events` that differ only in how the position is assigned:
-//!    - `events` itself, through the production trigger (counter row lock + `pg_notify`);
-//!    - a copy whose trigger is the production one with the `pg_notify` removed (derived from
-//!      the installed function, so it cannot drift);
+//!    - `events` itself, through the production trigger (counter row lock; since issue 17 no
+//!      `pg_notify`: writers announce after commit, see `vigil::stream::announce`);
+//!    - a copy whose trigger is the production one plus the in-transaction
+//!      `PERFORM pg_notify(...)` it had before issue 17 (derived from the installed function,
+//!      so it cannot drift), to show what that NOTIFY cost;
 //!    - a copy whose position comes from a sequence (no trigger: neither dense nor
 //!      commit-ordered, the design the counter was chosen over);
 //! 3. **reads**: `read_after` paging (500 events a page) over one long stream, bulk-loaded
@@ -258,7 +260,7 @@ async fn run(
     let kinds = [
         Kind::Command,
         Kind::Insert(Positions::Production),
-        Kind::Insert(Positions::CounterWithoutNotify),
+        Kind::Insert(Positions::CounterWithNotify),
         Kind::Insert(Positions::Sequence),
     ];
     for kind in kinds {
@@ -347,10 +349,11 @@ enum Kind {
 /// How a bare insert's position is assigned.
 #[derive(Clone, Copy, Debug)]
 enum Positions {
-    /// Into `events`, by the production trigger: counter row lock and `pg_notify`.
+    /// Into `events`, by the production trigger: counter row lock, no notification.
     Production,
-    /// Into [`COUNTER_TABLE`], by the production trigger minus its `pg_notify`.
-    CounterWithoutNotify,
+    /// Into [`COUNTER_TABLE`], by the production trigger plus an in-transaction `pg_notify`
+    /// (the trigger before issue 17).
+    CounterWithNotify,
     /// Into [`SEQUENCE_TABLE`], from a sequence: no trigger, no lock, no notification.
     Sequence,
 }
@@ -360,7 +363,7 @@ impl Kind {
         match self {
             Kind::Command => "command via CommandBus",
             Kind::Insert(Positions::Production) => "INSERT, production trigger",
-            Kind::Insert(Positions::CounterWithoutNotify) => "INSERT, trigger minus NOTIFY",
+            Kind::Insert(Positions::CounterWithNotify) => "INSERT, trigger plus NOTIFY (pre-17)",
             Kind::Insert(Positions::Sequence) => "INSERT, sequence position",
         }
     }
@@ -370,7 +373,7 @@ impl Kind {
         match self {
             Kind::Command => "cmd",
             Kind::Insert(Positions::Production) => "ins",
-            Kind::Insert(Positions::CounterWithoutNotify) => "ctr",
+            Kind::Insert(Positions::CounterWithNotify) => "ctr",
             Kind::Insert(Positions::Sequence) => "seq",
         }
     }
@@ -632,7 +635,7 @@ impl EventTemplate {
         const METADATA: &str =
             "($6::jsonb || jsonb_build_object('hospital', $7::text, 'command_id', $8::text))::json";
         let sql = match positions {
-            Positions::Production | Positions::CounterWithoutNotify => {
+            Positions::Production | Positions::CounterWithNotify => {
                 let table = match positions {
                     Positions::Production => "events",
                     _ => COUNTER_TABLE,
@@ -671,35 +674,39 @@ impl EventTemplate {
 /// Creates the bench-only copies of `events` that the bare-insert variants write to (this
 /// database is the bench's own and is thrown away with its cluster).
 ///
-/// The counter variant's trigger function is the installed production function with its
-/// `PERFORM pg_notify(...)` statement cut out, so the pair differs in that statement only.
+/// The counter variant's trigger function is the installed production function with the
+/// in-transaction `PERFORM pg_notify(...)` of the trigger before issue 17 put back before
+/// its `RETURN NEW`, so the pair differs in that statement only.
 async fn prepare_insert_variants(pool: &PgPool) -> anyhow::Result<()> {
     const PRODUCTION: &str = "vigil_assign_stream_position";
-    const QUIET: &str = "bench_assign_stream_position_quietly";
+    const NOTIFYING: &str = "bench_assign_stream_position_notifying";
     let definition: String = sqlx::query_scalar("SELECT pg_get_functiondef($1::text::regproc)")
         .bind(PRODUCTION)
         .fetch_one(pool)
         .await
         .context("reading the production trigger function")?;
-    let notify = definition
-        .find("PERFORM pg_notify(")
-        .context("the production trigger no longer calls pg_notify: update the bench")?;
-    let notify_end = definition[notify..]
-        .find(';')
-        .map(|i| notify + i + 1)
-        .context("unterminated pg_notify statement")?;
-    let quiet = format!("{}{}", &definition[..notify], &definition[notify_end..]);
-    if !quiet.contains(PRODUCTION) {
+    if definition.contains("pg_notify(") {
+        bail!("the production trigger notifies again: update the bench");
+    }
+    let returns = definition
+        .rfind("RETURN NEW;")
+        .context("cannot find the trigger's RETURN NEW")?;
+    let notifying = format!(
+        "{}PERFORM pg_notify('vigil_events', NEW.hospital || ' ' || NEW.position);\n    {}",
+        &definition[..returns],
+        &definition[returns..]
+    );
+    if !notifying.contains(PRODUCTION) {
         bail!("cannot find the function's name in its definition");
     }
-    let quiet = quiet.replacen(PRODUCTION, QUIET, 1);
+    let notifying = notifying.replacen(PRODUCTION, NOTIFYING, 1);
 
     let statements = [
-        quiet,
+        notifying,
         format!("CREATE TABLE {COUNTER_TABLE} (LIKE events INCLUDING ALL)"),
         format!(
             "CREATE TRIGGER {COUNTER_TABLE}_position BEFORE INSERT ON {COUNTER_TABLE} \
-             FOR EACH ROW EXECUTE FUNCTION {QUIET}()"
+             FOR EACH ROW EXECUTE FUNCTION {NOTIFYING}()"
         ),
         format!("CREATE TABLE {SEQUENCE_TABLE} (LIKE events INCLUDING ALL)"),
         format!("CREATE SEQUENCE {SEQUENCE_TABLE}_position"),
