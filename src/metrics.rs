@@ -67,6 +67,11 @@ pub struct Metrics {
     pub slow_consumer_disconnects: AtomicU64,
     pub rate_limit_hits: AtomicU64,
     pub commands: AtomicU64,
+    /// Events hospital actors appended from the same-node handoff (no read-back).
+    pub stream_events_handed_off: AtomicU64,
+    /// Events hospital actors appended from a read of the store (other nodes' commits,
+    /// gaps, lost handoffs).
+    pub stream_events_read: AtomicU64,
     /// Commit of an event → its frame handed to the connection.
     pub delivery_latency: Histogram,
 }
@@ -119,6 +124,18 @@ impl Metrics {
             "gauge",
             "Events owed to connections but not yet written (sum of lags).",
             get(&self.backlog_events),
+        );
+        metric(
+            "vigil_stream_events_handed_off_total",
+            "counter",
+            "Events appended to hospital windows from this node's commits, without a read.",
+            get(&self.stream_events_handed_off),
+        );
+        metric(
+            "vigil_stream_events_read_total",
+            "counter",
+            "Events appended to hospital windows from a read of the store.",
+            get(&self.stream_events_read),
         );
         metric(
             "vigil_events_delivered_total",

@@ -155,6 +155,7 @@ impl Application {
             directory: Directory::new(
                 database.pool.clone(),
                 stream_listener.clone(),
+                announcer.clone(),
                 realtime_settings.clone(),
                 metrics.clone(),
                 presence.clone(),
