@@ -253,10 +253,11 @@ async fn run(
     writeln!(
         out,
         "| workload | writers | hospitals | ops/s | p50 ms | p99 ms | WAL flushes per op | \
-         ms per WAL flush | \
+         ms per WAL flush | PostgreSQL CPU ms per op | \
          writers' backends (sampled) |"
     )?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    let postmaster = postmaster_pid(pg);
     let kinds = [
         Kind::Command,
         Kind::Insert(Positions::Production),
@@ -283,12 +284,12 @@ async fn run(
                 };
                 tracing::info!(?kind, ?layout, writers, "running write cell");
                 let result = cell
-                    .run(&url, &admin, &template, plan.warmup, measure)
+                    .run(&url, &admin, &template, plan.warmup, measure, postmaster)
                     .await
                     .with_context(|| format!("{kind:?} {layout:?} x{writers}"))?;
                 writeln!(
                     out,
-                    "| {} | {writers} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {} | {writers} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
                     kind.label(),
                     layout.hospitals(writers),
                     result.per_second,
@@ -296,6 +297,9 @@ async fn run(
                     ms(result.p99),
                     result.wal_flushes_per_op,
                     result.ms_per_wal_flush,
+                    result
+                        .postgres_cpu_ms_per_op
+                        .map_or_else(|| "—".to_owned(), |v| format!("{v:.3}")),
                     result.waits,
                 )?;
             }
@@ -417,6 +421,10 @@ struct CellResult {
     wal_flushes_per_op: f64,
     /// Mean duration of those flushes (`pg_stat_wal.wal_sync_time`): the disk's commit cost.
     ms_per_wal_flush: f64,
+    /// CPU time of the PostgreSQL cluster (postmaster, its live children, and the children it
+    /// reaped) over the counted window, per counted operation: carries the figure to a larger
+    /// database host. `None` when the postmaster's pid cannot be read.
+    postgres_cpu_ms_per_op: Option<f64>,
     /// Where the writers' backends were during the counted window (see [`sample_waits`]).
     waits: String,
 }
@@ -452,6 +460,7 @@ impl Cell {
         template: &Arc<EventTemplate>,
         warmup: Duration,
         measure: Duration,
+        postmaster: Option<u32>,
     ) -> anyhow::Result<CellResult> {
         // One connection per writer: writers never wait for the pool, only for each other.
         let options = url
@@ -486,6 +495,13 @@ impl Cell {
             tasks.push(tokio::spawn(writer(target.clone(), hospital, user, window)));
         }
         let sampler = tokio::spawn(sample_waits(admin.clone(), window));
+        let cpu = tokio::spawn(async move {
+            let postmaster = postmaster?;
+            tokio::time::sleep_until(window.start.into()).await;
+            let before = cluster_cpu_ms(postmaster)?;
+            tokio::time::sleep_until(window.end.into()).await;
+            Some(cluster_cpu_ms(postmaster)? - before)
+        });
         let mut completed = 0u64;
         let mut latencies = Vec::new();
         for task in tasks {
@@ -494,6 +510,7 @@ impl Cell {
             latencies.extend(stats.counted_us);
         }
         let waits = sampler.await.context("wait sampler panicked")??;
+        let cpu_ms = cpu.await.context("CPU sampler panicked")?;
 
         drop(target);
         pool.close().await;
@@ -509,6 +526,7 @@ impl Cell {
                 / completed.max(1) as f64,
             ms_per_wal_flush: (wal_after.flush_ms - wal_before.flush_ms)
                 / (wal_after.flushes - wal_before.flushes).max(1) as f64,
+            postgres_cpu_ms_per_op: cpu_ms.map(|ms| ms / latencies.len().max(1) as f64),
             waits,
         })
     }
@@ -941,6 +959,54 @@ async fn server_settings(pool: &PgPool) -> anyhow::Result<Vec<(String, String)>>
 }
 
 /// The CPUs the postmaster may run on (its backends inherit them).
+/// The pid of the cluster's postmaster, from its pid file.
+fn postmaster_pid(pg: &EmbeddedPostgres) -> Option<u32> {
+    let pid_file = pg.data_dir().join("pgdata").join("postmaster.pid");
+    std::fs::read_to_string(pid_file)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPU time (user + system, ms) the cluster has used so far: the postmaster's own and its
+/// reaped children's (`cutime`, `cstime`: backends that have exited), plus its live
+/// children's (backends, background workers).
+fn cluster_cpu_ms(postmaster: u32) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // Fields after the command name (which may hold spaces): state is field 3.
+    let fields = |pid: &str| -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        Some(
+            rest.split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0))
+                .collect(),
+        )
+    };
+    let at = |f: &[u64], n: usize| f.get(n - 3).copied().unwrap_or(0);
+    let own = fields(&postmaster.to_string())?;
+    let mut ticks = at(&own, 14) + at(&own, 15) + at(&own, 16) + at(&own, 17);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some(f) = fields(pid) {
+            if at(&f, 4) == u64::from(postmaster) {
+                ticks += at(&f, 14) + at(&f, 15);
+            }
+        }
+    }
+    Some(ticks as f64 * 1000.0 / hz)
+}
+
 fn postmaster_cpus(pg: &EmbeddedPostgres) -> String {
     let pid_file = pg.data_dir().join("pgdata").join("postmaster.pid");
     match std::fs::read_to_string(&pid_file) {

@@ -413,7 +413,16 @@ impl HospitalActor {
         let mut last = head;
         {
             let mut window = self.feed.window.write().unwrap_or_else(|p| p.into_inner());
+            let now = chrono::Utc::now();
             for event in events.into_iter().filter(|e| e.position > head) {
+                let waited = (now - event.recorded_at)
+                    .num_microseconds()
+                    .unwrap_or(0)
+                    .max(0);
+                self.metrics.window_latency.observe_ms(waited as u64 / 1000);
+                self.metrics
+                    .window_latency_us_sum
+                    .fetch_add(waited as u64, Ordering::Relaxed);
                 last = event.position;
                 window.push(event);
                 appended += 1;
