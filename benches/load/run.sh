@@ -143,6 +143,10 @@ if [ ${#COMPARE[@]} -gt 0 ]; then
     for side in A B; do
       if [ "$side" = A ]; then VIGIL_BIN=${COMPARE[0]}; else VIGIL_BIN=${COMPARE[1]}; fi
       echo "== $side = $VIGIL_BIN" >&2
+      # A fresh data dir per side: a build without a newer build's migrations refuses a
+      # database that has them applied.
+      stop_server
+      rm -rf "$WORK/data"
       if [ "${VIGIL_LOAD_COMPARE_SCENARIOS:-cd}" = g ]; then
         start_server
         load --label "(g) $side #$round" --mode steady --hospital "g-${side,,}-$round" --connections 1000 --rate 25 --duration 30
