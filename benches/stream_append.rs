@@ -13,9 +13,11 @@
 //! 2. **bare inserts**: the same comparison for a single-row `INSERT` in autocommit (one round
 //!    trip), which shows the serialized window without cqrs-es's work around it, into three
 //!    tables shaped like `events` that differ only in how the position is assigned:
-//!    - `events` itself, through the production trigger (counter row lock + `pg_notify`);
-//!    - a copy whose trigger is the production one with the `pg_notify` removed (derived from
-//!      the installed function, so it cannot drift);
+//!    - `events` itself, through the production trigger (counter row lock; since issue 17 no
+//!      `pg_notify`: writers announce after commit, see `vigil::stream::announce`);
+//!    - a copy whose trigger is the production one plus the in-transaction
+//!      `PERFORM pg_notify(...)` it had before issue 17 (derived from the installed function,
+//!      so it cannot drift), to show what that NOTIFY cost;
 //!    - a copy whose position comes from a sequence (no trigger: neither dense nor
 //!      commit-ordered, the design the counter was chosen over);
 //! 3. **reads**: `read_after` paging (500 events a page) over one long stream, bulk-loaded
@@ -213,14 +215,15 @@ async fn run(
     writeln!(
         out,
         "| workload | writers | hospitals | ops/s | p50 ms | p99 ms | WAL flushes per op | \
-         ms per WAL flush | \
+         ms per WAL flush | PostgreSQL CPU ms per op | \
          writers' backends (sampled) |"
     )?;
-    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+    let postmaster = postmaster_pid(pg);
     let kinds = [
         Kind::Command,
         Kind::Insert(Positions::Production),
-        Kind::Insert(Positions::CounterWithoutNotify),
+        Kind::Insert(Positions::CounterWithNotify),
         Kind::Insert(Positions::Sequence),
     ];
     for kind in kinds {
@@ -243,12 +246,12 @@ async fn run(
                 };
                 tracing::info!(?kind, ?layout, writers, "running write cell");
                 let result = cell
-                    .run(&url, &admin, &template, plan.warmup, measure)
+                    .run(&url, &admin, &template, plan.warmup, measure, postmaster)
                     .await
                     .with_context(|| format!("{kind:?} {layout:?} x{writers}"))?;
                 writeln!(
                     out,
-                    "| {} | {writers} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                    "| {} | {writers} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
                     kind.label(),
                     layout.hospitals(writers),
                     result.per_second,
@@ -256,6 +259,9 @@ async fn run(
                     ms(result.p99),
                     result.wal_flushes_per_op,
                     result.ms_per_wal_flush,
+                    result
+                        .postgres_cpu_ms_per_op
+                        .map_or_else(|| "—".to_owned(), |v| format!("{v:.3}")),
                     result.waits,
                 )?;
             }
@@ -309,10 +315,11 @@ enum Kind {
 /// How a bare insert's position is assigned.
 #[derive(Clone, Copy, Debug)]
 enum Positions {
-    /// Into `events`, by the production trigger: counter row lock and `pg_notify`.
+    /// Into `events`, by the production trigger: counter row lock, no notification.
     Production,
-    /// Into [`COUNTER_TABLE`], by the production trigger minus its `pg_notify`.
-    CounterWithoutNotify,
+    /// Into [`COUNTER_TABLE`], by the production trigger plus an in-transaction `pg_notify`
+    /// (the trigger before issue 17).
+    CounterWithNotify,
     /// Into [`SEQUENCE_TABLE`], from a sequence: no trigger, no lock, no notification.
     Sequence,
 }
@@ -322,7 +329,7 @@ impl Kind {
         match self {
             Kind::Command => "command via CommandBus",
             Kind::Insert(Positions::Production) => "INSERT, production trigger",
-            Kind::Insert(Positions::CounterWithoutNotify) => "INSERT, trigger minus NOTIFY",
+            Kind::Insert(Positions::CounterWithNotify) => "INSERT, trigger plus NOTIFY (pre-17)",
             Kind::Insert(Positions::Sequence) => "INSERT, sequence position",
         }
     }
@@ -332,7 +339,7 @@ impl Kind {
         match self {
             Kind::Command => "cmd",
             Kind::Insert(Positions::Production) => "ins",
-            Kind::Insert(Positions::CounterWithoutNotify) => "ctr",
+            Kind::Insert(Positions::CounterWithNotify) => "ctr",
             Kind::Insert(Positions::Sequence) => "seq",
         }
     }
@@ -376,6 +383,10 @@ struct CellResult {
     wal_flushes_per_op: f64,
     /// Mean duration of those flushes (`pg_stat_wal.wal_sync_time`): the disk's commit cost.
     ms_per_wal_flush: f64,
+    /// CPU time of the PostgreSQL cluster (postmaster, its live children, and the children it
+    /// reaped) over the counted window, per counted operation: carries the figure to a larger
+    /// database host. `None` when the postmaster's pid cannot be read.
+    postgres_cpu_ms_per_op: Option<f64>,
     /// Where the writers' backends were during the counted window (see [`sample_waits`]).
     waits: String,
 }
@@ -411,6 +422,7 @@ impl Cell {
         template: &Arc<EventTemplate>,
         warmup: Duration,
         measure: Duration,
+        postmaster: Option<u32>,
     ) -> anyhow::Result<CellResult> {
         // One connection per writer: writers never wait for the pool, only for each other.
         let options = url
@@ -445,6 +457,13 @@ impl Cell {
             tasks.push(tokio::spawn(writer(target.clone(), hospital, user, window)));
         }
         let sampler = tokio::spawn(sample_waits(admin.clone(), window));
+        let cpu = tokio::spawn(async move {
+            let postmaster = postmaster?;
+            tokio::time::sleep_until(window.start.into()).await;
+            let before = cluster_cpu_ms(postmaster)?;
+            tokio::time::sleep_until(window.end.into()).await;
+            Some(cluster_cpu_ms(postmaster)? - before)
+        });
         let mut completed = 0u64;
         let mut latencies = Vec::new();
         for task in tasks {
@@ -453,6 +472,7 @@ impl Cell {
             latencies.extend(stats.counted_us);
         }
         let waits = sampler.await.context("wait sampler panicked")??;
+        let cpu_ms = cpu.await.context("CPU sampler panicked")?;
 
         drop(target);
         pool.close().await;
@@ -468,6 +488,7 @@ impl Cell {
                 / completed.max(1) as f64,
             ms_per_wal_flush: (wal_after.flush_ms - wal_before.flush_ms)
                 / (wal_after.flushes - wal_before.flushes).max(1) as f64,
+            postgres_cpu_ms_per_op: cpu_ms.map(|ms| ms / latencies.len().max(1) as f64),
             waits,
         })
     }
@@ -594,7 +615,7 @@ impl EventTemplate {
         const METADATA: &str =
             "($6::jsonb || jsonb_build_object('hospital', $7::text, 'command_id', $8::text))::json";
         let sql = match positions {
-            Positions::Production | Positions::CounterWithoutNotify => {
+            Positions::Production | Positions::CounterWithNotify => {
                 let table = match positions {
                     Positions::Production => "events",
                     _ => COUNTER_TABLE,
@@ -633,35 +654,39 @@ impl EventTemplate {
 /// Creates the bench-only copies of `events` that the bare-insert variants write to (this
 /// database is the bench's own and is thrown away with its cluster).
 ///
-/// The counter variant's trigger function is the installed production function with its
-/// `PERFORM pg_notify(...)` statement cut out, so the pair differs in that statement only.
+/// The counter variant's trigger function is the installed production function with the
+/// in-transaction `PERFORM pg_notify(...)` of the trigger before issue 17 put back before
+/// its `RETURN NEW`, so the pair differs in that statement only.
 async fn prepare_insert_variants(pool: &PgPool) -> anyhow::Result<()> {
     const PRODUCTION: &str = "vigil_assign_stream_position";
-    const QUIET: &str = "bench_assign_stream_position_quietly";
+    const NOTIFYING: &str = "bench_assign_stream_position_notifying";
     let definition: String = sqlx::query_scalar("SELECT pg_get_functiondef($1::text::regproc)")
         .bind(PRODUCTION)
         .fetch_one(pool)
         .await
         .context("reading the production trigger function")?;
-    let notify = definition
-        .find("PERFORM pg_notify(")
-        .context("the production trigger no longer calls pg_notify: update the bench")?;
-    let notify_end = definition[notify..]
-        .find(';')
-        .map(|i| notify + i + 1)
-        .context("unterminated pg_notify statement")?;
-    let quiet = format!("{}{}", &definition[..notify], &definition[notify_end..]);
-    if !quiet.contains(PRODUCTION) {
+    if definition.contains("pg_notify(") {
+        bail!("the production trigger notifies again: update the bench");
+    }
+    let returns = definition
+        .rfind("RETURN NEW;")
+        .context("cannot find the trigger's RETURN NEW")?;
+    let notifying = format!(
+        "{}PERFORM pg_notify('vigil_events', NEW.hospital || ' ' || NEW.position);\n    {}",
+        &definition[..returns],
+        &definition[returns..]
+    );
+    if !notifying.contains(PRODUCTION) {
         bail!("cannot find the function's name in its definition");
     }
-    let quiet = quiet.replacen(PRODUCTION, QUIET, 1);
+    let notifying = notifying.replacen(PRODUCTION, NOTIFYING, 1);
 
     let statements = [
-        quiet,
+        notifying,
         format!("CREATE TABLE {COUNTER_TABLE} (LIKE events INCLUDING ALL)"),
         format!(
             "CREATE TRIGGER {COUNTER_TABLE}_position BEFORE INSERT ON {COUNTER_TABLE} \
-             FOR EACH ROW EXECUTE FUNCTION {QUIET}()"
+             FOR EACH ROW EXECUTE FUNCTION {NOTIFYING}()"
         ),
         format!("CREATE TABLE {SEQUENCE_TABLE} (LIKE events INCLUDING ALL)"),
         format!("CREATE SEQUENCE {SEQUENCE_TABLE}_position"),
@@ -883,6 +908,54 @@ const SERVER_SETTINGS: [&str; 7] = [
 ];
 
 /// The CPUs the postmaster may run on (its backends inherit them).
+/// The pid of the cluster's postmaster, from its pid file.
+fn postmaster_pid(pg: &EmbeddedPostgres) -> Option<u32> {
+    let pid_file = pg.data_dir().join("pgdata").join("postmaster.pid");
+    std::fs::read_to_string(pid_file)
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// CPU time (user + system, ms) the cluster has used so far: the postmaster's own and its
+/// reaped children's (`cutime`, `cstime`: backends that have exited), plus its live
+/// children's (backends, background workers).
+fn cluster_cpu_ms(postmaster: u32) -> Option<f64> {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    // Fields after the command name (which may hold spaces): state is field 3.
+    let fields = |pid: &str| -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let (_, rest) = stat.rsplit_once(')')?;
+        Some(
+            rest.split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0))
+                .collect(),
+        )
+    };
+    let at = |f: &[u64], n: usize| f.get(n - 3).copied().unwrap_or(0);
+    let own = fields(&postmaster.to_string())?;
+    let mut ticks = at(&own, 14) + at(&own, 15) + at(&own, 16) + at(&own, 17);
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if let Some(f) = fields(pid) {
+            if at(&f, 4) == u64::from(postmaster) {
+                ticks += at(&f, 14) + at(&f, 15);
+            }
+        }
+    }
+    Some(ticks as f64 * 1000.0 / hz)
+}
+
 fn postmaster_cpus(pg: &EmbeddedPostgres) -> String {
     let pid_file = pg.data_dir().join("pgdata").join("postmaster.pid");
     match std::fs::read_to_string(&pid_file) {

@@ -67,6 +67,16 @@ pub struct Metrics {
     pub slow_consumer_disconnects: AtomicU64,
     pub rate_limit_hits: AtomicU64,
     pub commands: AtomicU64,
+    /// Events hospital actors appended from the same-node handoff (no read-back).
+    pub stream_events_handed_off: AtomicU64,
+    /// Events hospital actors appended from a read of the store (other nodes' commits,
+    /// gaps, lost handoffs).
+    pub stream_events_read: AtomicU64,
+    /// An event's `ts` (its insert, just before its commit) → appended to its hospital's window
+    /// on this node: commit, announcement or handoff, the actor's turn (issue 17 breakdown).
+    pub window_latency: Histogram,
+    /// The same, summed in microseconds: its mean at a resolution the buckets lack.
+    pub window_latency_us_sum: AtomicU64,
     /// Commit of an event → its frame handed to the connection.
     pub delivery_latency: Histogram,
 }
@@ -121,6 +131,18 @@ impl Metrics {
             get(&self.backlog_events),
         );
         metric(
+            "vigil_stream_events_handed_off_total",
+            "counter",
+            "Events appended to hospital windows from this node's commits, without a read.",
+            get(&self.stream_events_handed_off),
+        );
+        metric(
+            "vigil_stream_events_read_total",
+            "counter",
+            "Events appended to hospital windows from a read of the store.",
+            get(&self.stream_events_read),
+        );
+        metric(
             "vigil_events_delivered_total",
             "counter",
             "Event frames handed to connections.",
@@ -164,6 +186,17 @@ impl Metrics {
              vigil_resumes_total{{outcome=\"recovered\"}} {}\nvigil_resumes_total{{outcome=\"not_recovered\"}} {}",
             get(&self.resumes_recovered),
             get(&self.resumes_not_recovered)
+        );
+        self.window_latency.render(
+            &mut out,
+            "vigil_window_latency_seconds",
+            "Event ts (insert, before commit) to appended to this node's hospital window.",
+        );
+        let _ = writeln!(
+            out,
+            "# HELP vigil_window_latency_microseconds_sum Sum of the event ts to window latencies, in microseconds.\n\
+             # TYPE vigil_window_latency_microseconds_sum counter\nvigil_window_latency_microseconds_sum {}",
+            get(&self.window_latency_us_sum)
         );
         self.delivery_latency.render(
             &mut out,

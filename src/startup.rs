@@ -25,6 +25,7 @@ use crate::realtime::hospital::Directory;
 use crate::realtime::presence::{Elsewhere, Leave, Peers, PresenceHub};
 use crate::realtime::Realtime;
 use crate::store::{self, Database};
+use crate::stream::announce::Announcer;
 use crate::stream::listener::StreamListener;
 use crate::telemetry::RequestSpan;
 
@@ -131,7 +132,14 @@ impl Application {
             .context("the listener has no address")?;
         let database = store::connect_server(&settings.database, port.port()).await?;
         let metrics = std::sync::Arc::new(Metrics::default());
-        let stream_listener = StreamListener::spawn(database.listen_config.clone());
+        let stream_listener = StreamListener::spawn_with_head_poll(
+            database.listen_config.clone(),
+            database.pool.clone(),
+            settings.realtime.stream_head_poll,
+        );
+        // One announcer for every writer of this node: their commits coalesce into one
+        // NOTIFY statement per wake-up, and its handoffs feed this node's hospital actors.
+        let announcer = Announcer::spawn(database.pool.clone());
         let realtime_settings = std::sync::Arc::new(settings.realtime.clone());
         let (shutdown_signal, shutdown_receiver) = watch::channel(false);
         let node_id = settings.node_id.unwrap_or_else(uuid::Uuid::new_v4);
@@ -147,6 +155,7 @@ impl Application {
             directory: Directory::new(
                 database.pool.clone(),
                 stream_listener.clone(),
+                announcer.clone(),
                 realtime_settings.clone(),
                 metrics.clone(),
                 presence.clone(),
@@ -168,7 +177,7 @@ impl Application {
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),
             keys,
-            bus: CommandBus::new(database.pool.clone()),
+            bus: CommandBus::with_announcer(database.pool.clone(), announcer.clone()),
             command_limiter: KeyedLimiter::new(settings.command_rate, settings.command_burst),
             listener: stream_listener,
             realtime,
@@ -182,6 +191,7 @@ impl Application {
         crate::policy::spawn(
             database.pool.clone(),
             &state.listener,
+            announcer,
             state.realtime.shutdown.clone(),
             spacing,
         );

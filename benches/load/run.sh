@@ -8,6 +8,9 @@
 #                                 # fresh server each, A then B, ROUNDS times (default 2);
 #                                 # ~3 minutes a round. On a shared machine whose speed drifts
 #                                 # by the hour, only interleaved runs compare two builds.
+#                                 # VIGIL_LOAD_COMPARE_SCENARIOS=g runs instead (g): 1,000
+#                                 # subscribers x 25/s (issue 17), and records the server's
+#                                 # latency histograms after each run (breakdown).
 #
 # The server runs on CPU 0 and the load tool on CPU 1 (taskset), so the two do not compete
 # for a core. The server's embedded PostgreSQL inherits CPU 0 from it: the numbers are those
@@ -140,6 +143,18 @@ if [ ${#COMPARE[@]} -gt 0 ]; then
     for side in A B; do
       if [ "$side" = A ]; then VIGIL_BIN=${COMPARE[0]}; else VIGIL_BIN=${COMPARE[1]}; fi
       echo "== $side = $VIGIL_BIN" >&2
+      # A fresh data dir per side: a build without a newer build's migrations refuses a
+      # database that has them applied.
+      stop_server
+      rm -rf "$WORK/data"
+      if [ "${VIGIL_LOAD_COMPARE_SCENARIOS:-cd}" = g ]; then
+        start_server
+        load --label "(g) $side #$round" --mode steady --hospital "g-${side,,}-$round" --connections 1000 --rate 25 --duration 30
+        { echo "## (g) $side #$round $VIGIL_BIN"
+          curl -fsS "$URL/metrics" | grep -E '^vigil_(window|delivery)_latency|^vigil_stream_events' || true
+        } >>"$RESULTS.metrics"
+        continue
+      fi
       start_server
       load --label "(c) $side #$round" --mode steady --hospital "c-${side,,}-$round" --connections 1000 --rate 100 --duration 30
       start_server

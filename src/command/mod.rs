@@ -4,7 +4,9 @@
 //! cqrs-es's `execute` returns nothing, so the bus tags every event of a command with a
 //! fresh `command_id` (metadata, copied into an indexed column by the position trigger) and
 //! reads the committed events back by that id. This is exact: it reports what the database
-//! committed, including the positions the database assigned.
+//! committed, including the positions the database assigned. The same read gives the events
+//! to the bus's [`Announcer`], which wakes every node's readers after the commit and hands
+//! this node's hospital actor the events without a second read.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,6 +25,8 @@ use sqlx::{PgPool, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::stream::announce::Announcer;
+use crate::stream::read::decode_row;
 use crate::stream::{store_key, Position};
 
 pub mod vitals_batch;
@@ -206,9 +210,17 @@ pub trait Routes<A: Aggregate> {
 pub const OUTCOME_QUERY: &str = "SELECT hospital, aggregate_id, position, sequence, event_type \
      FROM events WHERE command_id = $1 ORDER BY position";
 
+/// [`OUTCOME_QUERY`] with every column a stream event has, for the handoff: the same
+/// single probe of the command index.
+const COMMITTED_QUERY: &str = "SELECT hospital, position, aggregate_type, aggregate_id, sequence, \
+     event_type, event_version, payload, metadata, recorded_at \
+     FROM events WHERE command_id = $1 ORDER BY position";
+
 /// One cqrs-es framework per aggregate, sharing the pool.
 pub struct CommandBus {
     pool: PgPool,
+    /// Tells every node (and hands this node's readers the events) once a command committed.
+    announcer: Announcer,
     alerts: Cqrs<Alert>,
     cases: Cqrs<CaseThread>,
     vitals: Cqrs<PatientVitals>,
@@ -240,9 +252,17 @@ fn framework<A: Aggregate<Services = ()>>(pool: &PgPool) -> Cqrs<A> {
 }
 
 impl CommandBus {
-    /// A bus over `pool`.
+    /// A bus over `pool` with an announcer of its own (spawned on the current runtime). A
+    /// server shares one announcer between its buses: [`Self::with_announcer`].
     pub fn new(pool: PgPool) -> Self {
+        let announcer = Announcer::spawn(pool.clone());
+        Self::with_announcer(pool, announcer)
+    }
+
+    /// A bus over `pool` that announces its commits through `announcer`.
+    pub fn with_announcer(pool: PgPool, announcer: Announcer) -> Self {
         Self {
+            announcer,
             alerts: framework(&pool),
             cases: framework(&pool),
             vitals: framework(&pool),
@@ -250,6 +270,12 @@ impl CommandBus {
             notifications: framework(&pool),
             pool,
         }
+    }
+
+    /// The announcer this bus announces through; other writers of events on this node (the
+    /// vitals batch endpoint) announce through it too.
+    pub fn announcer(&self) -> &Announcer {
+        &self.announcer
     }
 
     /// Runs `make_command()` against aggregate `id` of the context's hospital, retrying on
@@ -273,7 +299,7 @@ impl CommandBus {
         let reason = match self.attempt::<A>(ctx, id, make_command).await {
             Attempt::Refused(error) => return Err(error),
             Attempt::Committed | Attempt::Guarded => {
-                match self.outcome_of(ctx.command_id, &ctx.hospital).await {
+                match self.committed(ctx.command_id, &ctx.hospital).await {
                     Ok(Some(outcome)) => return Ok(outcome),
                     // Guarded with no events: the id was fenced before this run could commit.
                     Ok(None) => {
@@ -297,7 +323,13 @@ impl CommandBus {
             },
         };
         match self.resolve_within(ctx.command_id, &ctx.hospital).await {
-            Some(Resolution::Committed(outcome)) => Ok(outcome),
+            Some(Resolution::Committed(outcome)) => {
+                // Its announcement may be among what failed: announcing twice costs nothing.
+                if let Some(last) = outcome.events.last() {
+                    self.announcer.committed(&ctx.hospital, last.position);
+                }
+                Ok(outcome)
+            }
             Some(Resolution::NeverCommitted) if reason.unavailable => {
                 Err(CommandError::Unavailable(reason.reason))
             }
@@ -402,6 +434,60 @@ impl CommandBus {
             Some(outcome) => Resolution::Committed(outcome),
             None => Resolution::NeverCommitted,
         })
+    }
+
+    /// The outcome of `command_id`, which has just committed (or had committed before, on a
+    /// retry), read with its events' full rows so that they are announced and handed to
+    /// this node's readers (see [`crate::stream::announce`]) before the caller is answered.
+    async fn committed(
+        &self,
+        command_id: Uuid,
+        hospital: &HospitalId,
+    ) -> Result<Option<CommandOutcome>, sqlx::Error> {
+        let rows = sqlx::query(COMMITTED_QUERY)
+            .bind(command_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let prefix = format!("{hospital}/");
+        let mut outcome: Option<CommandOutcome> = None;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in rows.iter().filter(|row| {
+            row.try_get::<&str, _>("hospital")
+                .is_ok_and(|h| h == hospital.as_str())
+        }) {
+            let committed = CommittedEvent {
+                position: row.try_get("position")?,
+                sequence: row.try_get("sequence")?,
+                event_type: row.try_get("event_type")?,
+            };
+            let outcome = outcome.get_or_insert_with(|| CommandOutcome {
+                aggregate_id: String::new(),
+                version: 0,
+                events: Vec::new(),
+            });
+            if outcome.events.is_empty() {
+                let stored_id: String = row.try_get("aggregate_id")?;
+                let id = stored_id.strip_prefix(&prefix).unwrap_or(&stored_id);
+                outcome.aggregate_id = id.to_owned();
+            }
+            outcome.version = committed.sequence;
+            outcome.events.push(committed);
+            match decode_row(row, &prefix) {
+                Ok(event) => events.push(event),
+                // Readers decode it from the table and report it there; the announcement
+                // still goes out.
+                Err(error) => tracing::warn!(%command_id, %error, "committed event not handed off"),
+            }
+        }
+        if let Some(outcome) = &outcome {
+            let last = outcome.events.last().map(|e| e.position).unwrap_or(0);
+            if events.len() == outcome.events.len() {
+                self.announcer.handed_off(hospital, events);
+            } else {
+                self.announcer.committed(hospital, last);
+            }
+        }
+        Ok(outcome)
     }
 
     /// The user who issued `command_id`, if it committed (from its events' metadata).

@@ -30,6 +30,7 @@ use super::{
     is_guarded, is_unavailable, CommandBus, CommandContext, CommandError, CommandOutcome,
     Resolution, CONFLICT_RETRIES,
 };
+use crate::stream::announce::Announcer;
 use crate::stream::{store_key, Position};
 
 /// One reading of a batch, already parsed (the HTTP edge validated its shape).
@@ -132,7 +133,7 @@ impl CommandBus {
             attempt += 1;
             match self.batch_attempt(ctx, readings).await {
                 Attempt::Committed(committed) => {
-                    announce_committed(&ctx.hospital, &committed);
+                    announce_committed(self.announcer(), &ctx.hospital, &committed);
                     return Ok(committed);
                 }
                 Attempt::Conflict if attempt <= CONFLICT_RETRIES => {
@@ -151,7 +152,7 @@ impl CommandBus {
         match self.resolve_within(ctx.command_id, &ctx.hospital).await {
             Some(Resolution::Committed(outcome)) => {
                 let committed = from_outcome(&outcome);
-                announce_committed(&ctx.hospital, &committed);
+                announce_committed(self.announcer(), &ctx.hospital, &committed);
                 Ok(committed)
             }
             Some(Resolution::NeverCommitted) if unavailable => {
@@ -354,13 +355,13 @@ pub fn positions(committed: &BatchCommitted) -> Option<RangeInclusive<Position>>
 }
 
 /// The one place a batch is known committed, whichever way it was learned (the commit
-/// returned, or the log was asked after a failure around it).
-///
-/// Today the event trigger NOTIFYs each row inside the transaction, so nothing is left to
-/// do; the commit pipeline's post-commit announcer takes over here, once per batch.
-fn announce_committed(hospital: &HospitalId, committed: &BatchCommitted) {
-    // post-commit: announce
+/// returned, or the log was asked after a failure around it): every node's readers are woken
+/// for its last position (one coalesced NOTIFY, see [`crate::stream::announce`]). The events
+/// are not handed off in-process: this node's hospital actor reads the batch from the table in
+/// one query, which costs less than decoding a thousand rows here for it.
+fn announce_committed(announcer: &Announcer, hospital: &HospitalId, committed: &BatchCommitted) {
     if let Some(range) = positions(committed) {
         tracing::trace!(%hospital, first = range.start(), last = range.end(), "vitals batch committed");
+        announcer.committed(hospital, *range.end());
     }
 }

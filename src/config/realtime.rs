@@ -94,6 +94,12 @@ pub struct RealtimeSettings {
     #[arg(long, env = "VIGIL_METRICS_INTERVAL_MS", value_parser = millis, default_value = "10000")]
     pub metrics_interval: Duration,
 
+    /// How often each node reads the stream heads changed since its last look, to wake
+    /// readers for a commit whose post-commit announcement was lost (the writer died between
+    /// commit and announcement, the NOTIFY failed): the longest such a commit waits.
+    #[arg(long, env = "VIGIL_STREAM_HEAD_POLL_MS", value_parser = nonzero_millis, default_value = "500")]
+    pub stream_head_poll: Duration,
+
     /// SSE heartbeat comment interval.
     #[arg(long, env = "VIGIL_SSE_HEARTBEAT_MS", value_parser = millis, default_value = "15000")]
     pub sse_heartbeat: Duration,
@@ -135,6 +141,8 @@ impl Default for RealtimeSettings {
             sse_heartbeat: Duration::from_secs(15),
             metrics_interval: Duration::from_secs(10),
             allowed_origins: super::cors::AllowedOrigins::default(),
+            // `stream::listener::DEFAULT_HEAD_POLL` (config sits below stream in the layers).
+            stream_head_poll: Duration::from_millis(500),
         }
     }
 }

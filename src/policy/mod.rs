@@ -75,6 +75,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::command::{CommandBus, CommandContext, CommandError};
+use crate::stream::announce::Announcer;
 use crate::stream::listener::{StreamListener, WakeScope, Wakeups};
 
 /// Events a policy handles per transaction. Smaller than a read model's batch because the
@@ -416,10 +417,11 @@ async fn execute(bus: &CommandBus, policy: &str, planned: &Planned) -> Result<()
 pub fn spawn(
     pool: PgPool,
     listener: &StreamListener,
+    announcer: Announcer,
     shutdown: watch::Receiver<bool>,
     spacing: Duration,
 ) {
-    let bus = Arc::new(CommandBus::new(pool.clone()));
+    let bus = Arc::new(CommandBus::with_announcer(pool.clone(), announcer));
     let mut wakeups = Wakeups::new(listener.subscribe(), POLL_INTERVAL, spacing);
     let runner_pool = pool.clone();
     let runner_bus = bus.clone();

@@ -1,10 +1,19 @@
 //! The `HospitalActor`: one per hospital with live sessions on this node.
 //!
-//! It owns the hospital's stream reader. Woken by PostgreSQL NOTIFY (through
-//! [`StreamListener`]), it reads the events after its last position *from the store* —
-//! never from the local command path, so events committed by other nodes arrive the same
-//! way — turns each into its wire frame once, appends it to the shared [`Window`], and
-//! publishes the new head. Sessions' writers then pull what they are owed from the window.
+//! It owns the hospital's stream reader. Events reach its window two ways, both turned into
+//! their wire frame once by the same [`prepare`]:
+//!
+//! - **handed off**: this node's command path, once a transaction has committed, publishes
+//!   the committed events, decoded from the committed rows exactly as a read decodes them
+//!   ([`crate::stream::announce`]). When they continue the window (first position = head
+//!   + 1) the actor appends them at once, without reading back what was just written;
+//! - **read**: woken by a NOTIFY or the head poll (through [`StreamListener`]) for a
+//!   position beyond its head — another node's commit, or a gap before a handoff (commits
+//!   are position-ordered per hospital, so the read finds the missing ones) — it reads the
+//!   events after its last position from the store.
+//!
+//! Either way it appends to the shared [`Window`] and publishes the new head. Sessions'
+//! writers then pull what they are owed from the window.
 //!
 //! It also decides resumes (is a last-event-id recoverable?) and watches every session's
 //! progress: a live session that lags too far, or makes no progress, is kicked as a slow
@@ -29,6 +38,7 @@ use super::window::{prepare, Batch, Window, WindowEvent};
 use super::{Push, SessionId};
 use crate::config::RealtimeSettings;
 use crate::metrics::Metrics;
+use crate::stream::announce::{Announcer, Handoff};
 use crate::stream::listener::{StreamListener, Wakeup};
 use crate::stream::read::{head, read_after};
 use crate::stream::Position;
@@ -256,6 +266,8 @@ pub struct HospitalActor {
     feed: Arc<HospitalFeed>,
     pool: PgPool,
     listener: StreamListener,
+    /// Source of this node's committed events (the same-node handoff).
+    announcer: Announcer,
     settings: Arc<RealtimeSettings>,
     metrics: Arc<Metrics>,
     directory: Arc<Directory>,
@@ -336,7 +348,10 @@ impl HospitalActor {
             match result {
                 Ok((events, epoch)) => {
                     let full = events.len() as i64 >= READ_BATCH;
-                    act.append(events, epoch);
+                    let appended = act.append(events, epoch);
+                    act.metrics
+                        .stream_events_read
+                        .fetch_add(appended, Ordering::Relaxed);
                     if full || act.pending {
                         act.wake(ctx);
                     }
@@ -366,21 +381,59 @@ impl HospitalActor {
         self.wake(ctx);
     }
 
-    fn append(&mut self, events: Vec<Arc<WindowEvent>>, epoch: Option<Uuid>) {
+    /// Takes events this node has just committed: appended at once when they continue the
+    /// window; on a gap (commits of other writers not seen yet), or before the stream's
+    /// epoch is known, read from the store instead, which finds the missing ones.
+    fn take_handoff(&mut self, handoff: &Handoff, ctx: &mut Context<Self>) {
+        let head = self.feed.head();
+        let fresh = handoff.events.iter().filter(|e| e.position > head);
+        let Some(first) = fresh.clone().next() else {
+            // Already read (a wake-up raced the handoff): nothing to do.
+            return;
+        };
+        if first.position != head + 1 || self.feed.epoch().is_none() {
+            self.wake(ctx);
+            return;
+        }
+        let events: Vec<Arc<WindowEvent>> = fresh.cloned().map(prepare).collect();
+        let appended = self.append(events, None);
+        self.metrics
+            .stream_events_handed_off
+            .fetch_add(appended, Ordering::Relaxed);
+    }
+
+    /// Appends the events beyond the head (a read begun before a handoff may return events
+    /// the handoff has appended since) and publishes the new head; returns how many.
+    fn append(&mut self, events: Vec<Arc<WindowEvent>>, epoch: Option<Uuid>) -> u64 {
         if let Some(epoch) = epoch {
             *self.feed.epoch.write().unwrap_or_else(|p| p.into_inner()) = Some(epoch);
         }
-        let Some(last) = events.last().map(|e| e.position) else {
-            return;
-        };
+        let head = self.feed.head();
+        let mut appended = 0;
+        let mut last = head;
         {
             let mut window = self.feed.window.write().unwrap_or_else(|p| p.into_inner());
-            for event in events {
+            let now = chrono::Utc::now();
+            for event in events.into_iter().filter(|e| e.position > head) {
+                let waited = (now - event.recorded_at)
+                    .num_microseconds()
+                    .unwrap_or(0)
+                    .max(0);
+                self.metrics.window_latency.observe_ms(waited as u64 / 1000);
+                self.metrics
+                    .window_latency_us_sum
+                    .fetch_add(waited as u64, Ordering::Relaxed);
+                last = event.position;
                 window.push(event);
+                appended += 1;
             }
+        }
+        if appended == 0 {
+            return 0;
         }
         self.feed.head.send_replace(last);
         self.check_lag();
+        appended
     }
 
     /// Kicks live sessions that lag too far behind the head (checked after every append).
@@ -484,6 +537,9 @@ impl Actor for HospitalActor {
         }));
         let receiver = self.listener.subscribe();
         ctx.add_stream(BroadcastStream::new(receiver));
+        if let Some(handoffs) = self.announcer.subscribe_handoffs() {
+            ctx.add_stream(BroadcastStream::new(handoffs));
+        }
         ctx.run_interval(SUPERVISION_TICK, |act, _| act.supervise());
         self.metrics.hospitals.fetch_add(1, Ordering::Relaxed);
     }
@@ -514,6 +570,25 @@ impl StreamHandler<WakeItem> for HospitalActor {
     fn finished(&mut self, ctx: &mut Self::Context) {
         // The listener never ends while the server runs; if it does, so do we.
         ctx.stop();
+    }
+}
+
+type HandoffItem = Result<Arc<Handoff>, tokio_stream::wrappers::errors::BroadcastStreamRecvError>;
+
+impl StreamHandler<HandoffItem> for HospitalActor {
+    fn handle(&mut self, item: HandoffItem, ctx: &mut Self::Context) {
+        match item {
+            Ok(handoff) if handoff.hospital == self.feed.hospital => {
+                self.take_handoff(&handoff, ctx)
+            }
+            Ok(_) => {}
+            // Handoffs were dropped while this actor lagged: read what they held.
+            Err(_) => self.wake(ctx),
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {
+        // The announcer is gone (the server is stopping): reads still deliver everything.
     }
 }
 
@@ -607,6 +682,7 @@ impl Handler<Resume> for HospitalActor {
 pub struct Directory {
     pool: PgPool,
     listener: StreamListener,
+    announcer: Announcer,
     settings: Arc<RealtimeSettings>,
     metrics: Arc<Metrics>,
     presence: Addr<PresenceHub>,
@@ -616,10 +692,12 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// An empty directory.
+    /// An empty directory. Its hospital actors take this node's commits from `announcer`'s
+    /// handoffs and everything else from reads woken by `listener`.
     pub fn new(
         pool: PgPool,
         listener: StreamListener,
+        announcer: Announcer,
         settings: Arc<RealtimeSettings>,
         metrics: Arc<Metrics>,
         presence: Addr<PresenceHub>,
@@ -627,6 +705,7 @@ impl Directory {
         Arc::new(Self {
             pool,
             listener,
+            announcer,
             settings,
             metrics,
             presence,
@@ -658,6 +737,7 @@ impl Directory {
             }),
             pool: self.pool.clone(),
             listener: self.listener.clone(),
+            announcer: self.announcer.clone(),
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
             directory: self.clone(),

@@ -1,28 +1,40 @@
-//! The LISTEN/NOTIFY connection that wakes stream readers when events commit.
+//! What wakes stream readers when events commit: the LISTEN/NOTIFY connection, and the head
+//! poll that covers a lost notification.
 //!
-//! The trigger that assigns positions also queues `NOTIFY vigil_events, '<hospital>
-//! <position>'`, which PostgreSQL delivers only when (and if) the transaction commits — on
-//! every node listening, not just the one that wrote. A notification is only a hint: readers
-//! then read "after my last position" from the table, which is the truth. So a lost or
-//! coalesced notification can delay a reader but never make it skip an event, and after a
-//! reconnect (e.g. PostgreSQL restarted) the listener broadcasts [`Wakeup::Resync`] so every
-//! reader catches up from its own position.
+//! After a command's transaction has committed, its writer announces it
+//! ([`super::announce`]): `NOTIFY vigil_events, '<hospital> <position>'`, heard by every node
+//! listening, not just the one that wrote. (The event trigger notified inside the
+//! transaction until the NOTIFY was found to serialize every commit of the cluster; see
+//! `migrations/*_notify_after_commit.sql`.) A notification is only a hint: readers then read
+//! "after my last position" from the table, which is the truth. So a lost or coalesced
+//! notification can delay a reader but never make it skip an event:
+//!
+//! - after a reconnect (e.g. PostgreSQL restarted) the listener broadcasts
+//!   [`Wakeup::Resync`] so every reader catches up from its own position;
+//! - an announcement that never went out (the writer died between its commit and its
+//!   announcement, the statement failed) is found by the **head poll**
+//!   ([`StreamListener::spawn_with_head_poll`]): every [`DEFAULT_HEAD_POLL`] or so it reads
+//!   the `stream_heads` rows changed since its last look and broadcasts
+//!   [`Wakeup::Committed`] for every head beyond what was heard.
 //!
 //! The connection itself — dedicated (LISTEN holds a session, which a pooled connection
 //! cannot), reconnecting within a quarter second of PostgreSQL's return — is
 //! [`crate::store::listen`], shared with presence.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aggregates::types::HospitalId;
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Row};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::Position;
 use crate::store::listen::{self, Heard};
 
-/// The channel the position trigger notifies.
+/// The channel writers announce commits on ([`super::announce`]).
 pub const CHANNEL: &str = "vigil_events";
 
 /// How many wake-ups may queue for a slow reader before it is told to resync instead. A
@@ -32,6 +44,32 @@ pub const WAKEUP_BUFFER: usize = 4096;
 /// Notifications held between the LISTEN connection and the broadcast. Forwarding never
 /// waits (a broadcast send does not), so this only absorbs bursts.
 const HEARD_BUFFER: usize = 256;
+
+/// Default interval of the head poll: the longest a reader waits for a commit whose
+/// announcement was lost. Half a second keeps that well under the one second Vigil promises
+/// for live delivery after PostgreSQL's return, and costs PostgreSQL two polls a second per
+/// node, each reading only the `stream_heads` rows changed since the previous one.
+pub const DEFAULT_HEAD_POLL: Duration = Duration::from_millis(500);
+
+/// How far back before its previous look the head poll reads `stream_heads`. A head row's
+/// `updated_at` is the time its position was *assigned*, and the transaction commits later
+/// (after its remaining statements and its fsync); a look that began in between did not see
+/// it. Any commit that follows its position assignment by less than this is found by the
+/// next incremental look.
+const HEAD_LOOKBACK: Duration = Duration::from_secs(10);
+
+/// Every this many looks the head poll reads every head, for a transaction that held its
+/// position longer than [`HEAD_LOOKBACK`] before committing.
+const HEAD_FULL_SCAN_EVERY: u32 = 60;
+
+/// The head poll's look: the heads changed after `$1` (all of them when `$1` is NULL), and
+/// the time of the look. `stream_heads` has one row per hospital and no index on
+/// `updated_at` on purpose: an index on a column every commit updates would make each
+/// head update a non-HOT update (more WAL on the commit path) to speed up a scan of a few
+/// thousand rows twice a second.
+const HEADS_CHANGED: &str = "SELECT t.now, h.hospital, h.position \
+     FROM (SELECT statement_timestamp() AS now) AS t \
+     LEFT JOIN stream_heads AS h ON $1::timestamptz IS NULL OR h.updated_at > $1";
 
 /// What the listener tells readers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,16 +90,35 @@ pub struct StreamListener {
     sender: broadcast::Sender<Wakeup>,
 }
 
+/// The highest position heard or polled per hospital: what the head poll compares with.
+type Known = Arc<Mutex<HashMap<HospitalId, Position>>>;
+
 impl StreamListener {
     /// Spawns the listener on the current tokio runtime. `config` is a tokio-postgres
     /// connection string (URL or key-value form). It connects in the background and
     /// reconnects forever (see [`crate::store::listen`]); readers receive
-    /// [`Wakeup::Resync`] after each (re)connection.
+    /// [`Wakeup::Resync`] after each (re)connection. Without a head poll, a commit whose
+    /// announcement is lost is seen at the next commit of its hospital or the next resync:
+    /// servers use [`Self::spawn_with_head_poll`].
     pub fn spawn(config: String) -> Self {
+        Self::start(config, Known::default()).0
+    }
+
+    /// [`Self::spawn`], plus the head poll: every `every`, the `stream_heads` rows changed
+    /// since the previous look are read on `pool`, and [`Wakeup::Committed`] is broadcast
+    /// for each head beyond what was heard, so that no reader waits longer than about
+    /// `every` for a commit whose announcement was lost.
+    pub fn spawn_with_head_poll(config: String, pool: PgPool, every: Duration) -> Self {
+        let (listener, known) = Self::start(config, Known::default());
+        tokio::spawn(poll_heads(pool, every, known, listener.sender.clone()));
+        listener
+    }
+
+    fn start(config: String, known: Known) -> (Self, Known) {
         let (sender, _) = broadcast::channel(WAKEUP_BUFFER);
         let heard = listen::spawn(config, CHANNEL, "stream", HEARD_BUFFER);
-        tokio::spawn(forward(heard, sender.clone()));
-        Self { sender }
+        tokio::spawn(forward(heard, sender.clone(), known.clone()));
+        (Self { sender }, known)
     }
 
     /// A new receiver of wake-ups. Subscribe *before* the reader's first read, so that no
@@ -160,7 +217,11 @@ impl Wakeups {
 
 /// Turns what the LISTEN connection hears into wake-ups, until the connection's task ends
 /// (it does not while the runtime runs).
-async fn forward(mut heard: tokio::sync::mpsc::Receiver<Heard>, sender: broadcast::Sender<Wakeup>) {
+async fn forward(
+    mut heard: tokio::sync::mpsc::Receiver<Heard>,
+    sender: broadcast::Sender<Wakeup>,
+    known: Known,
+) {
     while let Some(item) = heard.recv().await {
         let wakeup = match item {
             // Anything committed before LISTEN took effect was not notified: every reader
@@ -168,9 +229,82 @@ async fn forward(mut heard: tokio::sync::mpsc::Receiver<Heard>, sender: broadcas
             Heard::Listening => Some(Wakeup::Resync),
             Heard::Notification(payload) => parse(&payload),
         };
+        if let Some(Wakeup::Committed { hospital, position }) = &wakeup {
+            raise(&known, hospital, *position);
+        }
         if let Some(wakeup) = wakeup {
             // No receivers is fine: nobody is reading right now.
             let _ = sender.send(wakeup);
+        }
+    }
+}
+
+/// Records `position` as known for `hospital`; whether it was beyond what was known.
+fn raise(known: &Known, hospital: &HospitalId, position: Position) -> bool {
+    let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+    let entry = known.entry(hospital.clone()).or_insert(0);
+    let beyond = position > *entry;
+    *entry = (*entry).max(position);
+    beyond
+}
+
+/// The head poll: reads the heads changed since its previous look (all of them at first,
+/// after a failed look, and every [`HEAD_FULL_SCAN_EVERY`] looks) and wakes readers for
+/// every head beyond what the listener heard or an earlier look found. Runs until the pool
+/// is closed.
+async fn poll_heads(
+    pool: PgPool,
+    every: Duration,
+    known: Known,
+    sender: broadcast::Sender<Wakeup>,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let lookback = chrono::Duration::from_std(HEAD_LOOKBACK).unwrap_or(chrono::Duration::zero());
+    let mut since: Option<DateTime<Utc>> = None;
+    let mut looks: u32 = 0;
+    loop {
+        ticks.tick().await;
+        if pool.is_closed() {
+            return;
+        }
+        looks = looks.wrapping_add(1);
+        let after = since.filter(|_| !looks.is_multiple_of(HEAD_FULL_SCAN_EVERY));
+        let rows = match sqlx::query(HEADS_CHANGED)
+            .bind(after)
+            .fetch_all(&pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(error) => {
+                // PostgreSQL away: the listener's resync covers its return; look at every
+                // head next time.
+                tracing::debug!(%error, "stream head poll failed");
+                since = None;
+                continue;
+            }
+        };
+        for row in &rows {
+            if let Ok(now) = row.try_get::<DateTime<Utc>, _>("now") {
+                since = Some(now - lookback);
+            }
+            let head = row
+                .try_get::<Option<String>, _>("hospital")
+                .ok()
+                .flatten()
+                .and_then(|h| HospitalId::parse(&h).ok())
+                .zip(
+                    row.try_get::<Option<Position>, _>("position")
+                        .ok()
+                        .flatten(),
+                );
+            if let Some((hospital, position)) = head {
+                if raise(&known, &hospital, position) {
+                    tracing::debug!(%hospital, position, "head poll found an unannounced commit");
+                    // No receivers is fine: nobody is reading right now.
+                    let _ = sender.send(Wakeup::Committed { hospital, position });
+                }
+            }
         }
     }
 }
@@ -330,6 +464,14 @@ mod tests {
         tx.send(Wakeup::Resync).unwrap();
         assert_eq!(wakeups.next().await, WakeScope::All);
         assert_eq!(first_pass.elapsed(), SPACING);
+    }
+
+    #[test]
+    fn the_configured_head_poll_defaults_to_the_documented_interval() {
+        assert_eq!(
+            crate::config::RealtimeSettings::default().stream_head_poll,
+            DEFAULT_HEAD_POLL
+        );
     }
 
     #[test]

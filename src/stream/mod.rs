@@ -3,11 +3,14 @@
 //! has seen position N can read everything after N, in order, without a gap.
 //!
 //! - [`read`]: reading a stream after a position, and its head;
-//! - [`listener`]: the LISTEN/NOTIFY connection that wakes readers on commit;
+//! - [`announce`]: the writer's post-commit announcement (NOTIFY) and same-node handoff;
+//! - [`listener`]: the LISTEN/NOTIFY connection that wakes readers on commit, and the head
+//!   poll that wakes them when an announcement was lost;
 //! - [`entitlement`]: which events a user may receive — one function for every transport.
 //!
 //! Invariant: only the database assigns positions. Nothing in Rust computes or guesses one.
 
+pub mod announce;
 pub mod listener;
 pub mod read;
 pub mod topics;

@@ -27,11 +27,10 @@ pub async fn read_after(
     after: Position,
     limit: i64,
 ) -> Result<Vec<StreamEvent>, ReadError> {
-    let rows = sqlx::query(
-        "SELECT position, aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                payload, metadata, recorded_at \
-         FROM events WHERE hospital = $1 AND position > $2 ORDER BY position LIMIT $3",
-    )
+    let rows = sqlx::query(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events \
+         WHERE hospital = $1 AND position > $2 ORDER BY position LIMIT $3"
+    ))
     .bind(hospital.as_str())
     .bind(after)
     .bind(limit)
@@ -43,7 +42,14 @@ pub async fn read_after(
         .collect()
 }
 
-fn decode_row(row: &sqlx::postgres::PgRow, prefix: &str) -> Result<StreamEvent, ReadError> {
+/// The columns [`decode_row`] reads, for every query that yields stream events.
+pub const EVENT_COLUMNS: &str = "position, aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata, recorded_at";
+
+/// Decodes one row holding [`EVENT_COLUMNS`] of an event of the hospital whose store-key
+/// prefix is `prefix` (`"<hospital>/"`). The one decoder of stream events: the command
+/// bus's handoff decodes with it too, so a handed-off event equals its read-back.
+pub fn decode_row(row: &sqlx::postgres::PgRow, prefix: &str) -> Result<StreamEvent, ReadError> {
     let position: i64 = row.try_get("position")?;
     let aggregate_type: String = row.try_get("aggregate_type")?;
     let stored_id: String = row.try_get("aggregate_id")?;

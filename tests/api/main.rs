@@ -2,6 +2,7 @@
 //! real HTTP. One binary, one module per area.
 
 mod abuse;
+mod announce;
 mod auth_keys;
 mod cli;
 mod commands;
