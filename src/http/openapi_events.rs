@@ -72,7 +72,11 @@ fn absent_when_null(mut payload: Value) -> Value {
         })
         .unwrap_or_default();
     if let Some(required) = payload.get_mut("required").and_then(Value::as_array_mut) {
-        required.retain(|name| !name.as_str().is_some_and(|n| nullable.iter().any(|x| x == n)));
+        required.retain(|name| {
+            !name
+                .as_str()
+                .is_some_and(|n| nullable.iter().any(|x| x == n))
+        });
     }
     payload
 }
