@@ -12,7 +12,8 @@ vigil.onEvent((e) => {
   // Narrowing on the event type gives that type's payload.
   if (e.event_type === 'AlertRaised') {
     const severity: 'low' | 'medium' | 'high' | 'critical' = e.data.severity;
-    const department: string | null = e.data.department;
+    // Frame shape 2 leaves null fields out of `data`: a nullable field may also be absent.
+    const department: string | null | undefined = e.data.department;
     const aggregate: 'alert' = e.aggregate_type;
     void severity, department, aggregate;
     // @ts-expect-error AlertRaised carries no `up_to`.
