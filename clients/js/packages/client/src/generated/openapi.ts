@@ -460,6 +460,34 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/hospitals/{hospital}/vitals:batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Record many vital-sign readings, for many patients, in one transaction.
+         * @description Body `application/json` ([`VitalsBatch`]) or `application/fhir+json` (a FHIR R4 `Bundle`
+         *     of type batch, transaction or collection whose entries are vital-sign `Observation`s:
+         *     LOINC 8867-4 heart rate, 8480-6/8462-4 blood pressure, also as components of panel
+         *     85354-9, 59408-5/2708-6 SpO2, 8310-5 body temperature, 9279-1 respiratory rate; UCUM
+         *     units converted (`[degF]`, `K` → °C, `kPa` → mmHg, fraction `1` → %, `/s` → /min);
+         *     `subject.reference` `Patient/{id}` where `{id}` is the Vigil patient id). All or nothing:
+         *     one invalid or unmappable entry refuses the batch with a 400 whose `field` names the
+         *     entry's index and element (and `detail` a FHIR entry's `fullUrl`), and nothing is
+         *     recorded. An `Idempotency-Key` covers the whole batch.
+         */
+        post: operations["record_vitals_batch"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/healthz": {
         parameters: {
             query?: never;
@@ -849,6 +877,68 @@ export interface components {
              */
             assignee: components["schemas"]["UserId"];
         };
+        /**
+         * @description One reading of a batch: a patient and at least one sign, with the same ranges as
+         *     `POST /patients/{patient}/vitals`.
+         */
+        BatchEntry: {
+            /**
+             * Format: date-time
+             * @description When the reading was taken (RFC 3339); the time of the request if absent. At most
+             *     60 s in the future.
+             */
+            at?: string | null;
+            /**
+             * Format: int32
+             * @description Diastolic pressure, mmHg (20..200, below systolic).
+             */
+            diastolic?: number | null;
+            /**
+             * Format: int32
+             * @description Beats per minute (20..300).
+             * @example 118
+             */
+            heart_rate?: number | null;
+            /**
+             * @description The patient (1..=64 of letters, digits, '.', '_', '-').
+             * @example mrn-1042
+             */
+            patient: string;
+            /**
+             * Format: int32
+             * @description Breaths per minute (4..80).
+             */
+            respiratory_rate?: number | null;
+            /**
+             * Format: int32
+             * @description Oxygen saturation, % (50..100).
+             */
+            spo2?: number | null;
+            /**
+             * Format: int32
+             * @description Systolic pressure, mmHg (40..300).
+             */
+            systolic?: number | null;
+            /**
+             * Format: double
+             * @description Body temperature, °C (25..45).
+             */
+            temperature_c?: number | null;
+        };
+        /** @description The answer to an accepted batch: every reading, in request order (= stream order). */
+        BatchOutcome: {
+            /** @description How many readings were recorded. */
+            count: number;
+            /**
+             * @description The first and last positions the batch occupies; positions between them all belong
+             *     to it (one transaction held the hospital's stream for all of them).
+             */
+            first_position: components["schemas"]["i64"];
+            /** @description See `first_position`. */
+            last_position: components["schemas"]["i64"];
+            /** @description One entry per reading, in request order. */
+            readings: components["schemas"]["RecordedEntry"][];
+        };
         /** @description Body of `POST /appointments/{id}/cancel`. */
         CancelAppointment: {
             /**
@@ -1120,6 +1210,22 @@ export interface components {
              *     filtered positions are never re-scanned.
              */
             next_after: components["schemas"]["i64"];
+        };
+        /**
+         * @description One sign outside its reference range, as the event's `out_of_range` holds it (for the
+         *     OpenAPI document; the value is the domain's [`OutOfRange`]).
+         */
+        FlaggedSign: {
+            /**
+             * @description `low` or `high`.
+             * @example low
+             */
+            deviation: string;
+            /**
+             * @description `heart_rate`, `systolic`, `diastolic`, `spo2`, `temperature` or `respiratory_rate`.
+             * @example spo2
+             */
+            sign: string;
         };
         /** @description A hospital (tenant) id: 1..64 of `[a-z0-9-]`. */
         HospitalId: string;
@@ -1698,6 +1804,27 @@ export interface components {
         } | {
             respiratory_rate: unknown;
         };
+        /** @description Where one reading of the batch landed. */
+        RecordedEntry: {
+            /** @description The FHIR entry's `fullUrl`, when the request was a Bundle and the entry had one. */
+            full_url?: string | null;
+            /** @description The entry's index in the request (`readings[i]` or `entry[i]`). */
+            index: number;
+            /**
+             * @description The signs outside their reference ranges (each raises an alert through the vitals
+             *     policy unless one is already open).
+             */
+            out_of_range: components["schemas"]["FlaggedSign"][];
+            /** @description The patient. */
+            patient: string;
+            /** @description Position of the reading's `VitalsRecorded` event in the hospital's stream. */
+            position: components["schemas"]["i64"];
+            /**
+             * Format: int64
+             * @description The reading's number for its patient (1, 2, 3...).
+             */
+            reading: number;
+        };
         /** @description Body of `POST /appointments/{id}/reschedule`. */
         RescheduleAppointment: {
             /**
@@ -1835,6 +1962,14 @@ export interface components {
             spo2: number | null;
             systolic: number | null;
             temperature_c: number | null;
+        };
+        /** @description Body of `POST vitals:batch` as `application/json`. */
+        VitalsBatch: {
+            /**
+             * @description The readings, recorded in this order (which is their stream order); at least one, at
+             *     most the server's limit (`VIGIL_VITALS_BATCH_MAX`, 1,000 by default).
+             */
+            readings: components["schemas"]["BatchEntry"][];
         };
         /** @description A reading of a patient's vital signs, with the signs outside their ranges. */
         VitalsRecorded: {
@@ -11563,6 +11698,412 @@ export interface operations {
                 };
             };
             /** @description Database unreachable. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`). */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+        };
+    };
+    record_vitals_batch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Hospital id */
+                hospital: components["schemas"]["HospitalId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/fhir+json": unknown;
+                "application/json": components["schemas"]["VitalsBatch"];
+            };
+        };
+        responses: {
+            /** @description Every reading recorded, in request order */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchOutcome"];
+                };
+            };
+            /** @description Malformed JSON, or a missing or invalid field (named in `field`). Codes: `malformed_json`, `unreadable_body`, `invalid_field` (`field` names it), `invalid_path`, or a domain code naming its `field` (e.g. `appointment_end_not_after_start`, `case_unknown_message`). */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Missing, invalid or expired token. Codes: `missing_token`, `invalid_token`, `token_expired`. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Another hospital, or a role that may not do this. Codes: `wrong_hospital`, `role_forbidden`, `forbidden`, `forbidden_topic`. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Unknown aggregate. Codes: `alert_not_found`, `case_not_found`, `appointment_not_found`, `notification_not_found`. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /**
+             * @description Rejected transition, concurrency conflict, or `idempotency_key_in_flight`: an earlier
+             *     request with the same Idempotency-Key is still running (see `Retry-After`). Codes: a rejected transition (e.g. `alert_already_resolved`), `concurrency_conflict`, `idempotency_key_in_flight`.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body larger than 64 KiB. Codes: `payload_too_large`. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Body is not application/json. Codes: `unsupported_media_type`. */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Idempotency-Key reused with a different request. Codes: `idempotency_key_reused`. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /** @description Rate limited; see `Retry-After`. Codes: `rate_limited` (see `Retry-After`). */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": {
+                        /** @description Stable machine-readable code. */
+                        code: string;
+                        /**
+                         * @description The command whose outcome is unknown (`outcome_unknown`): ask
+                         *     `GET /api/hospitals/{hospital}/commands/{command_id}` later, or retry with the same
+                         *     `Idempotency-Key`.
+                         */
+                        command_id?: string | null;
+                        /** @description Human explanation of this occurrence. */
+                        detail: string;
+                        /** @description The offending request field (JSON path), for validation errors. */
+                        field?: string | null;
+                        /**
+                         * Format: int64
+                         * @description Seconds to wait before retrying (429, 409 `idempotency_key_in_flight`, 503
+                         *     `outcome_unknown`).
+                         */
+                        retry_after?: number | null;
+                        /**
+                         * Format: int32
+                         * @description HTTP status.
+                         */
+                        status: number;
+                        /** @description Short summary of the problem class. */
+                        title: string;
+                        /** @description `urn:vigil:problem:<code>`. */
+                        type: string;
+                    };
+                };
+            };
+            /**
+             * @description `unavailable`: the database is unreachable and nothing was persisted; or
+             *     `outcome_unknown`: the database failed around the commit, and whether the command
+             *     (`command_id` in the body) committed is not known yet — retry with the same
+             *     Idempotency-Key, or ask `GET commands/{command_id}`. See `Retry-After`. Codes: `unavailable` (nothing persisted), `outcome_unknown` (ask `get_command_outcome`).
+             */
             503: {
                 headers: {
                     [name: string]: unknown;
