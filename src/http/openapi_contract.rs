@@ -335,6 +335,18 @@ fn body_fields() -> Vec<(&'static str, &'static str, Value)> {
             nullable(json!({"type": "number", "minimum": 25.0, "maximum": 45.0})),
         ),
         ("RecordVitals", "respiratory_rate", nullable(integer(4, 80))),
+        // A batch's readings take the same ranges as a single reading.
+        ("BatchEntry", "patient", reference("PatientId")),
+        ("BatchEntry", "heart_rate", nullable(integer(20, 300))),
+        ("BatchEntry", "systolic", nullable(integer(40, 300))),
+        ("BatchEntry", "diastolic", nullable(integer(20, 200))),
+        ("BatchEntry", "spo2", nullable(integer(50, 100))),
+        (
+            "BatchEntry",
+            "temperature_c",
+            nullable(json!({"type": "number", "minimum": 25.0, "maximum": 45.0})),
+        ),
+        ("BatchEntry", "respiratory_rate", nullable(integer(4, 80))),
     ]
 }
 
@@ -461,6 +473,11 @@ pub fn apply(doc: &mut Value) -> Result<(), ContractError> {
         .and_then(Value::as_object_mut)
         .ok_or_else(|| missing("no RecordVitals".into()))?;
     vitals_rules(vitals);
+    let entry = schemas
+        .get_mut("BatchEntry")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| missing("no BatchEntry".into()))?;
+    vitals_rules(entry);
     let deadline = schemas
         .get_mut("DeadlineSeconds")
         .and_then(Value::as_object_mut)

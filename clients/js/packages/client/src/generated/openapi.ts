@@ -888,13 +888,9 @@ export interface components {
              *     60 s in the future.
              */
             at?: string | null;
-            /**
-             * Format: int32
-             * @description Diastolic pressure, mmHg (20..200, below systolic).
-             */
+            /** @description Diastolic pressure, mmHg (20..200, below systolic). */
             diastolic?: number | null;
             /**
-             * Format: int32
              * @description Beats per minute (20..300).
              * @example 118
              */
@@ -903,27 +899,27 @@ export interface components {
              * @description The patient (1..=64 of letters, digits, '.', '_', '-').
              * @example mrn-1042
              */
-            patient: string;
-            /**
-             * Format: int32
-             * @description Breaths per minute (4..80).
-             */
+            patient: components["schemas"]["PatientId"];
+            /** @description Breaths per minute (4..80). */
             respiratory_rate?: number | null;
-            /**
-             * Format: int32
-             * @description Oxygen saturation, % (50..100).
-             */
+            /** @description Oxygen saturation, % (50..100). */
             spo2?: number | null;
-            /**
-             * Format: int32
-             * @description Systolic pressure, mmHg (40..300).
-             */
+            /** @description Systolic pressure, mmHg (40..300). */
             systolic?: number | null;
-            /**
-             * Format: double
-             * @description Body temperature, °C (25..45).
-             */
+            /** @description Body temperature, °C (25..45). */
             temperature_c?: number | null;
+        } | {
+            heart_rate: unknown;
+        } | {
+            systolic: unknown;
+        } | {
+            diastolic: unknown;
+        } | {
+            spo2: unknown;
+        } | {
+            temperature_c: unknown;
+        } | {
+            respiratory_rate: unknown;
         };
         /** @description The answer to an accepted batch: every reading, in request order (= stream order). */
         BatchOutcome: {
