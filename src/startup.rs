@@ -121,6 +121,9 @@ fn bind_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpLis
 
 impl Application {
     /// Connects, migrates, and binds the HTTP server (not yet running).
+    ///
+    /// Long by design: the node's wiring list, each part built once in dependency order and
+    /// handed to the parts that use it; split, the order would be scattered over helpers.
     pub async fn build(settings: &ServeSettings) -> anyhow::Result<Self> {
         // The port first: a busy port then fails before an embedded PostgreSQL or any actor
         // is started, so there is nothing to stop (it used to leave PostgreSQL running).

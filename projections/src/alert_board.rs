@@ -421,26 +421,7 @@ pub async fn list(
         " THEN coalesce((SELECT d.due_at FROM alert_deadlines d \
          WHERE d.hospital = b.hospital AND d.alert_id = b.alert_id), ",
     );
-    match filter.deadlines {
-        Some(d) => {
-            q.push("coalesce(escalated_at, raised_at) + make_interval(secs => CASE severity");
-            for (name, seconds) in [
-                ("critical", d.critical),
-                ("high", d.high),
-                ("medium", d.medium),
-                ("low", d.low),
-            ] {
-                q.push(" WHEN ")
-                    .push_bind(name)
-                    .push(" THEN ")
-                    .push_bind(seconds);
-            }
-            q.push(" END))");
-        }
-        None => {
-            q.push("NULL)");
-        }
-    }
+    push_expected_due(&mut q, filter.deadlines);
     q.push(
         " END AS escalation_due_at \
          FROM alert_board b WHERE hospital = ",
@@ -471,26 +452,51 @@ pub async fn list(
         .push(" OFFSET ")
         .push_bind(filter.offset);
     let rows = q.build().fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(AlertRow {
-                alert_id: r.try_get("alert_id")?,
-                severity: r.try_get("severity")?,
-                status: r.try_get("status")?,
-                message: r.try_get("message")?,
-                department: r.try_get("department")?,
-                patient: r.try_get("patient")?,
-                level: r.try_get("level")?,
-                raised_by: r.try_get("raised_by")?,
-                raised_at: r.try_get("raised_at")?,
-                acknowledged_by: r.try_get("acknowledged_by")?,
-                acknowledged_at: r.try_get("acknowledged_at")?,
-                resolved_at: r.try_get("resolved_at")?,
-                age_seconds: r.try_get("age_seconds")?,
-                escalation_due_at: r.try_get("escalation_due_at")?,
-            })
-        })
-        .collect()
+    rows.iter().map(alert_row).collect()
+}
+
+/// The due time the policy will arm when it has not yet: the last raise or escalation plus
+/// the hospital's deadline for the alert's severity (`NULL` without deadlines).
+fn push_expected_due(q: &mut QueryBuilder<Postgres>, deadlines: Option<EscalationSeconds>) {
+    match deadlines {
+        Some(d) => {
+            q.push("coalesce(escalated_at, raised_at) + make_interval(secs => CASE severity");
+            for (name, seconds) in [
+                ("critical", d.critical),
+                ("high", d.high),
+                ("medium", d.medium),
+                ("low", d.low),
+            ] {
+                q.push(" WHEN ")
+                    .push_bind(name)
+                    .push(" THEN ")
+                    .push_bind(seconds);
+            }
+            q.push(" END))");
+        }
+        None => {
+            q.push("NULL)");
+        }
+    }
+}
+
+fn alert_row(r: &sqlx::postgres::PgRow) -> Result<AlertRow, sqlx::Error> {
+    Ok(AlertRow {
+        alert_id: r.try_get("alert_id")?,
+        severity: r.try_get("severity")?,
+        status: r.try_get("status")?,
+        message: r.try_get("message")?,
+        department: r.try_get("department")?,
+        patient: r.try_get("patient")?,
+        level: r.try_get("level")?,
+        raised_by: r.try_get("raised_by")?,
+        raised_at: r.try_get("raised_at")?,
+        acknowledged_by: r.try_get("acknowledged_by")?,
+        acknowledged_at: r.try_get("acknowledged_at")?,
+        resolved_at: r.try_get("resolved_at")?,
+        age_seconds: r.try_get("age_seconds")?,
+        escalation_due_at: r.try_get("escalation_due_at")?,
+    })
 }
 
 /// Open alerts per severity.

@@ -693,6 +693,9 @@ async fn fill_shadow(
 /// event and put in place, and the live checkpoint is set to where the shadow stands — the
 /// live projector continues from there on the new rows. Writers are never blocked. Returns
 /// the events done, counting the catch-up.
+///
+/// One function because it is one transaction: the checkpoint locks taken first are what make
+/// the catch-up and the swap safe against the live projector, so the steps share `tx` in order.
 async fn swap_in(
     pool: &PgPool,
     model: &dyn ReadModel,

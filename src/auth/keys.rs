@@ -70,6 +70,87 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, KeyError> {
     })
 }
 
+/// The algorithm, the verifying key and, when Vigil may mint, the signing key.
+type KeySet = (Algorithm, DecodingKey, Option<EncodingKey>);
+
+/// HS256 from the configured secret, else the generated one; refused when short.
+fn secret_keys(settings: &JwtSettings, generated_secret: Option<&str>) -> Result<KeySet, KeyError> {
+    let secret = settings
+        .secret
+        .as_deref()
+        .or(generated_secret)
+        .ok_or(KeyError::MissingSecret)?;
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(KeyError::ShortSecret);
+    }
+    Ok((
+        Algorithm::HS256,
+        DecodingKey::from_secret(secret.as_bytes()),
+        Some(EncodingKey::from_secret(secret.as_bytes())),
+    ))
+}
+
+/// RS256 or ES256 from PEM files: the public key is required, the private one only lets
+/// Vigil mint tokens itself.
+fn pem_keys(settings: &JwtSettings) -> Result<KeySet, KeyError> {
+    let (algorithm, name) = if settings.algorithm == JwtAlgorithm::Rs256 {
+        (Algorithm::RS256, "RS256")
+    } else {
+        (Algorithm::ES256, "ES256")
+    };
+    let public = settings
+        .public_key
+        .as_deref()
+        .ok_or(KeyError::MissingPublicKey(name))?;
+    let public = read_pem(public)?;
+    let decoding = if algorithm == Algorithm::RS256 {
+        DecodingKey::from_rsa_pem(&public)?
+    } else {
+        DecodingKey::from_ec_pem(&public)?
+    };
+    let encoding = match settings.private_key.as_deref() {
+        None => None,
+        Some(path) => {
+            let private = read_pem(path)?;
+            Some(if algorithm == Algorithm::RS256 {
+                EncodingKey::from_rsa_pem(&private)?
+            } else {
+                EncodingKey::from_ec_pem(&private)?
+            })
+        }
+    };
+    Ok((algorithm, decoding, encoding))
+}
+
+/// The checks every token passes: expiry (with leeway), `nbf` when present, and a
+/// configured issuer or audience as a required, matching claim.
+fn validation(algorithm: Algorithm, issuer: Option<&str>, audience: Option<&str>) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = EXPIRY_LEEWAY_SECS;
+    // jsonwebtoken leaves `nbf` unchecked by default; RFC 7519 §4.1.5 says a token must not
+    // be accepted before it. Checked only when present (it is an optional claim).
+    validation.validate_nbf = true;
+    // jsonwebtoken checks `iss` and `aud` only when a token carries them: a configured
+    // issuer or audience must also be a required claim, or omitting it would pass.
+    let mut required = vec!["exp", "sub"];
+    match issuer {
+        Some(iss) => {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        None => validation.iss = None,
+    }
+    match audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
 impl JwtKeys {
     /// Builds keys from settings. `generated_secret` is the zero-config secret kept in the
     /// data dir, used only when no secret is configured.
@@ -78,79 +159,18 @@ impl JwtKeys {
         generated_secret: Option<&str>,
     ) -> Result<Self, KeyError> {
         let (algorithm, decoding, encoding) = match settings.algorithm {
-            JwtAlgorithm::Hs256 => {
-                let secret = settings
-                    .secret
-                    .as_deref()
-                    .or(generated_secret)
-                    .ok_or(KeyError::MissingSecret)?;
-                if secret.len() < MIN_SECRET_LEN {
-                    return Err(KeyError::ShortSecret);
-                }
-                (
-                    Algorithm::HS256,
-                    DecodingKey::from_secret(secret.as_bytes()),
-                    Some(EncodingKey::from_secret(secret.as_bytes())),
-                )
-            }
-            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
-                let (algorithm, name) = if settings.algorithm == JwtAlgorithm::Rs256 {
-                    (Algorithm::RS256, "RS256")
-                } else {
-                    (Algorithm::ES256, "ES256")
-                };
-                let public = settings
-                    .public_key
-                    .as_deref()
-                    .ok_or(KeyError::MissingPublicKey(name))?;
-                let public = read_pem(public)?;
-                let decoding = if algorithm == Algorithm::RS256 {
-                    DecodingKey::from_rsa_pem(&public)?
-                } else {
-                    DecodingKey::from_ec_pem(&public)?
-                };
-                let encoding = match settings.private_key.as_deref() {
-                    None => None,
-                    Some(path) => {
-                        let private = read_pem(path)?;
-                        Some(if algorithm == Algorithm::RS256 {
-                            EncodingKey::from_rsa_pem(&private)?
-                        } else {
-                            EncodingKey::from_ec_pem(&private)?
-                        })
-                    }
-                };
-                (algorithm, decoding, encoding)
-            }
+            JwtAlgorithm::Hs256 => secret_keys(settings, generated_secret)?,
+            JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => pem_keys(settings)?,
         };
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = EXPIRY_LEEWAY_SECS;
-        // jsonwebtoken leaves `nbf` unchecked by default; RFC 7519 §4.1.5 says a token must not
-        // be accepted before it. Checked only when present (it is an optional claim).
-        validation.validate_nbf = true;
-        // jsonwebtoken checks `iss` and `aud` only when a token carries them: a configured
-        // issuer or audience must also be a required claim, or omitting it would pass.
-        let mut required = vec!["exp", "sub"];
-        match &settings.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
-        }
-        match &settings.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
         Ok(Self {
             algorithm,
             decoding,
             encoding,
-            validation,
+            validation: validation(
+                algorithm,
+                settings.issuer.as_deref(),
+                settings.audience.as_deref(),
+            ),
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
         })
@@ -321,4 +341,35 @@ pub fn load_or_create_secret(data_dir: &Path) -> std::io::Result<String> {
     file.write_all(secret.as_bytes())?;
     file.sync_all()?;
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn required(validation: &Validation) -> Vec<&str> {
+        let mut claims: Vec<&str> = validation
+            .required_spec_claims
+            .iter()
+            .map(String::as_str)
+            .collect();
+        claims.sort_unstable();
+        claims
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_become_required_claims() {
+        let validation = validation(Algorithm::HS256, Some("idp"), Some("vigil"));
+        assert_eq!(required(&validation), ["aud", "exp", "iss", "sub"]);
+        assert!(validation.validate_aud);
+        assert!(validation.validate_nbf);
+    }
+
+    #[test]
+    fn without_issuer_or_audience_only_expiry_and_subject_are_required() {
+        let validation = validation(Algorithm::HS256, None, None);
+        assert_eq!(required(&validation), ["exp", "sub"]);
+        assert!(validation.iss.is_none());
+        assert!(!validation.validate_aud);
+    }
 }

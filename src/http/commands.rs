@@ -162,13 +162,7 @@ where
     };
     tracing::Span::current().record("command_id", tracing::field::display(command_id));
 
-    let correlation_id = call
-        .req
-        .headers()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or(command_id);
+    let correlation_id = correlation_id(call.req, command_id);
     let ctx = CommandContext {
         hospital: call.hospital.clone(),
         user: identity.user.clone(),
@@ -184,6 +178,16 @@ where
         })
         .await;
     answer(state, &call, keyed.as_ref(), command_id, status, result).await
+}
+
+/// The request's `X-Correlation-Id` when it is a UUID, else the command's own id (a command
+/// that starts a chain correlates with itself).
+pub(super) fn correlation_id(req: &HttpRequest, command_id: Uuid) -> Uuid {
+    req.headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v).ok())
+        .unwrap_or(command_id)
 }
 
 /// The command id to run with: a fresh one without a key, else what the key's state says

@@ -178,6 +178,46 @@ async fn retry(
     claim: Claim,
     success_status: u16,
 ) -> Result<Begin, ApiError> {
+    let (command_id, claimed_status) = match triage(claim, keyed)? {
+        Triage::Answer(begin) => return Ok(begin),
+        Triage::Resolve {
+            command_id,
+            success_status,
+        } => (command_id, success_status),
+    };
+    // No attempt is running: decide the last one's command for good.
+    let resolution = bus
+        .resolve(command_id, hospital)
+        .await
+        .map_err(|_| ApiError::OutcomeUnknown { command_id })?;
+    match resolution {
+        Resolution::Committed(outcome) => {
+            let status = claimed_status.map_or(success_status, |status| status as u16);
+            let body =
+                serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
+            store_response(pool, hospital, user, &keyed.key, command_id, status, &body).await;
+            Ok(Begin::Replay { status, body })
+        }
+        Resolution::NeverCommitted => take_over(pool, hospital, user, keyed, command_id).await,
+    }
+}
+
+/// What a retry of a claimed key does, decided from the claim alone.
+#[derive(Debug)]
+enum Triage {
+    /// Answer now (replay the stored response).
+    Answer(Begin),
+    /// No attempt is running and none answered: resolve the last attempt's command from the
+    /// log. `success_status` is the one the claim recorded.
+    Resolve {
+        command_id: Uuid,
+        success_status: Option<i16>,
+    },
+}
+
+/// Refuses a key reused for another request, replays a stored response, asks the client to
+/// wait while an attempt is younger than [`IN_FLIGHT_WINDOW`], else sends it to resolution.
+fn triage(claim: Claim, keyed: &Keyed) -> Result<Triage, ApiError> {
     if claim.request_hash != keyed.request_hash {
         return Err(ApiError::Unprocessable {
             code: "idempotency_key_reused",
@@ -186,10 +226,10 @@ async fn retry(
     }
     // Rows past retention are purged by `purge_expired`; until then they answer.
     if let Some((status, body)) = claim.response {
-        return Ok(Begin::Replay {
+        return Ok(Triage::Answer(Begin::Replay {
             status: status as u16,
             body,
-        });
+        }));
     }
     if let Some(age) = claim.attempt_age {
         let window = IN_FLIGHT_WINDOW.as_secs_f64();
@@ -199,56 +239,41 @@ async fn retry(
             });
         }
     }
-    // No attempt is running: decide the last one's command for good.
-    let resolution =
-        bus.resolve(claim.command_id, hospital)
-            .await
-            .map_err(|_| ApiError::OutcomeUnknown {
-                command_id: claim.command_id,
-            })?;
-    match resolution {
-        Resolution::Committed(outcome) => {
-            let status = claim
-                .success_status
-                .map_or(success_status, |status| status as u16);
-            let body =
-                serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
-            store_response(
-                pool,
-                hospital,
-                user,
-                &keyed.key,
-                claim.command_id,
-                status,
-                &body,
-            )
-            .await;
-            Ok(Begin::Replay { status, body })
-        }
-        Resolution::NeverCommitted => {
-            // The old id is fenced: a new one cannot make the key apply twice.
-            let command_id = Uuid::new_v4();
-            let taken = sqlx::query(
-                "UPDATE idempotency_keys SET command_id = $5, attempt_started_at = clock_timestamp() \
-                 WHERE hospital = $1 AND user_id = $2 AND key = $3 AND command_id = $4 \
-                 AND response_status IS NULL",
-            )
-            .bind(hospital.as_str())
-            .bind(user.as_str())
-            .bind(&keyed.key)
-            .bind(claim.command_id)
-            .bind(command_id)
-            .execute(pool)
-            .await
-            .map_err(ApiError::database)?
-            .rows_affected();
-            if taken == 1 {
-                Ok(Begin::Run { command_id })
-            } else {
-                // Another retry took it over first.
-                Err(ApiError::KeyInFlight { retry_after: 1 })
-            }
-        }
+    Ok(Triage::Resolve {
+        command_id: claim.command_id,
+        success_status: claim.success_status,
+    })
+}
+
+/// Takes the key over after its last attempt was resolved as never committed, under a new
+/// command id; the old id is fenced, so a new one cannot make the key apply twice.
+async fn take_over(
+    pool: &PgPool,
+    hospital: &HospitalId,
+    user: &UserId,
+    keyed: &Keyed,
+    fenced: Uuid,
+) -> Result<Begin, ApiError> {
+    let command_id = Uuid::new_v4();
+    let taken = sqlx::query(
+        "UPDATE idempotency_keys SET command_id = $5, attempt_started_at = clock_timestamp() \
+         WHERE hospital = $1 AND user_id = $2 AND key = $3 AND command_id = $4 \
+         AND response_status IS NULL",
+    )
+    .bind(hospital.as_str())
+    .bind(user.as_str())
+    .bind(&keyed.key)
+    .bind(fenced)
+    .bind(command_id)
+    .execute(pool)
+    .await
+    .map_err(ApiError::database)?
+    .rows_affected();
+    if taken == 1 {
+        Ok(Begin::Run { command_id })
+    } else {
+        // Another retry took it over first.
+        Err(ApiError::KeyInFlight { retry_after: 1 })
     }
 }
 
@@ -352,4 +377,86 @@ pub async fn purge_expired(pool: &PgPool, retention: Duration) -> Result<u64, sq
     .execute(pool)
     .await?;
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed() -> Keyed {
+        Keyed {
+            key: "k".into(),
+            request_hash: "same".into(),
+        }
+    }
+
+    fn claim() -> Claim {
+        Claim {
+            request_hash: "same".into(),
+            command_id: Uuid::nil(),
+            success_status: Some(201),
+            response: None,
+            attempt_age: None,
+        }
+    }
+
+    #[test]
+    fn a_key_reused_for_another_request_is_refused_before_anything_else() {
+        let claim = Claim {
+            request_hash: "other".into(),
+            response: Some((201, serde_json::json!({}))),
+            ..claim()
+        };
+        assert!(matches!(
+            triage(claim, &keyed()),
+            Err(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_stored_response_is_replayed_with_its_status() {
+        let claim = Claim {
+            response: Some((201, serde_json::json!({"ok": true}))),
+            ..claim()
+        };
+        match triage(claim, &keyed()) {
+            Ok(Triage::Answer(Begin::Replay { status, body })) => {
+                assert_eq!(status, 201);
+                assert_eq!(body, serde_json::json!({"ok": true}));
+            }
+            other => panic!("expected a replay, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_attempt_younger_than_the_window_asks_the_client_to_wait_out_the_rest() {
+        let claim = Claim {
+            attempt_age: Some(0.5),
+            ..claim()
+        };
+        assert!(matches!(
+            triage(claim, &keyed()),
+            Err(ApiError::KeyInFlight { retry_after: 3 })
+        ));
+    }
+
+    #[test]
+    fn an_attempt_past_the_window_or_none_at_all_goes_to_resolution() {
+        for age in [Some(IN_FLIGHT_WINDOW.as_secs_f64()), None] {
+            let claim = Claim {
+                attempt_age: age,
+                ..claim()
+            };
+            assert!(matches!(
+                triage(claim, &keyed()),
+                Ok(Triage::Resolve {
+                    success_status: Some(201),
+                    ..
+                })
+            ));
+        }
+    }
 }

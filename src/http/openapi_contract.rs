@@ -434,17 +434,32 @@ fn problem_codes(status: &str, command: bool) -> &'static str {
     }
 }
 
-/// Applies the contract to the generated document.
+/// Applies the contract to the generated document: the schemas first, then the operations
+/// (whose error responses refer to the `Problem` schema), then the event catalogue.
 pub fn apply(doc: &mut Value) -> Result<(), ContractError> {
-    let missing = |what: String| ContractError(what);
     let problem = doc
         .pointer("/components/schemas/Problem")
         .cloned()
-        .ok_or_else(|| missing("no Problem schema".into()))?;
-    let schemas = doc
-        .pointer_mut("/components/schemas")
+        .ok_or_else(|| ContractError("no Problem schema".into()))?;
+    patch_schemas(schemas(doc)?)?;
+    let paths = doc
+        .get_mut("paths")
         .and_then(Value::as_object_mut)
-        .ok_or_else(|| missing("no components.schemas".into()))?;
+        .ok_or_else(|| ContractError("no paths".into()))?;
+    patch_operations(paths, &problem)?;
+    super::openapi_events::apply(schemas(doc)?)
+}
+
+fn schemas(doc: &mut Value) -> Result<&mut Map<String, Value>, ContractError> {
+    doc.pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| ContractError("no components.schemas".into()))
+}
+
+/// The shared value types, the body fields that refer to them, and the ranges utoipa cannot
+/// say (vitals, escalation deadlines).
+fn patch_schemas(schemas: &mut Map<String, Value>) -> Result<(), ContractError> {
+    let missing = |what: String| ContractError(what);
     for (name, schema) in value_types() {
         schemas.insert(name.into(), schema);
     }
@@ -491,11 +506,13 @@ pub fn apply(doc: &mut Value) -> Result<(), ContractError> {
         json!(super::escalation_deadlines::MAX_DEADLINE_SECONDS),
     );
     deadline.remove("format");
+    Ok(())
+}
 
-    let paths = doc
-        .get_mut("paths")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| missing("no paths".into()))?;
+/// Operation ids, then every operation's parameters and responses, the rebuild's optional
+/// body, and the links between operations.
+fn patch_operations(paths: &mut Map<String, Value>, problem: &Value) -> Result<(), ContractError> {
+    let missing = |what: String| ContractError(what);
     for (method, path, id) in OPERATION_IDS {
         let operation = paths
             .get_mut(*path)
@@ -516,7 +533,7 @@ pub fn apply(doc: &mut Value) -> Result<(), ContractError> {
                 && path.starts_with("/api/hospitals/")
                 && !path.ends_with("/tickets");
             parameters(path, operation)?;
-            responses(path, method, command, operation, &problem)?;
+            responses(path, method, command, operation, problem)?;
         }
     }
     // The rebuild's body is optional (no body: the defaults), never `null`.
@@ -525,12 +542,7 @@ pub fn apply(doc: &mut Value) -> Result<(), ContractError> {
         .and_then(|p| p.pointer_mut("/post/requestBody"))
         .ok_or_else(|| missing("no rebuild request body".into()))?;
     rebuild["required"] = json!(false);
-    links(paths)?;
-    let schemas = doc
-        .pointer_mut("/components/schemas")
-        .and_then(Value::as_object_mut)
-        .ok_or_else(|| missing("no components.schemas".into()))?;
-    super::openapi_events::apply(schemas)
+    links(paths)
 }
 
 fn parameters(path: &str, operation: &mut Map<String, Value>) -> Result<(), ContractError> {

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use aggregates::types::PatientId;
+use aggregates::types::{HospitalId, PatientId, UserId};
 use aggregates::vitals::fhir::{self, FhirError};
 use aggregates::vitals::{OutOfRange, VitalSign, VitalSigns, VitalsError};
 use chrono::{DateTime, Utc};
@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::commands::{rejection, CORRELATION_HEADER};
+use super::commands::{correlation_id, rejection};
 use super::extract::{hospital_from_path, json_error, Authenticated};
 use super::idempotency::{self, Begin};
 use super::problem::ApiError;
@@ -185,19 +185,9 @@ pub async fn record_batch(
     let hospital = hospital_from_path(&path.into_inner())?;
     let identity = &auth.0;
     authorize(identity, &hospital, Action::RecordVitals)?;
-    let fhir = match media_type(&req).as_deref() {
-        Some(FHIR_JSON) => true,
-        Some("application/json") => false,
-        _ => return Err(ApiError::UnsupportedMediaType),
-    };
+    let kind = BodyKind::of(media_type(&req).as_deref())?;
     let body = read_body(&req, payload, state.ingest.batch_body_bytes()).await?;
-    let limit = state.ingest.vitals_batch_max;
-    let now = Utc::now();
-    let parsed = if fhir {
-        parse_fhir(&body, limit, now)?
-    } else {
-        parse_native(&body, limit, now)?
-    };
+    let parsed = kind.parse(&body, state.ingest.vitals_batch_max, Utc::now())?;
     validate(&parsed)?;
 
     state
@@ -208,48 +198,98 @@ pub async fn record_batch(
         })?;
     let digest: [u8; 32] = Sha256::digest(&body).into();
     let keyed = idempotency::from_request(&req, &digest)?;
-    let command_id = match keyed.as_ref() {
-        None => Uuid::new_v4(),
-        Some(keyed) => match idempotency::begin(
-            &state.pool,
-            &state.bus,
-            &hospital,
-            &identity.user,
-            keyed,
-            StatusCode::CREATED.as_u16(),
-        )
-        .await?
-        {
-            Begin::Run { command_id } => command_id,
-            Begin::Replay { status, body } => return replay(status, body, &parsed),
-        },
+    let command_id = match claim(&state, &hospital, &identity.user, keyed.as_ref()).await? {
+        Begin::Run { command_id } => command_id,
+        Begin::Replay { status, body } => return replay(status, body, &parsed),
     };
-    let correlation_id = req
-        .headers()
-        .get(CORRELATION_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .unwrap_or(command_id);
     let ctx = CommandContext {
         hospital: hospital.clone(),
         user: identity.user.clone(),
         role: identity.role,
         command_id,
-        correlation_id,
+        correlation_id: correlation_id(&req, command_id),
         causation_id: command_id,
     };
     let readings: Vec<BatchReading> = parsed.iter().map(|p| p.reading.clone()).collect();
     let result = state.bus.record_vitals_batch(&ctx, &readings).await;
-    let (pool, user) = (&state.pool, &identity.user);
+    answer(&state, &ctx, keyed.as_ref(), result, &parsed).await
+}
+
+/// Which of the two bodies a request carries, from its `Content-Type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyKind {
+    /// `application/json`: a [`VitalsBatch`].
+    Native,
+    /// `application/fhir+json`: a FHIR `Bundle`.
+    Fhir,
+}
+
+impl BodyKind {
+    /// The kind for a media type's essence (see [`media_type`]); any other type, or none,
+    /// is refused with 415 before the body is read.
+    fn of(media_type: Option<&str>) -> Result<Self, ApiError> {
+        match media_type {
+            Some(FHIR_JSON) => Ok(Self::Fhir),
+            Some("application/json") => Ok(Self::Native),
+            _ => Err(ApiError::UnsupportedMediaType),
+        }
+    }
+
+    /// The body's readings, parsed (not yet checked against the domain's ranges).
+    fn parse(self, body: &[u8], limit: usize, now: DateTime<Utc>) -> Result<Vec<Parsed>, ApiError> {
+        match self {
+            Self::Fhir => parse_fhir(body, limit, now),
+            Self::Native => parse_native(body, limit, now),
+        }
+    }
+}
+
+/// The command id to run with: a fresh one without a key, else what the key's state says
+/// (run, or replay an earlier answer).
+async fn claim(
+    state: &AppState,
+    hospital: &HospitalId,
+    user: &UserId,
+    keyed: Option<&idempotency::Keyed>,
+) -> Result<Begin, ApiError> {
+    match keyed {
+        None => Ok(Begin::Run {
+            command_id: Uuid::new_v4(),
+        }),
+        Some(keyed) => {
+            idempotency::begin(
+                &state.pool,
+                &state.bus,
+                hospital,
+                user,
+                keyed,
+                StatusCode::CREATED.as_u16(),
+            )
+            .await
+        }
+    }
+}
+
+/// Answers the batch's run and settles its key: the answer stored on success, the key kept
+/// (for the retry to resolve) when the outcome is unknown, released when nothing persisted.
+async fn answer(
+    state: &AppState,
+    ctx: &CommandContext,
+    keyed: Option<&idempotency::Keyed>,
+    result: Result<BatchCommitted, CommandError<ReadingRefused>>,
+    parsed: &[Parsed],
+) -> Result<HttpResponse, ApiError> {
+    let (pool, hospital, user, command_id) =
+        (&state.pool, &ctx.hospital, &ctx.user, ctx.command_id);
     match result {
         Ok(committed) => {
-            let outcome = outcome(&committed, &parsed)?;
+            let outcome = outcome(&committed, parsed)?;
             let body =
                 serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
-            if let Some(keyed) = &keyed {
+            if let Some(keyed) = keyed {
                 idempotency::store_response(
                     pool,
-                    &hospital,
+                    hospital,
                     user,
                     &keyed.key,
                     command_id,
@@ -261,15 +301,15 @@ pub async fn record_batch(
             Ok(HttpResponse::Created().json(body))
         }
         Err(error) => {
-            if let Some(keyed) = &keyed {
+            if let Some(keyed) = keyed {
                 if matches!(error, CommandError::OutcomeUnknown { .. }) {
                     // Kept: the retry resolves this command id from the log.
-                    idempotency::end_attempt(pool, &hospital, user, &keyed.key, command_id).await;
+                    idempotency::end_attempt(pool, hospital, user, &keyed.key, command_id).await;
                 } else {
-                    idempotency::release(pool, &hospital, user, &keyed.key, command_id).await;
+                    idempotency::release(pool, hospital, user, &keyed.key, command_id).await;
                 }
             }
-            Err(batch_error(error, &parsed))
+            Err(batch_error(error, parsed))
         }
     }
 }
@@ -527,4 +567,24 @@ fn replay(
     Ok(HttpResponse::build(status)
         .insert_header(("Idempotent-Replayed", "true"))
         .json(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_fhir_json_choose_the_body_and_anything_else_is_unsupported() {
+        assert_eq!(
+            BodyKind::of(Some("application/json")).ok(),
+            Some(BodyKind::Native)
+        );
+        assert_eq!(BodyKind::of(Some(FHIR_JSON)).ok(), Some(BodyKind::Fhir));
+        for other in [None, Some("text/plain"), Some("application/xml")] {
+            assert!(matches!(
+                BodyKind::of(other),
+                Err(ApiError::UnsupportedMediaType)
+            ));
+        }
+    }
 }

@@ -158,8 +158,9 @@ struct State {
 
 /// Runs the writer until the connection closes.
 ///
-/// Long on purpose: it is the connection's one loop (replay, live, commands, shutdown) on the
-/// hottest path, and each branch is a few lines; splitting it would add calls per event.
+/// One loop, four steps: stop if told to, apply queued commands, write events up to the
+/// head, else sleep until something changes. The per-event work stays in [`step`]; the
+/// steps here run once per turn of the loop, not per event.
 pub async fn run<S: Sink>(
     mut sink: S,
     mut commands: mpsc::Receiver<WriterCommand>,
@@ -176,24 +177,7 @@ pub async fn run<S: Sink>(
             break stop;
         }
         // Commands first, without waiting: they are ordered relative to event batches.
-        let mut stopped = None;
-        loop {
-            match commands.try_recv() {
-                Ok(command) => {
-                    if let Err(stop) = apply(&mut sink, &mut state, &ctx, command).await {
-                        stopped = Some(stop);
-                        break;
-                    }
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    // A close reason set just before the session stopped still wins.
-                    stopped = Some(pending_stop(&ctx).unwrap_or(Stop::Closed));
-                    break;
-                }
-            }
-        }
-        if let Some(stop) = stopped {
+        if let Err(stop) = drain_commands(&mut sink, &mut state, &ctx, &mut commands).await {
             break stop;
         }
         if let (Some((feed, head)), Some(cursor)) = (&mut state.feed, state.cursor) {
@@ -208,34 +192,14 @@ pub async fn run<S: Sink>(
                 continue;
             }
         }
-        let woke = {
-            let head_moved = async {
-                match state.feed.as_mut() {
-                    Some((_, head)) => {
-                        if head.changed().await.is_err() {
-                            // The hospital actor is gone; nothing more will arrive.
-                            std::future::pending::<()>().await
-                        }
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                command = commands.recv() => Some(command),
-                _ = sink.gone() => Some(None),
-                _ = head_moved => None,
-                _ = ctx.kill.changed() => None,
-                _ = ctx.shutdown.changed() => None,
-            }
-        };
-        match woke {
-            Some(Some(command)) => {
+        match wait(&sink, &mut state, &mut ctx, &mut commands).await {
+            Woke::Command(command) => {
                 if let Err(stop) = apply(&mut sink, &mut state, &ctx, command).await {
                     break stop;
                 }
             }
-            Some(None) => break pending_stop(&ctx).unwrap_or(Stop::Closed),
-            None => {}
+            Woke::Gone => break pending_stop(&ctx).unwrap_or(Stop::Closed),
+            Woke::Nudged => {}
         }
     };
     // Bounded either way: a client that stopped reading must not hold the writer.
@@ -244,6 +208,65 @@ pub async fn run<S: Sink>(
         Stop::Kill(reason) => Some(reason),
     };
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close(reason)).await;
+}
+
+/// Applies every command already queued, without waiting for more.
+async fn drain_commands<S: Sink>(
+    sink: &mut S,
+    state: &mut State,
+    ctx: &WriterContext,
+    commands: &mut mpsc::Receiver<WriterCommand>,
+) -> Result<(), Stop> {
+    loop {
+        match commands.try_recv() {
+            Ok(command) => apply(sink, state, ctx, command).await?,
+            Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                // A close reason set just before the session stopped still wins.
+                return Err(pending_stop(ctx).unwrap_or(Stop::Closed));
+            }
+        }
+    }
+}
+
+/// Why an idle writer woke.
+enum Woke {
+    /// The session sent a command.
+    Command(WriterCommand),
+    /// The session or the peer is gone.
+    Gone,
+    /// The head moved, or a kill or shutdown was signalled: look again.
+    Nudged,
+}
+
+/// Sleeps until a command, the peer leaving, the head moving, a kill or shutdown.
+async fn wait<S: Sink>(
+    sink: &S,
+    state: &mut State,
+    ctx: &mut WriterContext,
+    commands: &mut mpsc::Receiver<WriterCommand>,
+) -> Woke {
+    let head_moved = async {
+        match state.feed.as_mut() {
+            Some((_, head)) => {
+                if head.changed().await.is_err() {
+                    // The hospital actor is gone; nothing more will arrive.
+                    std::future::pending::<()>().await
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        command = commands.recv() => match command {
+            Some(command) => Woke::Command(command),
+            None => Woke::Gone,
+        },
+        _ = sink.gone() => Woke::Gone,
+        _ = head_moved => Woke::Nudged,
+        _ = ctx.kill.changed() => Woke::Nudged,
+        _ = ctx.shutdown.changed() => Woke::Nudged,
+    }
 }
 
 fn pending_stop(ctx: &WriterContext) -> Option<Stop> {

@@ -179,6 +179,7 @@ impl Entry {
     }
 }
 
+/// One entry as a reading: the envelope checked, then who, when and which signs.
 fn map_entry(index: usize, entry: &Value, now: DateTime<Utc>) -> Result<MappedReading, FhirError> {
     let ctx = Entry {
         index,
@@ -187,6 +188,36 @@ fn map_entry(index: usize, entry: &Value, now: DateTime<Utc>) -> Result<MappedRe
             .and_then(Value::as_str)
             .map(str::to_owned),
     };
+    let resource = chartable_observation(&ctx, entry)?;
+    let patient = subject(&ctx, resource)?;
+    let at = effective(&ctx, resource, now)?;
+    let (signs, sources) = match loinc_code(resource.get("code")) {
+        Some(code) if code == BLOOD_PRESSURE_PANEL => panel_signs(&ctx, resource)?,
+        Some(code) => single_sign(&ctx, resource, code)?,
+        None => {
+            return Err(ctx.error(
+                "resource.code",
+                "fhir_unmapped_code",
+                "needs a coding with system http://loinc.org",
+            ))
+        }
+    };
+    Ok(MappedReading {
+        index,
+        full_url: ctx.full_url,
+        patient,
+        signs,
+        at,
+        sources,
+    })
+}
+
+/// Each sign read, with the full JSON path of the element that gave it.
+type Signs = (VitalSigns, Vec<(VitalSign, String)>);
+
+/// The entry's resource when it is something to chart: a create (if the entry says how),
+/// of an `Observation`, in a status that belongs in the record.
+fn chartable_observation<'a>(ctx: &Entry, entry: &'a Value) -> Result<&'a Value, FhirError> {
     if let Some(request) = entry.get("request") {
         if request.get("method").and_then(Value::as_str) != Some("POST") {
             return Err(ctx.error(
@@ -214,76 +245,57 @@ fn map_entry(index: usize, entry: &Value, now: DateTime<Utc>) -> Result<MappedRe
             "must be final, amended, corrected or preliminary",
         ));
     }
-    let patient = subject(&ctx, resource)?;
-    let at = effective(&ctx, resource, now)?;
+    Ok(resource)
+}
 
+/// A blood-pressure panel (85354-9): systolic and/or diastolic from its components.
+fn panel_signs(ctx: &Entry, resource: &Value) -> Result<Signs, FhirError> {
+    let components = resource
+        .get("component")
+        .and_then(Value::as_array)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| {
+            ctx.error(
+                "resource.component",
+                "fhir_missing_element",
+                "a blood-pressure panel needs components 8480-6 and/or 8462-4",
+            )
+        })?;
     let mut signs = VitalSigns::default();
     let mut sources = Vec::new();
-    match loinc_code(resource.get("code")) {
-        Some(code) if code == BLOOD_PRESSURE_PANEL => {
-            let components = resource
-                .get("component")
-                .and_then(Value::as_array)
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    ctx.error(
-                        "resource.component",
-                        "fhir_missing_element",
-                        "a blood-pressure panel needs components 8480-6 and/or 8462-4",
-                    )
-                })?;
-            for (i, component) in components.iter().enumerate() {
-                let base = format!("resource.component[{i}]");
-                let sign = match loinc_code(component.get("code")).and_then(sign_of) {
-                    Some(sign @ (VitalSign::Systolic | VitalSign::Diastolic)) => sign,
-                    _ => {
-                        return Err(ctx.error(
-                            &format!("{base}.code"),
-                            "fhir_unmapped_code",
-                            "a blood-pressure component must be LOINC 8480-6 or 8462-4",
-                        ))
-                    }
-                };
-                let path = format!("{base}.valueQuantity");
-                set(
-                    &ctx,
-                    &mut signs,
-                    sign,
-                    component.get("valueQuantity"),
-                    &path,
-                )?;
-                sources.push((sign, ctx.path(&path)));
-            }
-        }
-        Some(code) => {
-            let sign = sign_of(code).ok_or_else(|| {
-                ctx.error(
-                    "resource.code",
+    for (i, component) in components.iter().enumerate() {
+        let base = format!("resource.component[{i}]");
+        let sign = match loinc_code(component.get("code")).and_then(sign_of) {
+            Some(sign @ (VitalSign::Systolic | VitalSign::Diastolic)) => sign,
+            _ => {
+                return Err(ctx.error(
+                    &format!("{base}.code"),
                     "fhir_unmapped_code",
-                    "no mapped LOINC vital sign (8867-4, 8480-6, 8462-4, 85354-9, 59408-5, \
-                     2708-6, 8310-5, 9279-1)",
-                )
-            })?;
-            let path = "resource.valueQuantity";
-            set(&ctx, &mut signs, sign, resource.get("valueQuantity"), path)?;
-            sources.push((sign, ctx.path(path)));
-        }
-        None => {
-            return Err(ctx.error(
-                "resource.code",
-                "fhir_unmapped_code",
-                "needs a coding with system http://loinc.org",
-            ))
-        }
+                    "a blood-pressure component must be LOINC 8480-6 or 8462-4",
+                ))
+            }
+        };
+        let path = format!("{base}.valueQuantity");
+        set(ctx, &mut signs, sign, component.get("valueQuantity"), &path)?;
+        sources.push((sign, ctx.path(&path)));
     }
-    Ok(MappedReading {
-        index,
-        full_url: ctx.full_url,
-        patient,
-        signs,
-        at,
-        sources,
-    })
+    Ok((signs, sources))
+}
+
+/// One sign from the resource's own `valueQuantity`, named by its LOINC `code`.
+fn single_sign(ctx: &Entry, resource: &Value, code: &str) -> Result<Signs, FhirError> {
+    let sign = sign_of(code).ok_or_else(|| {
+        ctx.error(
+            "resource.code",
+            "fhir_unmapped_code",
+            "no mapped LOINC vital sign (8867-4, 8480-6, 8462-4, 85354-9, 59408-5, \
+             2708-6, 8310-5, 9279-1)",
+        )
+    })?;
+    let path = "resource.valueQuantity";
+    let mut signs = VitalSigns::default();
+    set(ctx, &mut signs, sign, resource.get("valueQuantity"), path)?;
+    Ok((signs, vec![(sign, ctx.path(path))]))
 }
 
 /// The first LOINC code of a `CodeableConcept` that Vigil maps, else its first LOINC code.
