@@ -76,11 +76,26 @@ pub fn rejection<E: Rejection + std::fmt::Display>(error: E) -> ApiError {
 }
 
 fn command_error<E: Rejection + std::error::Error>(error: CommandError<E>) -> ApiError {
+    api_error(
+        error,
+        rejection,
+        "the record was changed concurrently; retry",
+    )
+}
+
+/// A failed command as an HTTP problem: `refused` answers the aggregate's refusal, `conflict`
+/// says what to retry after a concurrency conflict; unavailable, outcome unknown and store
+/// failures answer the same for single commands and batches.
+pub(super) fn api_error<E: std::error::Error>(
+    error: CommandError<E>,
+    refused: impl FnOnce(E) -> ApiError,
+    conflict: &str,
+) -> ApiError {
     match error {
-        CommandError::Rejected(e) => rejection(e),
+        CommandError::Rejected(e) => refused(e),
         CommandError::Conflict => ApiError::Conflict {
             code: "concurrency_conflict",
-            detail: "the record was changed concurrently; retry".into(),
+            detail: conflict.into(),
         },
         CommandError::Unavailable(e) => ApiError::Unavailable(e),
         CommandError::OutcomeUnknown { command_id, reason } => {

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::commands::{correlation_id, rejection};
+use super::commands::{api_error, correlation_id, rejection};
 use super::extract::{hospital_from_path, json_error, Authenticated};
 use super::idempotency::{self, Begin};
 use super::problem::ApiError;
@@ -494,22 +494,15 @@ fn entry_problem(refused: ReadingRefused, entry: &Parsed) -> ApiError {
 }
 
 fn batch_error(error: CommandError<ReadingRefused>, parsed: &[Parsed]) -> ApiError {
-    match error {
-        CommandError::Rejected(refused) => match parsed.get(refused.index) {
-            Some(entry) => entry_problem(refused, entry),
-            None => rejection(refused.error),
-        },
-        CommandError::Conflict => ApiError::Conflict {
-            code: "concurrency_conflict",
-            detail: "readings of these patients were recorded concurrently; retry".into(),
-        },
-        CommandError::Unavailable(e) => ApiError::Unavailable(e),
-        CommandError::OutcomeUnknown { command_id, reason } => {
-            tracing::warn!(%command_id, %reason, "vitals batch outcome unknown");
-            ApiError::OutcomeUnknown { command_id }
-        }
-        CommandError::Store(e) => ApiError::Internal(e),
-    }
+    let refused = |refused: ReadingRefused| match parsed.get(refused.index) {
+        Some(entry) => entry_problem(refused, entry),
+        None => rejection(refused.error),
+    };
+    api_error(
+        error,
+        refused,
+        "readings of these patients were recorded concurrently; retry",
+    )
 }
 
 /// The answer for a committed batch, entry for entry with the request.
