@@ -213,8 +213,10 @@ describe('React Native storage', () => {
     const store = new FakeAsyncStorage();
     await api(sharedUrl(), hospital, 'POST', 'alerts', { severity: 'low', message: 'before' });
     const seen: string[] = [];
+    let last = 0;
     const track = (e: StreamEvent) => {
       if (e.event_type === 'AlertRaised') seen.push(e.data.message);
+      last = Math.max(last, e.position);
     };
     const first = makeClient(sharedUrl(), hospital, { storage: asyncStorageAdapter(store), topics: ['alerts'] });
     first.onEvent(track);
@@ -233,7 +235,9 @@ describe('React Native storage', () => {
     second.onEvent(track);
     await waitFor(() => seen.includes('queued') && seen.includes('b'), 15_000, 'missed and queued');
     expect(seen).toEqual(['b', 'queued']);
-    const board = await api<{ alerts: { message: string }[] }>(sharedUrl(), hospital, 'GET', 'alerts?limit=500');
+    // The board is a projection: read it at (or after) the last event seen, as a live query does.
+    const board = await api<{ alerts: { message: string }[] }>(
+      sharedUrl(), hospital, 'GET', `alerts?limit=500&min_position=${last}`);
     expect(board.body.alerts.filter((a) => a.message === 'queued')).toHaveLength(1);
   });
 });
