@@ -180,7 +180,11 @@ impl Application {
         let state = web::Data::new(AppState {
             pool: database.pool.clone(),
             keys,
-            bus: CommandBus::with_announcer(database.pool.clone(), announcer.clone()),
+            bus: CommandBus::with_lanes(
+                database.pool.clone(),
+                announcer.clone(),
+                settings.ingest.commit_lanes,
+            ),
             command_limiter: KeyedLimiter::new(settings.command_rate, settings.command_burst),
             listener: stream_listener,
             realtime,

@@ -19,8 +19,8 @@ use aggregates::types::{HospitalId, Role, UserId};
 use aggregates::vitals::PatientVitals;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
-use postgres_es::PostgresEventRepository;
 use serde::Serialize;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -29,10 +29,15 @@ use crate::stream::announce::Announcer;
 use crate::stream::read::decode_row;
 use crate::stream::{store_key, Position};
 
+pub mod group_commit;
+pub mod repository;
 pub mod vitals_batch;
 
-/// A cqrs-es framework over the PostgreSQL event store.
-pub type Cqrs<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository, A>>;
+use group_commit::GroupCommit;
+use repository::{EventRepository, Receipt};
+
+/// A cqrs-es framework over the PostgreSQL event store, writing through the group commit.
+pub type Cqrs<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
 
 /// How many times a command is re-run when another writer changed its aggregate between
 /// load and commit. Each attempt re-validates against the new state, so a retry never
@@ -157,8 +162,9 @@ const FENCE_TIMEOUT: &str = "SET LOCAL statement_timeout = '1500ms'";
 
 /// How one run of the framework ended, before the bus reads or resolves the outcome.
 enum Attempt<E: std::error::Error> {
-    /// The transaction committed.
-    Committed,
+    /// The command committed: its rows as the insert returned them (`None` if the write did
+    /// not go through the group commit, and they must be read).
+    Committed(Option<Vec<PgRow>>),
     /// The guard refused the events: the id committed before, or was fenced.
     Guarded,
     /// Certain failures: nothing persisted.
@@ -221,6 +227,8 @@ pub struct CommandBus {
     pool: PgPool,
     /// Tells every node (and hands this node's readers the events) once a command committed.
     announcer: Announcer,
+    /// The lanes every framework of this bus writes through.
+    commits: GroupCommit,
     alerts: Cqrs<Alert>,
     cases: Cqrs<CaseThread>,
     vitals: Cqrs<PatientVitals>,
@@ -243,11 +251,14 @@ route!(PatientVitals, vitals);
 route!(Appointment, appointments);
 route!(Notification, notifications);
 
-fn framework<A: Aggregate<Services = ()>>(pool: &PgPool) -> Cqrs<A> {
+fn framework<A: Aggregate<Services = ()>>(pool: &PgPool, commits: &GroupCommit) -> Cqrs<A> {
     // No cqrs-es queries: read models are built from the ordered streams by the projector,
     // in the transaction that advances their checkpoint (cqrs-es's in-process dispatch runs
     // after commit and is lost if the process dies in between).
-    let store = PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+    let store = PersistedEventStore::new_event_store(EventRepository::new(
+        pool.clone(),
+        commits.clone(),
+    ));
     CqrsFramework::new(store, vec![], ())
 }
 
@@ -259,17 +270,31 @@ impl CommandBus {
         Self::with_announcer(pool, announcer)
     }
 
-    /// A bus over `pool` that announces its commits through `announcer`.
+    /// A bus over `pool` that announces its commits through `announcer`, with the default
+    /// number of group-commit lanes.
     pub fn with_announcer(pool: PgPool, announcer: Announcer) -> Self {
+        Self::with_lanes(pool, announcer, group_commit::DEFAULT_LANES)
+    }
+
+    /// A bus over `pool` that announces through `announcer` and commits through `lanes`
+    /// group-commit lanes (spawned on the current runtime; see [`group_commit`]).
+    pub fn with_lanes(pool: PgPool, announcer: Announcer, lanes: usize) -> Self {
+        let commits = GroupCommit::spawn(pool.clone(), lanes);
         Self {
             announcer,
-            alerts: framework(&pool),
-            cases: framework(&pool),
-            vitals: framework(&pool),
-            appointments: framework(&pool),
-            notifications: framework(&pool),
+            alerts: framework(&pool, &commits),
+            cases: framework(&pool, &commits),
+            vitals: framework(&pool, &commits),
+            appointments: framework(&pool, &commits),
+            notifications: framework(&pool, &commits),
+            commits,
             pool,
         }
+    }
+
+    /// The group commit's counters (batches, commands, commands run alone).
+    pub fn commit_stats(&self) -> &group_commit::GroupCommitStats {
+        self.commits.stats()
     }
 
     /// The announcer this bus announces through; other writers of events on this node (the
@@ -298,7 +323,17 @@ impl CommandBus {
     {
         let reason = match self.attempt::<A>(ctx, id, make_command).await {
             Attempt::Refused(error) => return Err(error),
-            Attempt::Committed | Attempt::Guarded => {
+            Attempt::Committed(Some(rows)) => {
+                match self.accept(ctx.command_id, &ctx.hospital, rows) {
+                    Ok(Some(outcome)) => return Ok(outcome),
+                    // Cannot be: the insert returned no row of this hospital. The log says.
+                    Ok(None) | Err(_) => Failure {
+                        unavailable: false,
+                        reason: "the committed rows could not be read".to_owned(),
+                    },
+                }
+            }
+            Attempt::Committed(None) | Attempt::Guarded => {
                 match self.committed(ctx.command_id, &ctx.hospital).await {
                     Ok(Some(outcome)) => return Ok(outcome),
                     // Guarded with no events: the id was fenced before this run could commit.
@@ -356,12 +391,14 @@ impl CommandBus {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self
-                .framework()
-                .execute_with_metadata(&key, make_command(), ctx.metadata())
-                .await;
+            let (result, rows) = Receipt::scope(self.framework().execute_with_metadata(
+                &key,
+                make_command(),
+                ctx.metadata(),
+            ))
+            .await;
             return match result {
-                Ok(()) => Attempt::Committed,
+                Ok(()) => Attempt::Committed(rows),
                 Err(AggregateError::UserError(e)) => Attempt::Refused(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict) if attempt <= CONFLICT_RETRIES => {
                     tracing::debug!(attempt, aggregate = %key, "concurrency conflict; retrying");
@@ -448,6 +485,17 @@ impl CommandBus {
             .bind(command_id)
             .fetch_all(&self.pool)
             .await?;
+        self.accept(command_id, hospital, rows)
+    }
+
+    /// The outcome in `rows` (a command's committed events, as the insert returned them or
+    /// as read back), announced and handed to this node's readers.
+    fn accept(
+        &self,
+        command_id: Uuid,
+        hospital: &HospitalId,
+        rows: Vec<PgRow>,
+    ) -> Result<Option<CommandOutcome>, sqlx::Error> {
         let prefix = format!("{hospital}/");
         let mut outcome: Option<CommandOutcome> = None;
         let mut events = Vec::with_capacity(rows.len());

@@ -20,12 +20,24 @@ pub struct IngestSettings {
     /// refused with 413 `batch_too_large` and change nothing.
     #[arg(long, env = "VIGIL_VITALS_BATCH_MAX", default_value_t = DEFAULT_VITALS_BATCH_MAX)]
     pub vitals_batch_max: usize,
+
+    /// Group-commit lanes of the command bus: each commits the queued commands of its share of
+    /// the hospitals in one statement (`command::group_commit`). More lanes commit more
+    /// hospitals side by side; fewer make larger batches. One hospital always uses one lane.
+    #[arg(long, env = "VIGIL_COMMIT_LANES", default_value_t = DEFAULT_COMMIT_LANES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub commit_lanes: usize,
 }
+
+/// Default group-commit lanes: enough for hospitals to commit side by side on a small
+/// database host, few enough that batches stay large under load (BENCHMARKS.md).
+pub const DEFAULT_COMMIT_LANES: usize = 4;
 
 impl Default for IngestSettings {
     fn default() -> Self {
         Self {
             vitals_batch_max: DEFAULT_VITALS_BATCH_MAX,
+            commit_lanes: DEFAULT_COMMIT_LANES,
         }
     }
 }

@@ -421,7 +421,8 @@ pub fn spawn(
     shutdown: watch::Receiver<bool>,
     spacing: Duration,
 ) {
-    let bus = Arc::new(CommandBus::with_announcer(pool.clone(), announcer));
+    // Policies commit a few commands at a time: one lane batches them all.
+    let bus = Arc::new(CommandBus::with_lanes(pool.clone(), announcer, 1));
     let mut wakeups = Wakeups::new(listener.subscribe(), POLL_INTERVAL, spacing);
     let runner_pool = pool.clone();
     let runner_bus = bus.clone();
