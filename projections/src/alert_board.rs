@@ -405,7 +405,8 @@ pub struct SeverityCounts {
 /// stream through its own checkpoint, which may trail the board's by a moment; until it does,
 /// the due time is what the policy will arm — the last raise or escalation plus the
 /// hospital's deadline (`filter.deadlines`) — so a read at the raise's position already
-/// carries it. Alerts at the last level have none (nothing more is armed).
+/// carries it. A row armed for an earlier level (the policy has not yet re-armed it after an
+/// escalation the board already shows) is not the alert's next deadline and is ignored. Alerts at the last level have none (nothing more is armed).
 pub async fn list(
     conn: &mut PgConnection,
     hospital: &str,
@@ -419,7 +420,7 @@ pub async fn list(
     );
     q.push_bind(i16::from(MAX_ESCALATION_LEVEL)).push(
         " THEN coalesce((SELECT d.due_at FROM alert_deadlines d \
-         WHERE d.hospital = b.hospital AND d.alert_id = b.alert_id), ",
+         WHERE d.hospital = b.hospital AND d.alert_id = b.alert_id AND d.level = b.level + 1), ",
     );
     push_expected_due(&mut q, filter.deadlines);
     q.push(

@@ -134,6 +134,14 @@ impl GroupCommit {
         &self.stats
     }
 
+    /// Commands sent to the lanes and not yet taken into a batch: how far commits are behind.
+    pub fn waiting(&self) -> usize {
+        self.lanes
+            .iter()
+            .map(|lane| lane.max_capacity() - lane.capacity())
+            .sum()
+    }
+
     /// Commits one command's events (all of one hospital) and returns them as committed, in
     /// position order. An `Err` carries the database's own error when the command was refused
     /// alone, and a copy of the batch's failure when the batch may or may not have committed.
@@ -296,27 +304,18 @@ fn deliver(batch: Vec<Request>, rows: Vec<PgRow>) {
     }
 }
 
-/// The batch statement over `events`, in order.
+/// The batch statement over `events`, in order: one array per column.
 async fn insert<'a>(pool: &PgPool, events: impl Iterator<Item = &'a Row>) -> CommitResult {
-    let mut columns: (Vec<&str>, Vec<&str>, Vec<i64>, Vec<&str>, Vec<&str>, Vec<&str>, Vec<&str>) =
-        Default::default();
-    for e in events {
-        columns.0.push(&e.aggregate_type);
-        columns.1.push(&e.aggregate_id);
-        columns.2.push(e.sequence);
-        columns.3.push(&e.event_type);
-        columns.4.push(&e.event_version);
-        columns.5.push(&e.payload);
-        columns.6.push(&e.metadata);
-    }
+    let events: Vec<&Row> = events.collect();
+    let text = |column: fn(&Row) -> &str| events.iter().map(|e| column(e)).collect::<Vec<_>>();
     sqlx::query(INSERT_EVENTS)
-        .bind(columns.0)
-        .bind(columns.1)
-        .bind(columns.2)
-        .bind(columns.3)
-        .bind(columns.4)
-        .bind(columns.5)
-        .bind(columns.6)
+        .bind(text(|e| &e.aggregate_type))
+        .bind(text(|e| &e.aggregate_id))
+        .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+        .bind(text(|e| &e.event_type))
+        .bind(text(|e| &e.event_version))
+        .bind(text(|e| &e.payload))
+        .bind(text(|e| &e.metadata))
         .fetch_all(pool)
         .await
 }
@@ -359,7 +358,10 @@ fn copy_of(error: &sqlx::Error) -> sqlx::Error {
 
 /// An error the bus classifies as "database unavailable".
 fn unavailable(reason: &str) -> sqlx::Error {
-    sqlx::Error::Io(io::Error::new(io::ErrorKind::ConnectionAborted, reason.to_owned()))
+    sqlx::Error::Io(io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        reason.to_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -413,7 +415,9 @@ mod tests {
 
     #[test]
     fn only_errors_reported_for_the_statement_send_commands_alone() {
-        assert!(!rolled_back_alone(&sqlx::Error::Io(io::Error::other("reset"))));
+        assert!(!rolled_back_alone(&sqlx::Error::Io(io::Error::other(
+            "reset"
+        ))));
         assert!(!rolled_back_alone(&sqlx::Error::PoolTimedOut));
         assert!(!rolled_back_alone(&sqlx::Error::Protocol("odd".into())));
     }

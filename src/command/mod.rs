@@ -255,10 +255,8 @@ fn framework<A: Aggregate<Services = ()>>(pool: &PgPool, commits: &GroupCommit) 
     // No cqrs-es queries: read models are built from the ordered streams by the projector,
     // in the transaction that advances their checkpoint (cqrs-es's in-process dispatch runs
     // after commit and is lost if the process dies in between).
-    let store = PersistedEventStore::new_event_store(EventRepository::new(
-        pool.clone(),
-        commits.clone(),
-    ));
+    let store =
+        PersistedEventStore::new_event_store(EventRepository::new(pool.clone(), commits.clone()));
     CqrsFramework::new(store, vec![], ())
 }
 
@@ -295,6 +293,11 @@ impl CommandBus {
     /// The group commit's counters (batches, commands, commands run alone).
     pub fn commit_stats(&self) -> &group_commit::GroupCommitStats {
         self.commits.stats()
+    }
+
+    /// Commands waiting for a group-commit lane to take them.
+    pub fn commits_waiting(&self) -> usize {
+        self.commits.waiting()
     }
 
     /// The announcer this bus announces through; other writers of events on this node (the

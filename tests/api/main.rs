@@ -11,6 +11,7 @@ mod errors;
 mod events;
 mod exactly_once;
 mod field_workers;
+mod group_commit;
 mod helpers;
 mod idempotency;
 mod listener_faults;
