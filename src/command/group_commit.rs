@@ -92,6 +92,31 @@ pub struct GroupCommitStats {
     pub retried_alone: AtomicU64,
 }
 
+impl GroupCommitStats {
+    /// The counters in Prometheus text form, with `waiting` commands queued on the lanes:
+    /// `commands / batches` is the mean batch, `retried_alone` how often batches were refused.
+    pub fn render(&self, waiting: usize) -> String {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "# HELP vigil_commit_batches_total Group-commit statements (one transaction each).\n\
+             # TYPE vigil_commit_batches_total counter\n\
+             vigil_commit_batches_total {}\n\
+             # HELP vigil_commit_batched_commands_total Commands those statements carried.\n\
+             # TYPE vigil_commit_batched_commands_total counter\n\
+             vigil_commit_batched_commands_total {}\n\
+             # HELP vigil_commit_retried_alone_total Commands run alone after their batch was refused.\n\
+             # TYPE vigil_commit_retried_alone_total counter\n\
+             vigil_commit_retried_alone_total {}\n\
+             # HELP vigil_commit_waiting Commands queued on the group-commit lanes.\n\
+             # TYPE vigil_commit_waiting gauge\n\
+             vigil_commit_waiting {waiting}\n",
+            get(&self.batches),
+            get(&self.commands),
+            get(&self.retried_alone),
+        )
+    }
+}
+
 /// One command's events, ready for the statement.
 struct Request {
     hospital: String,

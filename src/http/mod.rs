@@ -69,7 +69,11 @@ pub struct AppState {
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(format!(
+            "{}{}",
+            state.metrics.render(),
+            state.bus.commit_stats().render(state.bus.commits_waiting())
+        ))
 }
 
 fn bad_request(code: &'static str, detail: String) -> actix_web::Error {

@@ -322,3 +322,45 @@ async fn two_commands_of_one_alert_in_one_batch_both_apply_in_order() {
     .unwrap();
     assert_eq!(escalations, 2);
 }
+
+/// The node's `/metrics` counts what its lanes did: every command a REST request committed
+/// was carried by a batch statement, and no batch was refused.
+#[actix_web::test]
+async fn metrics_count_the_commands_each_batch_carried() {
+    // Arrange
+    let app = spawn_app().await;
+    let nurse = app.token(WARD, "nurse-amy", Role::Nurse);
+    let counter = |name: &'static str| {
+        let app = &app;
+        async move {
+            let text = app
+                .client
+                .get(app.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .find_map(|line| {
+                    line.strip_prefix(name)?
+                        .strip_prefix(' ')?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        }
+    };
+    let before = counter("vigil_commit_batched_commands_total").await;
+
+    // Act: twelve nurses' alerts at once.
+    join_all((0..12).map(|_| app.raise_alert(WARD, &nurse, "high"))).await;
+
+    // Assert
+    let carried = counter("vigil_commit_batched_commands_total").await - before;
+    assert_eq!(carried, 12);
+    assert!(counter("vigil_commit_batches_total").await >= 1);
+    assert_eq!(counter("vigil_commit_retried_alone_total").await, 0);
+    assert_eq!(counter("vigil_commit_waiting").await, 0);
+}
