@@ -381,6 +381,17 @@ impl EmbeddedPostgres {
         Ok(())
     }
 
+    /// Crash and restart (`pg_ctl stop -m immediate` + start): the server quits without a
+    /// checkpoint or a final WAL flush, as after a power cut of PostgreSQL alone — used by
+    /// tests that prove what survives a crash (commits without a synchronous flush may not).
+    pub fn crash_restart(&self) -> Result<(), EmbeddedError> {
+        let _lock = self.lock()?;
+        self.stop_server_with("immediate")?;
+        self.start_server()?;
+        tracing::info!(data_dir = %self.data_dir.display(), "crashed and restarted PostgreSQL");
+        Ok(())
+    }
+
     /// Creates database `name` if it does not exist yet (initdb creates only `postgres`,
     /// `template0` and `template1`). Uses `psql` over the socket, under the data directory's
     /// lock, and tolerates a concurrent creator outside it.
@@ -687,6 +698,12 @@ impl EmbeddedPostgres {
 
     /// Stops the server (fast shutdown) if it is running.
     fn stop_server(&self) -> Result<(), EmbeddedError> {
+        self.stop_server_with("fast")
+    }
+
+    /// Stops the server with shutdown `mode` (`fast`, or `immediate` for a crash) if it is
+    /// running.
+    fn stop_server_with(&self, mode: &str) -> Result<(), EmbeddedError> {
         if self.status()? == ServerState::NotRunning {
             tracing::debug!(data_dir = %self.data_dir.display(), "PostgreSQL already stopped");
             return Ok(());
@@ -696,7 +713,7 @@ impl EmbeddedPostgres {
         let args: [&OsStr; 8] = [
             "stop".as_ref(),
             "-m".as_ref(),
-            "fast".as_ref(),
+            mode.as_ref(),
             "-w".as_ref(),
             "-t".as_ref(),
             timeout.as_ref(),

@@ -529,6 +529,30 @@ async fn commands_apply_at_most_once_while_backends_are_killed_around_commits() 
 /// flight, every key commits exactly once and its retries answer the same positions.
 #[actix_web::test]
 async fn keyed_commands_apply_at_most_once_across_postgresql_restarts() {
+    keyed_writers_through(PostgresFault::Restart).await;
+}
+
+/// Invariant: the same across PostgreSQL *crashes* (`pg_ctl stop -m immediate`: no final WAL
+/// flush). Key rows are committed without waiting for their flush (`http::idempotency`);
+/// a crash may lose the latest of them, and still no key applies twice, because a command's
+/// own synchronous commit makes its key's claim durable first.
+#[actix_web::test]
+async fn keyed_commands_apply_at_most_once_across_postgresql_crashes() {
+    keyed_writers_through(PostgresFault::Crash).await;
+}
+
+/// How the keyed writers' PostgreSQL goes away.
+#[derive(Clone, Copy)]
+enum PostgresFault {
+    /// `pg_ctl restart -m fast`.
+    Restart,
+    /// `pg_ctl stop -m immediate`, then start.
+    Crash,
+}
+
+/// Four keyed writers while PostgreSQL goes away five times; every key applied once, and each
+/// retry answers the first answer.
+async fn keyed_writers_through(fault: PostgresFault) {
     // Arrange: a cluster of its own (restarting the shared one would disturb every other test).
     let cluster = PrivateCluster::start("vx").await;
     let url = cluster.url();
@@ -545,7 +569,7 @@ async fn keyed_commands_apply_at_most_once_across_postgresql_restarts() {
     let tally = Tally::default();
     let stop = AtomicBool::new(false);
 
-    // Act: four writers while PostgreSQL restarts five times.
+    // Act: four writers while PostgreSQL goes away five times.
     let writers = async {
         let answers = join_all((0..4).map(|w| {
             let (keyed, tally, stop) = (&keyed, &tally, &stop);
@@ -563,17 +587,24 @@ async fn keyed_commands_apply_at_most_once_across_postgresql_restarts() {
         .await;
         answers
     };
-    let restarts = async {
+    let faults = async {
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            cluster.restart().await;
+            match fault {
+                PostgresFault::Restart => cluster.restart().await,
+                PostgresFault::Crash => cluster.crash_restart().await,
+            }
         }
         stop.store(true, Ordering::Relaxed);
     };
-    let (answers, ()) = tokio::join!(writers, restarts);
+    let (answers, ()) = tokio::join!(writers, faults);
 
     // Assert
-    tally.print("PostgreSQL restarts", 5);
+    let label = match fault {
+        PostgresFault::Restart => "PostgreSQL restarts",
+        PostgresFault::Crash => "PostgreSQL crashes",
+    };
+    tally.print(label, 5);
     let answers: HashMap<String, Value> = answers.into_iter().flatten().collect();
     let pool = PgPool::connect(&url).await.unwrap();
     assert_each_key_applied_once(&pool, &answers).await;

@@ -560,6 +560,18 @@ impl PrivateCluster {
     }
 }
 
+impl PrivateCluster {
+    /// `pg_ctl stop -m immediate` + start: a crash of PostgreSQL (no final WAL flush), run off
+    /// the runtime thread as `pg_ctl` blocks.
+    pub async fn crash_restart(&self) {
+        let pg = self.pg();
+        tokio::task::spawn_blocking(move || pg.crash_restart())
+            .await
+            .expect("crash task")
+            .expect("PostgreSQL comes back after a crash");
+    }
+}
+
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
         if let Some(pg) = self.pg.take() {
