@@ -68,6 +68,9 @@ pub struct Api {
     http: reqwest::Client,
     /// `{url}/api/hospitals/{hospital}`.
     base: String,
+    /// Every command carries a fresh `Idempotency-Key`, as `@vigil/client`'s outbox sends
+    /// them (`--keyed`): what a real client's command costs, key bookkeeping included.
+    keyed: bool,
 }
 
 /// The body of a 201 from a command endpoint (the fields the tool reads).
@@ -120,7 +123,7 @@ impl Api {
     /// An API client for `hospital` on the server at `url` (`http://host:port`). Up to
     /// `pool` idle keep-alive connections are kept, so the open-loop writer does not pay a
     /// TCP handshake per command.
-    pub fn new(url: &str, hospital: &HospitalId, pool: usize) -> anyhow::Result<Self> {
+    pub fn new(url: &str, hospital: &HospitalId, pool: usize, keyed: bool) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(pool)
@@ -134,6 +137,7 @@ impl Api {
         Ok(Self {
             http,
             base: format!("{}/api/hospitals/{hospital}", url.trim_end_matches('/')),
+            keyed,
         })
     }
 
@@ -143,10 +147,14 @@ impl Api {
         token: &str,
         message: &str,
     ) -> Result<Vec<i64>, CommandFailure> {
-        let response = self
+        let mut request = self
             .http
             .post(format!("{}/alerts", self.base))
-            .bearer_auth(token)
+            .bearer_auth(token);
+        if self.keyed {
+            request = request.header("Idempotency-Key", uuid::Uuid::new_v4().to_string());
+        }
+        let response = request
             .json(&serde_json::json!({ "severity": "low", "message": message }))
             .send()
             .await

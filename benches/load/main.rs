@@ -167,6 +167,10 @@ struct Args {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS as i64))]
     users: u32,
 
+    /// Send every command with a fresh `Idempotency-Key`, as `@vigil/client` does.
+    #[arg(long)]
+    keyed: bool,
+
     /// Commands per second (steady mode).
     #[arg(long, default_value_t = 100.0, value_parser = positive_rate)]
     rate: f64,
@@ -436,7 +440,12 @@ async fn run(args: &Args) -> anyhow::Result<RunResult> {
     // Valid past the longest run, including ramps and drains.
     let ttl = Duration::from_secs(MAX_DURATION_S * 4);
     let tokens = Tokens::mint(secret, &args.hospital, users, args.writers, ttl)?;
-    let api = Api::new(url.as_str(), &args.hospital, writer::MAX_IN_FLIGHT)?;
+    let api = Api::new(
+        url.as_str(),
+        &args.hospital,
+        writer::MAX_IN_FLIGHT,
+        args.keyed,
+    )?;
     let mut ws = url.clone();
     // Only http and https get here (checked above); both have WebSocket counterparts.
     let scheme = if url.scheme() == "https" { "wss" } else { "ws" };

@@ -10,7 +10,9 @@
 #                                 # by the hour, only interleaved runs compare two builds.
 #                                 # VIGIL_LOAD_COMPARE_SCENARIOS=g runs instead (g): 1,000
 #                                 # subscribers x 25/s (issue 17), and records the server's
-#                                 # latency histograms after each run (breakdown).
+#                                 # latency histograms after each run (breakdown); gk is
+#                                 # (g) with an Idempotency-Key on every command, as
+#                                 # @vigil/client sends them.
 #
 # The server runs on CPU 0 and the load tool on CPU 1 (taskset), so the two do not compete
 # for a core. The server's embedded PostgreSQL inherits CPU 0 from it: the numbers are those
@@ -147,9 +149,10 @@ if [ ${#COMPARE[@]} -gt 0 ]; then
       # database that has them applied.
       stop_server
       rm -rf "$WORK/data"
-      if [ "${VIGIL_LOAD_COMPARE_SCENARIOS:-cd}" = g ]; then
+      if [ "${VIGIL_LOAD_COMPARE_SCENARIOS:-cd}" = g ] || [ "${VIGIL_LOAD_COMPARE_SCENARIOS:-cd}" = gk ]; then
+        keyed=(); [ "$VIGIL_LOAD_COMPARE_SCENARIOS" = gk ] && keyed=(--keyed)
         start_server
-        load --label "(g) $side #$round" --mode steady --hospital "g-${side,,}-$round" --connections 1000 --rate 25 --duration 30
+        load --label "(${VIGIL_LOAD_COMPARE_SCENARIOS}) $side #$round" --mode steady --hospital "g-${side,,}-$round" --connections 1000 --rate 25 --duration 30 "${keyed[@]}"
         { echo "## (g) $side #$round $VIGIL_BIN"
           curl -fsS "$URL/metrics" | grep -E '^vigil_(window|delivery)_latency|^vigil_stream_events' || true
         } >>"$RESULTS.metrics"
