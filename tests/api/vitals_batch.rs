@@ -925,3 +925,136 @@ async fn raw_sql_inserts_racing_batches_get_dense_commit_ordered_positions() {
         assert_eq!(answer["last_position"].as_i64().unwrap(), first + 39);
     }
 }
+
+/// The patient view projected event by event: the engine's default `apply_all`, and every
+/// event read (no `kinds`).
+struct OneByOne;
+
+impl projections::engine::ReadModel for OneByOne {
+    fn name(&self) -> &'static str {
+        "patient_view_one_by_one"
+    }
+
+    fn version(&self) -> i32 {
+        projections::patient_view::VERSION
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        projections::patient_view::PatientView.tables()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        tables: &'a projections::engine::Tables,
+        event: &'a projections::event::Envelope,
+    ) -> projections::engine::ApplyFuture<'a> {
+        projections::patient_view::PatientView.apply(tx, tables, event)
+    }
+}
+
+/// Invariant: the patient view's set-based batch apply, reading only vitals events, leaves
+/// its table exactly as applying every event one by one does, whatever the batch size; and
+/// every projector and policy checkpoint reaches the head across a range that holds none of
+/// the events it reads (a vitals batch for the alert board) or only some.
+#[actix_web::test]
+async fn the_patient_view_applied_per_batch_equals_it_applied_per_event() {
+    use projections::engine::{self, ReadModel, Tables};
+    use projections::patient_view::PatientView;
+
+    // Arrange: batches of readings (some out of range: the policy raises alerts between
+    // them), a hand-raised alert, and single readings.
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    for b in 0..3 {
+        let readings: Vec<Value> = (0..25)
+            .map(|i| {
+                if i % 11 == 0 {
+                    json!({"patient": format!("p-{}", i % 4), "spo2": 85, "heart_rate": 150})
+                } else {
+                    normal(&format!("p-{}", i % 4))
+                }
+            })
+            .collect();
+        let response = post_batch(&app, H, &nurse, json!({ "readings": readings })).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        app.raise_alert(H, &nurse, "high").await;
+        let single = app
+            .record_vitals(H, &nurse, &format!("p-{b}"), json!({"temperature_c": 36.6}))
+            .await;
+        assert_eq!(single.status(), StatusCode::CREATED);
+    }
+    // Every live consumer catches up to the head.
+    eventually(WAIT, "every checkpoint at the head", || async {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projection_checkpoints c JOIN stream_heads h \
+               ON h.hospital = c.hospital \
+             WHERE c.hospital = $1 AND c.projector NOT LIKE '%#rebuild' \
+               AND c.position <> h.position",
+        )
+        .bind(H)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let consumers: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projection_checkpoints WHERE hospital = $1")
+                .bind(H)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        (behind == 0 && consumers >= 8).then_some(())
+    })
+    .await;
+    let rows = |table: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Value>(&format!(
+                "SELECT to_jsonb(v) FROM {table} v ORDER BY hospital, patient, reading"
+            ))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let live = rows("patient_vitals".to_owned()).await;
+    assert_eq!(live.len(), 3 * 25 + 3);
+
+    // Act: project the log into shadow tables, one by one and in batches of several sizes.
+    let tables = Tables::shadow(&OneByOne);
+    let shadow = tables.get("patient_vitals").unwrap().to_owned();
+    sqlx::query(&format!(
+        "CREATE TABLE {shadow} (LIKE patient_vitals INCLUDING ALL)"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let project = |model: &'static dyn ReadModel, checkpoint: &'static str, batch: i64| {
+        let (pool, tables, shadow) = (app.pool.clone(), tables.clone(), shadow.clone());
+        let rows = &rows;
+        async move {
+            sqlx::query(&format!("TRUNCATE {shadow}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+            while engine::apply_batch(&pool, model, &tables, checkpoint, H, batch)
+                .await
+                .unwrap()
+                .is_some()
+            {}
+            rows(shadow).await
+        }
+    };
+    static ONE_BY_ONE: OneByOne = OneByOne;
+    static BATCHED: PatientView = PatientView;
+    let reference = project(&ONE_BY_ONE, "one_by_one", 1000).await;
+
+    // Assert
+    assert_eq!(reference, live);
+    for (checkpoint, batch) in [("whole", 1000), ("sevens", 7), ("pairs", 2)] {
+        assert_eq!(
+            project(&BATCHED, checkpoint, batch).await,
+            reference,
+            "batches of {batch}"
+        );
+    }
+}
