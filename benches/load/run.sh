@@ -164,11 +164,14 @@ if [ ${#COMPARE[@]} -gt 0 ]; then
         # 500-reading batches back to back for 20 s; VIGIL_LOAD_PERF=dir also records a
         # `perf record -C 0 -g` of the middle 10 s per run into dir.
         start_server
+        PERF_PID=""
         if [ -n "${VIGIL_LOAD_PERF:-}" ]; then
           ( sleep 6; perf record -C 0 -g -o "$VIGIL_LOAD_PERF/perf-$side-$round.data" -- sleep 10 ) >/dev/null 2>&1 &
+          PERF_PID=$!
         fi
         load --label "(v) $side #$round" --mode vitals --hospital "v-${side,,}-$round" --connections 100 --patients 100 --batch-size 500 --concurrency 4 --duration 20
-        wait
+        # Only the recording: a bare `wait` would wait for the server too.
+        if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
         continue
       fi
       start_server

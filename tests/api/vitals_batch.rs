@@ -770,7 +770,7 @@ async fn a_preset_position_outside_a_reservation_is_refused() {
         (OTHER, 2, command, "another hospital"),
     ] {
         sqlx::query("SAVEPOINT s").execute(&mut *tx).await.unwrap();
-        let refused = raw_insert(&mut *tx, hospital, "st-marys/a-3", Some(position), id).await;
+        let refused = raw_insert(&mut tx, hospital, "st-marys/a-3", Some(position), id).await;
         assert_eq!(
             sqlstate(&refused.unwrap_err()).as_deref(),
             Some("VG002"),
@@ -809,7 +809,7 @@ async fn a_reservation_left_partly_unwritten_cannot_commit() {
         .unwrap();
     for (n, position) in [first, first + 1].into_iter().enumerate() {
         raw_insert(
-            &mut *tx,
+            &mut tx,
             H,
             &format!("st-marys/r-{n}"),
             Some(position),
