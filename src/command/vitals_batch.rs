@@ -109,15 +109,27 @@ const LOAD_LAST: &str = "SELECT ids.id, e.payload::text AS payload \
 /// Inserts the batch's events in request order; the columns are postgres-es's seven, plus
 /// the stream columns when the positions were reserved (`$8`: the first one; NULL leaves
 /// them to the per-row trigger, which assigns them in that order).
-const INSERT_EVENTS: &str = "INSERT INTO events \
-       (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, \
-        hospital, position, command_id) \
-     SELECT $1, t.aggregate_id, t.sequence, t.event_type, $2, t.payload::json, $3::json, \
-            $9, $8::bigint + t.n - 1, $10 \
-     FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[]) WITH ORDINALITY \
-          AS t(aggregate_id, sequence, event_type, payload, n) \
-     ORDER BY t.n \
-     RETURNING aggregate_id, sequence, position";
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO events \
+           (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+            metadata, hospital, position, command_id) \
+         SELECT $1, t.aggregate_id, t.sequence, t.event_type, $2, t.payload::json, $3::json, \
+                $9, $8::bigint + t.n - 1, $10 \
+         FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[]) WITH ORDINALITY \
+              AS t(aggregate_id, sequence, event_type, payload, n) \
+         ORDER BY t.n"
+    };
+}
+
+/// The insert with reserved positions: nothing to read back, row i is at the first + i.
+const INSERT_EVENTS: &str = insert_events!();
+
+/// The insert when the trigger assigns the positions: they are read back.
+const INSERT_EVENTS_RETURNING: &str = concat!(
+    insert_events!(),
+    " RETURNING aggregate_id, sequence, position"
+);
 
 /// How one transaction of the batch ended.
 enum Attempt {
@@ -319,7 +331,12 @@ async fn insert(
     let sequences: Vec<i64> = rows.iter().map(|r| r.sequence).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
-    let returned = sqlx::query(INSERT_EVENTS)
+    let sql = if first.is_some() {
+        INSERT_EVENTS
+    } else {
+        INSERT_EVENTS_RETURNING
+    };
+    let query = sqlx::query(sql)
         .bind(PatientVitals::TYPE)
         .bind(EVENT_VERSION)
         .bind(metadata)
@@ -329,9 +346,20 @@ async fn insert(
         .bind(&payloads)
         .bind(first)
         .bind(first.map(|_| ctx.hospital.as_str()))
-        .bind(first.map(|_| ctx.command_id))
-        .fetch_all(&mut **tx)
-        .await?;
+        .bind(first.map(|_| ctx.command_id));
+    if let Some(first) = first {
+        // Reserved: row i is at first + i (the database refused anything else).
+        query.execute(&mut **tx).await?;
+        let readings = (0_i64..)
+            .zip(rows)
+            .map(|(i, row)| RecordedReading {
+                position: first + i,
+                reading: row.sequence,
+            })
+            .collect();
+        return Ok(BatchCommitted { readings });
+    }
+    let returned = query.fetch_all(&mut **tx).await?;
     let mut at: HashMap<(String, i64), Position> = HashMap::with_capacity(returned.len());
     for row in returned {
         at.insert(
