@@ -23,6 +23,12 @@
 --     commit): positions stay dense even if the writer reserved more than it wrote. The
 --     per-row path advances a head by exactly one and is not checked.
 --
+-- What is not checked: that a preset row's metadata names the same hospital and command id as
+-- its columns (the batch writes them from the same values; parsing every row's metadata is the
+-- per-row cost this removes), and a session that forges the setting with set_config by hand
+-- bypasses the admission check, as ALTER TABLE ... DISABLE TRIGGER would: both are the
+-- database owner's tools, not an API.
+--
 -- A count below 2 is refused: it would advance the head as the per-row path does, so the
 -- commit check could not tell it from one and would not run.
 
