@@ -12,7 +12,9 @@
 #                                 # subscribers x 25/s (issue 17), and records the server's
 #                                 # latency histograms after each run (breakdown); gk is
 #                                 # (g) with an Idempotency-Key on every command, as
-#                                 # @vigil/client sends them.
+#                                 # @vigil/client sends them;
+#                                 # VIGIL_LOAD_COMPARE_SCENARIOS=v runs (v): vitals ingest,
+#                                 # 500-reading batches x 4 writers, 100 subscribers.
 #
 # The server runs on CPU 0 and the load tool on CPU 1 (taskset), so the two do not compete
 # for a core. The server's embedded PostgreSQL inherits CPU 0 from it: the numbers are those
@@ -134,8 +136,10 @@ if [ ${#COMPARE[@]} -eq 0 ]; then
   echo "== building (release)" >&2
   cargo build --release --bin vigil
 fi
-# The bench's own artifact (the vigil binary is built alongside it, for CARGO_BIN_EXE).
-LOAD=$(cargo bench --bench load --no-run --message-format=json \
+# The bench's own artifact (the vigil binary is built alongside it, for CARGO_BIN_EXE), or
+# VIGIL_LOAD_BIN (e.g. a saved build of the tool, while the tree is being rebuilt).
+LOAD=${VIGIL_LOAD_BIN:-}
+[ -n "$LOAD" ] || LOAD=$(cargo bench --bench load --no-run --message-format=json \
   | grep '"kind":\["bench"\]' | grep '"name":"load"' \
   | grep -o '"executable":"[^"]*"' | tail -n 1 | cut -d '"' -f 4)
 [ -x "$LOAD" ] || { echo "could not find the load bench executable" >&2; exit 1; }
@@ -156,6 +160,21 @@ if [ ${#COMPARE[@]} -gt 0 ]; then
         { echo "## (g) $side #$round $VIGIL_BIN"
           curl -fsS "$URL/metrics" | grep -E '^vigil_(window|delivery)_latency|^vigil_stream_events' || true
         } >>"$RESULTS.metrics"
+        continue
+      fi
+      if [ "${VIGIL_LOAD_COMPARE_SCENARIOS:-cd}" = v ]; then
+        # (v) vitals ingest (issue 17, goal 4): 100 `patient:` subscribers, 4 writers posting
+        # 500-reading batches back to back for 20 s; VIGIL_LOAD_PERF=dir also records a
+        # `perf record -C 0 -g` of the middle 10 s per run into dir.
+        start_server
+        PERF_PID=""
+        if [ -n "${VIGIL_LOAD_PERF:-}" ]; then
+          ( sleep 6; perf record -C 0 -g -o "$VIGIL_LOAD_PERF/perf-$side-$round.data" -- sleep 10 ) >/dev/null 2>&1 &
+          PERF_PID=$!
+        fi
+        load --label "(v) $side #$round" --mode vitals --hospital "v-${side,,}-$round" --connections 100 --patients 100 --batch-size 500 --concurrency 4 --duration 20
+        # Only the recording: a bare `wait` would wait for the server too.
+        if [ -n "$PERF_PID" ]; then wait "$PERF_PID" || true; fi
         continue
       fi
       start_server

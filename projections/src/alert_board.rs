@@ -51,6 +51,10 @@ impl ReadModel for AlertBoard {
         &["alert_board"]
     }
 
+    fn kinds(&self) -> Option<&'static [&'static str]> {
+        Some(&[crate::event::kinds::ALERT])
+    }
+
     // Long by design: one match arm per event type, each a statement or two, so the whole
     // model's reaction to the stream reads as one table; split, it would scatter.
     fn apply<'a>(

@@ -59,6 +59,10 @@ impl ReadModel for CaseList {
         &["case_list", "case_messages", "case_reads"]
     }
 
+    fn kinds(&self) -> Option<&'static [&'static str]> {
+        Some(&[crate::event::kinds::CASE_THREAD])
+    }
+
     // Long by design: one match arm per event type, each a statement or two, so the whole
     // model's reaction to the stream reads as one table; split, it would scatter.
     fn apply<'a>(

@@ -48,6 +48,10 @@ impl ReadModel for NotificationInbox {
         &["notification_inbox"]
     }
 
+    fn kinds(&self) -> Option<&'static [&'static str]> {
+        Some(&[crate::event::kinds::NOTIFICATION])
+    }
+
     fn apply<'a>(
         &'a self,
         tx: &'a mut PgConnection,

@@ -83,7 +83,20 @@ const EVENT_VERSION: &str = "1.0";
 /// many — each waited for the other's commit only to violate the primary key and start
 /// over). The extra hold is the load query, about a millisecond. A hospital without a head
 /// yet (its first event) locks nothing; a conflict there is retried as usual.
+///
+/// Used for a batch of one reading only; larger batches take the lock with their
+/// reservation ([`RESERVE`]).
 const LOCK_HEAD: &str = "SELECT 1 FROM stream_heads WHERE hospital = $1 FOR UPDATE";
+
+/// Reserves the batch's positions in one call (migration
+/// `20261207000013_reserve_stream_positions.sql`): the command id guard once, the hospital's
+/// head advanced by the batch's size in one update — taking the head row's lock first, as
+/// [`LOCK_HEAD`] does, held to commit — and the range recorded for this transaction, so the
+/// events can be inserted with their positions given instead of the trigger assigning them
+/// row by row (what cost the most per reading). Returns the first position. The database
+/// refuses a preset position outside the reservation and a commit that leaves part of it
+/// unwritten, so positions stay dense and commit-ordered whatever this code does.
+const RESERVE: &str = "SELECT vigil_reserve_stream_positions($1, $2, $3)";
 
 /// Loads the last event of each patient's vitals aggregate: one index probe per patient,
 /// whatever the length of the stay (see [`PatientVitals::after_last`]).
@@ -93,15 +106,30 @@ const LOAD_LAST: &str = "SELECT ids.id, e.payload::text AS payload \
         WHERE aggregate_type = $2 AND aggregate_id = ids.id \
         ORDER BY sequence DESC LIMIT 1) e ON true";
 
-/// Inserts the batch's events in request order (the trigger assigns positions row by row, in
-/// that order); the columns are postgres-es's seven.
-const INSERT_EVENTS: &str = "INSERT INTO events \
-       (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-     SELECT $1, t.aggregate_id, t.sequence, t.event_type, $2, t.payload::json, $3::json \
-     FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[]) WITH ORDINALITY \
-          AS t(aggregate_id, sequence, event_type, payload, n) \
-     ORDER BY t.n \
-     RETURNING aggregate_id, sequence, position";
+/// Inserts the batch's events in request order; the columns are postgres-es's seven, plus
+/// the stream columns when the positions were reserved (`$8`: the first one; NULL leaves
+/// them to the per-row trigger, which assigns them in that order).
+macro_rules! insert_events {
+    () => {
+        "INSERT INTO events \
+           (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, \
+            metadata, hospital, position, command_id) \
+         SELECT $1, t.aggregate_id, t.sequence, t.event_type, $2, t.payload::json, $3::json, \
+                $9, $8::bigint + t.n - 1, $10 \
+         FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[]) WITH ORDINALITY \
+              AS t(aggregate_id, sequence, event_type, payload, n) \
+         ORDER BY t.n"
+    };
+}
+
+/// The insert with reserved positions: nothing to read back, row i is at the first + i.
+const INSERT_EVENTS: &str = insert_events!();
+
+/// The insert when the trigger assigns the positions: they are read back.
+const INSERT_EVENTS_RETURNING: &str = concat!(
+    insert_events!(),
+    " RETURNING aggregate_id, sequence, position"
+);
 
 /// How one transaction of the batch ended.
 enum Attempt {
@@ -175,19 +203,16 @@ impl CommandBus {
                 )))
             }
         };
-        if let Err(error) = sqlx::query(LOCK_HEAD)
-            .bind(ctx.hospital.as_str())
-            .execute(&mut *tx)
-            .await
-        {
-            return classify(error);
-        }
+        let first = match reserve(&mut tx, ctx, readings.len()).await {
+            Ok(first) => first,
+            Err(error) => return classify(error),
+        };
         let rows = match plan(&mut tx, ctx, readings).await {
             Ok(Ok(rows)) => rows,
             Ok(Err(refused)) => return Attempt::Refused(CommandError::Rejected(refused)),
             Err(error) => return classify(error),
         };
-        let inserted = match insert(&mut tx, ctx, &rows).await {
+        let inserted = match insert(&mut tx, ctx, first, &rows).await {
             Ok(inserted) => inserted,
             Err(error) => return classify(error),
         };
@@ -196,6 +221,31 @@ impl CommandBus {
             Err(error) => classify(error),
         }
     }
+}
+
+/// Locks the hospital's stream head and, for two readings or more, reserves their positions:
+/// the first one, or `None` when the trigger assigns them.
+async fn reserve(
+    tx: &mut Transaction<'_, Postgres>,
+    ctx: &CommandContext,
+    count: usize,
+) -> Result<Option<Position>, sqlx::Error> {
+    if count < 2 {
+        sqlx::query(LOCK_HEAD)
+            .bind(ctx.hospital.as_str())
+            .execute(&mut **tx)
+            .await?;
+        return Ok(None);
+    }
+    // The HTTP edge bounds a batch's size far below i64::MAX.
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    let first: Position = sqlx::query_scalar(RESERVE)
+        .bind(ctx.hospital.as_str())
+        .bind(count)
+        .bind(ctx.command_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Some(first))
 }
 
 /// One event to insert.
@@ -272,6 +322,7 @@ async fn plan(
 async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     ctx: &CommandContext,
+    first: Option<Position>,
     rows: &Rows,
 ) -> Result<BatchCommitted, sqlx::Error> {
     let metadata =
@@ -280,7 +331,12 @@ async fn insert(
     let sequences: Vec<i64> = rows.iter().map(|r| r.sequence).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.event_type.as_str()).collect();
     let payloads: Vec<&str> = rows.iter().map(|r| r.payload.as_str()).collect();
-    let returned = sqlx::query(INSERT_EVENTS)
+    let sql = if first.is_some() {
+        INSERT_EVENTS
+    } else {
+        INSERT_EVENTS_RETURNING
+    };
+    let query = sqlx::query(sql)
         .bind(PatientVitals::TYPE)
         .bind(EVENT_VERSION)
         .bind(metadata)
@@ -288,8 +344,22 @@ async fn insert(
         .bind(&sequences)
         .bind(&types)
         .bind(&payloads)
-        .fetch_all(&mut **tx)
-        .await?;
+        .bind(first)
+        .bind(first.map(|_| ctx.hospital.as_str()))
+        .bind(first.map(|_| ctx.command_id));
+    if let Some(first) = first {
+        // Reserved: row i is at first + i (the database refused anything else).
+        query.execute(&mut **tx).await?;
+        let readings = (0_i64..)
+            .zip(rows)
+            .map(|(i, row)| RecordedReading {
+                position: first + i,
+                reading: row.sequence,
+            })
+            .collect();
+        return Ok(BatchCommitted { readings });
+    }
+    let returned = query.fetch_all(&mut **tx).await?;
     let mut at: HashMap<(String, i64), Position> = HashMap::with_capacity(returned.len());
     for row in returned {
         at.insert(

@@ -284,20 +284,22 @@ async fn answer(
     match result {
         Ok(committed) => {
             let outcome = outcome(&committed, parsed)?;
+            let Some(keyed) = keyed else {
+                // Serialized once, straight from the outcome (no `Value` tree of the batch).
+                return Ok(HttpResponse::Created().json(&outcome));
+            };
             let body =
                 serde_json::to_value(&outcome).map_err(|e| ApiError::Internal(e.to_string()))?;
-            if let Some(keyed) = keyed {
-                idempotency::store_response(
-                    pool,
-                    hospital,
-                    user,
-                    &keyed.key,
-                    command_id,
-                    StatusCode::CREATED.as_u16(),
-                    &body,
-                )
-                .await;
-            }
+            idempotency::store_response(
+                pool,
+                hospital,
+                user,
+                &keyed.key,
+                command_id,
+                StatusCode::CREATED.as_u16(),
+                &body,
+            )
+            .await;
             Ok(HttpResponse::Created().json(body))
         }
         Err(error) => {

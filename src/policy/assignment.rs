@@ -15,7 +15,7 @@ use projections::event::{DomainEvent, Envelope};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{derived_id, Cause, Effect, HandleFuture, Planned, Policy};
+use super::{derived_id, kinds, Cause, Effect, HandleFuture, Planned, Policy};
 
 /// The assignment policy.
 pub struct AssignmentPolicy;
@@ -76,6 +76,10 @@ async fn case_title(
 impl Policy for AssignmentPolicy {
     fn name(&self) -> &'static str {
         "assignment"
+    }
+
+    fn kinds(&self) -> Option<&'static [&'static str]> {
+        Some(&[kinds::CASE_THREAD])
     }
 
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, e: &'a Envelope) -> HandleFuture<'a> {

@@ -31,7 +31,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use projections::event::{DomainEvent, Envelope};
 use sqlx::{PgConnection, Row};
 
-use super::{Cause, HandleFuture, Policy};
+use super::{kinds, Cause, HandleFuture, Policy};
 
 /// Default deadline of a critical alert: life-threatening, so the next tier is paged if
 /// nobody owns it within two minutes.
@@ -257,6 +257,10 @@ impl EscalationPolicy {
 impl Policy for EscalationPolicy {
     fn name(&self) -> &'static str {
         "escalation"
+    }
+
+    fn kinds(&self) -> Option<&'static [&'static str]> {
+        Some(&[kinds::ALERT])
     }
 
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, e: &'a Envelope) -> HandleFuture<'a> {

@@ -69,7 +69,7 @@ use aggregates::types::{AlertMessage, HospitalId, PatientId, Role, UserId};
 use chrono::Utc;
 use futures_util::future::BoxFuture;
 use projections::engine::{self, lagging, ProjectionError};
-use projections::event::{read_batch, Envelope};
+use projections::event::{kinds, read_batch, read_batch_of, Envelope};
 use sqlx::{PgConnection, PgPool, Row};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -241,6 +241,11 @@ pub trait Policy: Send + Sync {
     /// Handles one event. Must decide the same way however often the event is handled (see
     /// the module docs): it may be handled again after a failed batch.
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, event: &'a Envelope) -> HandleFuture<'a>;
+    /// The aggregate types ([`projections::event::kinds`]) whose events it handles, when it
+    /// ignores the others: only those are read ([`read_batch_of`]). `None`: every event.
+    fn kinds(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// Why a policy batch failed; the batch is retried.
@@ -281,11 +286,22 @@ pub async fn run_batch(
     let Some(position) = position else {
         return Ok(None);
     };
-    let events = read_batch(&mut tx, hospital, position, batch).await?;
-    let Some(last) = events.last() else {
-        return Ok(None);
+    let (events, last, event_time, covered) = match policy.kinds() {
+        Some(kinds) => {
+            let Some(read) = read_batch_of(&mut tx, hospital, position, batch, kinds).await? else {
+                return Ok(None);
+            };
+            (read.events, read.last, read.last_recorded_at, read.covered)
+        }
+        None => {
+            let events = read_batch(&mut tx, hospital, position, batch).await?;
+            let Some((last, at)) = events.last().map(|e| (e.position, e.recorded_at)) else {
+                return Ok(None);
+            };
+            let covered = events.len() as i64;
+            (events, last, Some(at), covered)
+        }
     };
-    let (last, event_time) = (last.position, last.recorded_at);
     let mut planned = Vec::new();
     for event in &events {
         planned.extend(policy.handle(&mut tx, event).await?);
@@ -304,7 +320,8 @@ pub async fn run_batch(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some((last, events.len())))
+    // Positions covered, not events handled: a batch that is not full means caught up.
+    Ok(Some((last, usize::try_from(covered).unwrap_or(usize::MAX))))
 }
 
 /// Brings `policy` up to date for every hospital; returns the events handled.

@@ -31,7 +31,7 @@ use projections::event::{DomainEvent, Envelope};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{derived_id, Cause, Effect, HandleFuture, Planned, Policy};
+use super::{derived_id, kinds, Cause, Effect, HandleFuture, Planned, Policy};
 
 /// The vitals policy.
 pub struct VitalsPolicy;
@@ -167,6 +167,10 @@ async fn open_at(
 impl Policy for VitalsPolicy {
     fn name(&self) -> &'static str {
         "vitals"
+    }
+
+    fn kinds(&self) -> Option<&'static [&'static str]> {
+        Some(&[kinds::PATIENT_VITALS, kinds::ALERT])
     }
 
     fn handle<'a>(&'a self, tx: &'a mut PgConnection, e: &'a Envelope) -> HandleFuture<'a> {

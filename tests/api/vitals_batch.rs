@@ -700,3 +700,361 @@ async fn concurrent_batches_over_the_same_patients_all_commit() {
     }
     assert_eq!(app.event_count().await, 240);
 }
+
+/// Inserts one event of `hospital` by raw SQL, its position given (`Some`) or left to the
+/// per-row trigger (`None`), in a transaction of its own.
+async fn raw_insert(
+    conn: &mut PgConnection,
+    hospital: &str,
+    aggregate: &str,
+    position: Option<i64>,
+    command_id: uuid::Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                             payload, metadata, hospital, position, command_id) \
+         VALUES ('alert', $2, 1, 'AlertRaised', '1.0', '{}', \
+                 json_build_object('hospital', $1::text, 'command_id', $4::uuid), \
+                 CASE WHEN $3::bigint IS NULL THEN NULL ELSE $1 END, $3, \
+                 CASE WHEN $3::bigint IS NULL THEN NULL ELSE $4 END) \
+         RETURNING position",
+    )
+    .bind(hospital)
+    .bind(aggregate)
+    .bind(position)
+    .bind(command_id)
+    .fetch_one(conn)
+    .await
+}
+
+fn sqlstate(error: &sqlx::Error) -> Option<String> {
+    match error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// Invariant: only positions this transaction reserved may be given by the writer; every
+/// other preset position is refused (SQLSTATE VG002) and takes nothing.
+#[actix_web::test]
+async fn a_preset_position_outside_a_reservation_is_refused() {
+    // Arrange: a stream with one event.
+    let app = spawn_app().await;
+    let mut conn = PgConnection::connect(&app.db.url).await.unwrap();
+    let first = raw_insert(&mut conn, H, "st-marys/a-1", None, uuid::Uuid::new_v4())
+        .await
+        .unwrap();
+    assert_eq!(first, 1);
+
+    // Act / Assert: the next position, given without a reservation, is refused.
+    let outside = raw_insert(&mut conn, H, "st-marys/a-2", Some(2), uuid::Uuid::new_v4()).await;
+    assert_eq!(
+        sqlstate(&outside.unwrap_err()).as_deref(),
+        Some("VG002"),
+        "no reservation"
+    );
+
+    // With a reservation: beyond its range, for another command, for another hospital.
+    let command = uuid::Uuid::new_v4();
+    let mut tx = conn.begin().await.unwrap();
+    let reserved: i64 = sqlx::query_scalar("SELECT vigil_reserve_stream_positions($1, 2, $2)")
+        .bind(H)
+        .bind(command)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(reserved, 2);
+    for (hospital, position, id, what) in [
+        (H, 4, command, "beyond the range"),
+        (H, 2, uuid::Uuid::new_v4(), "another command"),
+        (OTHER, 2, command, "another hospital"),
+    ] {
+        sqlx::query("SAVEPOINT s").execute(&mut *tx).await.unwrap();
+        let refused = raw_insert(&mut tx, hospital, "st-marys/a-3", Some(position), id).await;
+        assert_eq!(
+            sqlstate(&refused.unwrap_err()).as_deref(),
+            Some("VG002"),
+            "{what}"
+        );
+        sqlx::query("ROLLBACK TO SAVEPOINT s")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.rollback().await.unwrap();
+
+    // Nothing was taken: the per-row path continues at 2.
+    let next = raw_insert(&mut conn, H, "st-marys/a-4", None, uuid::Uuid::new_v4())
+        .await
+        .unwrap();
+    assert_eq!(next, 2);
+}
+
+/// Invariant: a transaction that reserved positions commits only if every one of them holds
+/// an event, so a reservation can never leave a gap in the stream.
+#[actix_web::test]
+async fn a_reservation_left_partly_unwritten_cannot_commit() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut conn = PgConnection::connect(&app.db.url).await.unwrap();
+    let command = uuid::Uuid::new_v4();
+
+    // Act: reserve 3 positions (the hospital's first), write 2 of them, commit.
+    let mut tx = conn.begin().await.unwrap();
+    let first: i64 = sqlx::query_scalar("SELECT vigil_reserve_stream_positions($1, 3, $2)")
+        .bind(H)
+        .bind(command)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    for (n, position) in [first, first + 1].into_iter().enumerate() {
+        raw_insert(
+            &mut tx,
+            H,
+            &format!("st-marys/r-{n}"),
+            Some(position),
+            command,
+        )
+        .await
+        .unwrap();
+    }
+    let committed = tx.commit().await;
+
+    // Assert: refused at commit; nothing of it persisted; the stream starts at 1 again.
+    assert_eq!(sqlstate(&committed.unwrap_err()).as_deref(), Some("VG002"));
+    assert!(positions(&app.pool, H).await.is_empty());
+    let next = raw_insert(&mut conn, H, "st-marys/r-9", None, uuid::Uuid::new_v4())
+        .await
+        .unwrap();
+    assert_eq!(next, 1);
+}
+
+/// Invariant: batches (positions reserved once per batch) and raw-SQL writers (positions
+/// assigned row by row) racing on one hospital leave its positions dense, each batch one
+/// contiguous run, and commit order equal to position order: a reader that keeps reading
+/// "after the last position I saw" never meets a gap (a later position visible before an
+/// earlier one would show up as one, and the earlier position would then be skipped).
+#[actix_web::test]
+async fn raw_sql_inserts_racing_batches_get_dense_commit_ordered_positions() {
+    // Arrange
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    let done = AtomicBool::new(false);
+
+    // Act: 12 batches of 40 readings (4 at a time), 3 raw writers of 40 single events, and a
+    // reader following the stream throughout.
+    let batches = async {
+        let mut answers = Vec::new();
+        for round in 0..3 {
+            answers.extend(
+                join_all((0..4).map(|b| {
+                    let (app, nurse) = (&app, &nurse);
+                    async move {
+                        let readings: Vec<Value> = (0..40)
+                            .map(|i| normal(&format!("p-{round}-{b}-{}", i % 10)))
+                            .collect();
+                        let response =
+                            post_batch(app, H, nurse, json!({ "readings": readings })).await;
+                        assert_eq!(response.status(), StatusCode::CREATED);
+                        response.json::<Value>().await.unwrap()
+                    }
+                }))
+                .await,
+            );
+        }
+        answers
+    };
+    let raw = join_all((0..3).map(|w| {
+        let url = app.db.url.clone();
+        async move {
+            let mut conn = PgConnection::connect(&url).await.unwrap();
+            for i in 0..40 {
+                raw_insert(
+                    &mut conn,
+                    H,
+                    &format!("st-marys/raw-{w}-{i}"),
+                    None,
+                    uuid::Uuid::new_v4(),
+                )
+                .await
+                .unwrap();
+            }
+        }
+    }));
+    let reader = async {
+        let mut conn = PgConnection::connect(&app.db.url).await.unwrap();
+        let mut last = 0i64;
+        loop {
+            let finished = done.load(Ordering::Relaxed);
+            let seen: Vec<i64> = sqlx::query_scalar(
+                "SELECT position FROM events WHERE hospital = $1 AND position > $2 \
+                 ORDER BY position",
+            )
+            .bind(H)
+            .bind(last)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+            for position in seen {
+                assert_eq!(position, last + 1, "the reader met a gap after {last}");
+                last = position;
+            }
+            if finished {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    let writers = async {
+        let (answers, _) = tokio::join!(batches, raw);
+        done.store(true, Ordering::Relaxed);
+        answers
+    };
+    let (answers, read) = tokio::join!(writers, reader);
+
+    // Assert
+    let total = 12 * 40 + 3 * 40;
+    assert_eq!(
+        positions(&app.pool, H).await,
+        (1..=total).collect::<Vec<i64>>(),
+        "dense positions"
+    );
+    assert_eq!(read, total, "the reader saw every position");
+    for answer in answers {
+        let first = answer["first_position"].as_i64().unwrap();
+        assert_eq!(answer["last_position"].as_i64().unwrap(), first + 39);
+    }
+}
+
+/// The patient view projected event by event: the engine's default `apply_all`, and every
+/// event read (no `kinds`).
+struct OneByOne;
+
+impl projections::engine::ReadModel for OneByOne {
+    fn name(&self) -> &'static str {
+        "patient_view_one_by_one"
+    }
+
+    fn version(&self) -> i32 {
+        projections::patient_view::VERSION
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        projections::patient_view::PatientView.tables()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        tables: &'a projections::engine::Tables,
+        event: &'a projections::event::Envelope,
+    ) -> projections::engine::ApplyFuture<'a> {
+        projections::patient_view::PatientView.apply(tx, tables, event)
+    }
+}
+
+/// Invariant: the patient view's set-based batch apply, reading only vitals events, leaves
+/// its table exactly as applying every event one by one does, whatever the batch size; and
+/// every projector and policy checkpoint reaches the head across a range that holds none of
+/// the events it reads (a vitals batch for the alert board) or only some.
+#[actix_web::test]
+async fn the_patient_view_applied_per_batch_equals_it_applied_per_event() {
+    use projections::engine::{self, ReadModel, Tables};
+    use projections::patient_view::PatientView;
+
+    // Arrange: batches of readings (some out of range: the policy raises alerts between
+    // them), a hand-raised alert, and single readings.
+    let app = spawn_app().await;
+    let nurse = app.token(H, "nurse-amy", Role::Nurse);
+    for b in 0..3 {
+        let readings: Vec<Value> = (0..25)
+            .map(|i| {
+                if i % 11 == 0 {
+                    json!({"patient": format!("p-{}", i % 4), "spo2": 85, "heart_rate": 150})
+                } else {
+                    normal(&format!("p-{}", i % 4))
+                }
+            })
+            .collect();
+        let response = post_batch(&app, H, &nurse, json!({ "readings": readings })).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        app.raise_alert(H, &nurse, "high").await;
+        let single = app
+            .record_vitals(H, &nurse, &format!("p-{b}"), json!({"temperature_c": 36.6}))
+            .await;
+        assert_eq!(single.status(), StatusCode::CREATED);
+    }
+    // Every live consumer catches up to the head.
+    eventually(WAIT, "every checkpoint at the head", || async {
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM projection_checkpoints c JOIN stream_heads h \
+               ON h.hospital = c.hospital \
+             WHERE c.hospital = $1 AND c.projector NOT LIKE '%#rebuild' \
+               AND c.position <> h.position",
+        )
+        .bind(H)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let consumers: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM projection_checkpoints WHERE hospital = $1")
+                .bind(H)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        (behind == 0 && consumers >= 8).then_some(())
+    })
+    .await;
+    let rows = |table: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Value>(&format!(
+                "SELECT to_jsonb(v) FROM {table} v ORDER BY hospital, patient, reading"
+            ))
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let live = rows("patient_vitals".to_owned()).await;
+    assert_eq!(live.len(), 3 * 25 + 3);
+
+    // Act: project the log into shadow tables, one by one and in batches of several sizes.
+    let tables = Tables::shadow(&OneByOne);
+    let shadow = tables.get("patient_vitals").unwrap().to_owned();
+    sqlx::query(&format!(
+        "CREATE TABLE {shadow} (LIKE patient_vitals INCLUDING ALL)"
+    ))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let project = |model: &'static dyn ReadModel, checkpoint: &'static str, batch: i64| {
+        let (pool, tables, shadow) = (app.pool.clone(), tables.clone(), shadow.clone());
+        let rows = &rows;
+        async move {
+            sqlx::query(&format!("TRUNCATE {shadow}"))
+                .execute(&pool)
+                .await
+                .unwrap();
+            while engine::apply_batch(&pool, model, &tables, checkpoint, H, batch)
+                .await
+                .unwrap()
+                .is_some()
+            {}
+            rows(shadow).await
+        }
+    };
+    static ONE_BY_ONE: OneByOne = OneByOne;
+    static BATCHED: PatientView = PatientView;
+    let reference = project(&ONE_BY_ONE, "one_by_one", 1000).await;
+
+    // Assert
+    assert_eq!(reference, live);
+    for (checkpoint, batch) in [("whole", 1000), ("sevens", 7), ("pairs", 2)] {
+        assert_eq!(
+            project(&BATCHED, checkpoint, batch).await,
+            reference,
+            "batches of {batch}"
+        );
+    }
+}
