@@ -87,7 +87,6 @@ impl FanOut {
     /// reached (`head`).
     fn pass(&self, mut from: Position, head: Position) -> Position {
         let now = Instant::now();
-        let now_utc = chrono::Utc::now();
         let mut stats = PassStats::default();
         while from < head {
             let Some(batch) = self.feed.events_after(from, MEMORY_BATCH) else {
@@ -107,6 +106,9 @@ impl FanOut {
             self.each_lane(|shared| {
                 shared.deliver(&self.feed, &events, from, last, now, &mut stats)
             });
+            // Read after the batch's last write: the latency recorded is that of the last
+            // connection written to (an upper bound for the others), once per event.
+            let now_utc = chrono::Utc::now();
             for (event, &n) in events.iter().zip(&stats.recipients) {
                 let age = now_utc.signed_duration_since(event.recorded_at);
                 self.metrics
