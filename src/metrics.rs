@@ -19,6 +19,18 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    /// Records `n` observations of the same value (one event's delivery to `n` connections).
+    pub fn observe_ms_times(&self, ms: u64, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b) {
+            self.buckets[i].fetch_add(n, Ordering::Relaxed);
+        }
+        self.count.fetch_add(n, Ordering::Relaxed);
+        self.sum_ms.fetch_add(ms * n, Ordering::Relaxed);
+    }
+
     /// Records one observation in milliseconds.
     pub fn observe_ms(&self, ms: u64) {
         if let Some(i) = LATENCY_BUCKETS_MS.iter().position(|b| ms <= *b) {
@@ -60,6 +72,12 @@ pub struct Metrics {
     pub window_events: AtomicU64,
     pub backlog_events: AtomicU64,
     pub events_delivered: AtomicU64,
+    /// Event frames the fan-out wrote straight to a caught-up connection's socket, no task
+    /// woken (part of `events_delivered`).
+    pub events_delivered_direct: AtomicU64,
+    /// Times the fan-out handed a connection back to its writer task (a write would block,
+    /// it fell behind, a command was waiting).
+    pub direct_handed_back: AtomicU64,
     pub replayed_memory: AtomicU64,
     pub replayed_database: AtomicU64,
     pub resumes_recovered: AtomicU64,
@@ -147,6 +165,18 @@ impl Metrics {
             "counter",
             "Event frames handed to connections.",
             get(&self.events_delivered),
+        );
+        metric(
+            "vigil_events_delivered_direct_total",
+            "counter",
+            "Event frames written by the fan-out straight to caught-up connections.",
+            get(&self.events_delivered_direct),
+        );
+        metric(
+            "vigil_direct_handed_back_total",
+            "counter",
+            "Connections the fan-out handed back to their writer task.",
+            get(&self.direct_handed_back),
         );
         metric(
             "vigil_slow_consumer_disconnects_total",

@@ -96,6 +96,9 @@ pub struct SessionProgress {
     live: AtomicBool,
     last_progress_ms: AtomicU64,
     origin: Instant,
+    /// Commands the session has put on its writer's queue: compared with those the writer
+    /// has taken, it tells the direct lane a command is waiting (see `writer::Lane`).
+    commands_sent: AtomicU64,
 }
 
 /// `cursor` value of a session that is not streaming (yet).
@@ -108,6 +111,7 @@ impl Default for SessionProgress {
             live: AtomicBool::new(false),
             last_progress_ms: AtomicU64::new(0),
             origin: Instant::now(),
+            commands_sent: AtomicU64::new(0),
         }
     }
 }
@@ -120,6 +124,27 @@ impl SessionProgress {
         if position >= head {
             self.live.store(true, Ordering::Release);
         }
+    }
+
+    /// [`advance`](Self::advance) at a time the caller read once for many connections (the
+    /// fan-out reads the clock once per event, not once per recipient).
+    pub fn advance_at(&self, position: Position, head: Position, now: Instant) {
+        self.cursor.store(position, Ordering::Release);
+        let ms = now.saturating_duration_since(self.origin).as_millis() as u64;
+        self.last_progress_ms.store(ms, Ordering::Release);
+        if position >= head {
+            self.live.store(true, Ordering::Release);
+        }
+    }
+
+    /// Counts a command the session is about to queue for its writer.
+    pub fn command_sent(&self) {
+        self.commands_sent.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Commands the session has queued for its writer so far.
+    pub fn commands_sent(&self) -> u64 {
+        self.commands_sent.load(Ordering::Acquire)
     }
 
     /// Marks progress without moving the cursor (e.g. a frame was sent).

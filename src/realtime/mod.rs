@@ -14,6 +14,8 @@
 //! - [`presence`]: who is online, typing and viewing, across nodes;
 //! - the HTTP endpoints that open connections are `http::ws` and `http::sse`, edges over
 //!   this module like every other endpoint;
+//! - [`fanout`]: one task per hospital per worker thread that writes each new event
+//!   straight to the sockets of caught-up connections, waking no task per connection;
 //! - [`socket`]: a WebSocket connection's socket, run by Vigil after the handshake, and
 //!   [`assemble`]: whole messages from its frames (fragments, UTF-8, limits).
 //!
@@ -21,6 +23,7 @@
 //! the command path, so events committed on other nodes arrive exactly like local ones.
 
 pub mod assemble;
+pub(crate) mod fanout;
 pub mod hospital;
 pub mod presence;
 pub mod protocol;

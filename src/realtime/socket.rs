@@ -25,6 +25,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -36,9 +37,12 @@ use futures_util::Stream;
 use tokio::net::TcpStream;
 
 use super::assemble::{echo_close, Assembler, Failure};
+use super::fanout::{self, FanOut, PassStats};
+use super::hospital::HospitalFeed;
 use super::protocol::CloseReason;
 use super::window::WindowEvent;
-use super::writer::{closing_frame, Closed, Sink, CLOSE_TIMEOUT};
+use super::writer::{closing_frame, Closed, Lane, Sink, CLOSE_TIMEOUT};
+use crate::stream::Position;
 
 /// Most encoded bytes a connection's writer queues before it waits for the socket to take
 /// them: what one connection can hold in memory beyond the kernel's socket buffer.
@@ -47,8 +51,9 @@ pub const OUTGOING_HIGH_WATER: usize = 64 * 1024;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 4096;
 
-/// What the reader and the writer of one connection share.
-struct Shared {
+/// What the reader and the writer of one connection share (and, while the writer sleeps
+/// caught up, the thread's fan-out).
+pub(super) struct Shared {
     io: TcpStream,
     /// Frames encoded by the writer and not yet written to the socket.
     out: RefCell<Outbox>,
@@ -64,6 +69,28 @@ struct Shared {
     task_waiting: RefCell<Option<Waker>>,
     /// The peer's close frame, once received: the close that answers it echoes its code.
     peer_close: RefCell<Option<Option<WsCloseReason>>>,
+    /// The direct lane: set while the writer sleeps caught up, so the thread's fan-out
+    /// writes live events straight to the socket ([`super::fanout`]).
+    lane: RefCell<Option<Armed>>,
+    /// The writer's task, woken when the lane hands the stream back.
+    lane_waker: RefCell<Option<Waker>>,
+    /// The fan-out this connection is registered with (once it first armed its lane).
+    fanout: RefCell<Option<Rc<FanOut>>>,
+}
+
+/// A lane handed over by a sleeping writer.
+pub(super) struct Armed {
+    lane: Lane,
+    /// The fan-out gave the stream back: it writes nothing more until the writer re-arms.
+    handed_back: bool,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(fanout) = self.fanout.get_mut().take() {
+            fanout.leave();
+        }
+    }
 }
 
 /// Most frames handed to one `writev`: a connection far behind writes its backlog in
@@ -197,6 +224,9 @@ pub fn split(
         reader_gone: Cell::new(false),
         task_waiting: RefCell::new(None),
         peer_close: RefCell::new(None),
+        lane: RefCell::new(None),
+        lane_waker: RefCell::new(None),
+        fanout: RefCell::new(None),
     });
     let reader = SocketReader {
         shared: shared.clone(),
@@ -394,6 +424,11 @@ impl<W: Future<Output = ()>> Future for Connection<W> {
                     if *this.writing && this.writer.as_mut().poll(cx).is_ready() {
                         *this.writing = false;
                     }
+                    if !*this.writing {
+                        // A finished or abandoned writer's lane must not write after its
+                        // close frame.
+                        this.shared.lane.borrow_mut().take();
+                    }
                     if *this.writing && this.shared.reader_gone.get() {
                         let abandon = this
                             .abandon
@@ -516,6 +551,57 @@ impl Sink for WsSink {
         self.write(Message::Pong(payload)).await
     }
 
+    fn arm(&mut self, lane: Lane) -> bool {
+        if self.shared.finished.get() {
+            return false;
+        }
+        let registered = self
+            .shared
+            .fanout
+            .borrow()
+            .as_ref()
+            .is_some_and(|f| f.serves(&lane.feed));
+        if !registered {
+            let joined = fanout::join(&lane.feed, &lane.metrics, Rc::downgrade(&self.shared));
+            if let Some(old) = self.shared.fanout.borrow_mut().replace(joined) {
+                old.leave();
+            }
+        }
+        *self.shared.lane.borrow_mut() = Some(Armed {
+            lane,
+            handed_back: false,
+        });
+        true
+    }
+
+    async fn handed_back(&self) {
+        std::future::poll_fn(|cx| {
+            let handed_back = self
+                .shared
+                .lane
+                .borrow()
+                .as_ref()
+                .is_none_or(|armed| armed.handed_back);
+            if handed_back {
+                return Poll::Ready(());
+            }
+            let mut waker = self.shared.lane_waker.borrow_mut();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn disarm(&mut self) -> Option<Position> {
+        self.shared
+            .lane
+            .borrow_mut()
+            .take()
+            .map(|armed| armed.lane.cursor)
+    }
+
     async fn close(mut self, reason: Option<CloseReason>) {
         let close = match reason {
             Some(reason) => {
@@ -547,6 +633,103 @@ enum Flushed {
 }
 
 impl Shared {
+    /// The fan-out's turn at this connection: queues the events of `events` (positions
+    /// `from + 1 ..= last`, in order) that its armed lane is owed and wants, and writes them
+    /// at once without blocking. Hands the stream back to the writer task (and wakes it)
+    /// instead when the lane cannot go on by itself: the writer is behind this batch, a
+    /// command is waiting, earlier bytes are still queued, or the socket did not take
+    /// everything (the rest stays queued, in order, for the task to flush).
+    ///
+    /// Every event is queued once: the lane's cursor moves past exactly the events this
+    /// call looked at, and the writer resumes from that cursor.
+    pub(super) fn deliver(
+        &self,
+        feed: &Arc<HospitalFeed>,
+        events: &[Arc<WindowEvent>],
+        from: Position,
+        last: Position,
+        now: std::time::Instant,
+        stats: &mut PassStats,
+    ) {
+        let mut lane = self.lane.borrow_mut();
+        let Some(armed) = lane.as_mut() else {
+            // The writer is awake: it follows the head itself.
+            return;
+        };
+        if armed.handed_back || armed.lane.cursor >= last || !Arc::ptr_eq(&armed.lane.feed, feed) {
+            return;
+        }
+        // An empty batch: the events are not in memory (or the fan-out is ending).
+        let owed_elsewhere = events.is_empty()
+            || armed.lane.cursor < from
+            || self.finished.get()
+            || armed.lane.progress.commands_sent() != armed.lane.taken
+            || self.out.borrow().first.is_some();
+        if owed_elsewhere {
+            armed.handed_back = true;
+            drop(lane);
+            self.hand_back(stats);
+            return;
+        }
+        let cursor = armed.lane.cursor;
+        let mut queued = 0;
+        {
+            let mut out = self.out.borrow_mut();
+            for (i, event) in events.iter().enumerate() {
+                if event.position > cursor && armed.lane.filter.wants(event) {
+                    out.push(event.wire.clone());
+                    stats.recipients[i] += 1;
+                    queued += 1;
+                }
+            }
+        }
+        armed.lane.cursor = last;
+        armed.lane.progress.advance_at(last, last, now);
+        if queued == 0 {
+            return;
+        }
+        stats.delivered += queued;
+        if self.write_now() {
+            stats.direct += queued;
+        } else {
+            armed.handed_back = true;
+            drop(lane);
+            self.hand_back(stats);
+        }
+    }
+
+    /// Wakes the writer task to take its stream back.
+    fn hand_back(&self, stats: &mut PassStats) {
+        stats.handed_back += 1;
+        if let Some(waker) = self.lane_waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    /// Writes what is queued without waiting; true if the socket took all of it. What it
+    /// did not take stays queued for the connection's task (which waits for the socket), as
+    /// does a failure (the task's own write finds it and ends the connection).
+    fn write_now(&self) -> bool {
+        let mut out = self.out.borrow_mut();
+        while let Some(first) = out.first.as_ref() {
+            let written = if out.rest.is_empty() {
+                self.io.try_write(first)
+            } else {
+                let mut slices = [io::IoSlice::new(&[]); MAX_SLICES];
+                let n = out.slices(&mut slices);
+                self.io.try_write_vectored(&slices[..n])
+            };
+            match written {
+                Ok(n) if n > 0 => out.advance(n),
+                _ => return false,
+            }
+        }
+        if out.rest.capacity() > 0 {
+            out.rest = VecDeque::new();
+        }
+        true
+    }
+
     fn flush(&self, cx: &mut Context<'_>) -> Flushed {
         let mut out = self.out.borrow_mut();
         let mut wrote = false;

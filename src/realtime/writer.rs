@@ -115,6 +115,43 @@ pub trait Sink {
     fn gone(&self) -> impl Future<Output = ()> {
         std::future::pending()
     }
+    /// Offers the stream to the sink's direct lane while the writer sleeps caught up: the
+    /// thread's fan-out then writes live events straight to the socket, with no task woken
+    /// per connection ([`super::fanout`]). Returns whether the sink took it; one that has no
+    /// such lane (SSE) declines, and its writer waits for the head as before.
+    fn arm(&mut self, _lane: Lane) -> bool {
+        false
+    }
+    /// Resolves when an armed lane hands the stream back (a write would block, the
+    /// connection fell behind, a command is pending): the writer must look again.
+    fn handed_back(&self) -> impl Future<Output = ()> {
+        std::future::pending()
+    }
+    /// Takes the stream back from an armed lane: the position it reached (every event up to
+    /// it was queued or written, in order), or `None` if none was armed.
+    fn disarm(&mut self) -> Option<Position> {
+        None
+    }
+}
+
+/// What a writer hands its sink's direct lane while it sleeps: where it stands and what the
+/// connection receives. The lane moves `cursor` on as it writes; the writer takes it back
+/// with [`Sink::disarm`].
+pub struct Lane {
+    /// The hospital's feed.
+    pub feed: Arc<HospitalFeed>,
+    /// The last position handled (queued or skipped): every event after it is owed.
+    pub cursor: Position,
+    /// What the connection receives.
+    pub filter: Arc<Filter>,
+    /// Published for the hospital actor's lag checks, moved on by the lane too.
+    pub progress: Arc<SessionProgress>,
+    /// Commands the writer has taken from its queue: the lane writes only while the session
+    /// has sent no more than that ([`SessionProgress::commands_sent`]), so a command (a new
+    /// filter, a reply) is never overtaken by an event.
+    pub taken: u64,
+    /// Counters, for the fan-out.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Everything a writer reads besides its commands.
@@ -151,9 +188,12 @@ struct State {
     /// The stream, once the connection subscribes: the feed and its head watch.
     feed: Option<(Arc<HospitalFeed>, watch::Receiver<Position>)>,
     cursor: Option<Position>,
-    filter: Option<Filter>,
+    /// Shared with the direct lane while armed (a reference count, not a copy per sleep).
+    filter: Option<Arc<Filter>>,
     /// Events up to here are a replay (for metrics), later ones are live.
     replay_until: Position,
+    /// Commands taken from the queue so far (see [`Lane::taken`]).
+    taken: u64,
 }
 
 /// Runs the writer until the connection closes.
@@ -171,6 +211,7 @@ pub async fn run<S: Sink>(
         cursor: None,
         filter: None,
         replay_until: 0,
+        taken: 0,
     };
     let stop = loop {
         if let Some(stop) = pending_stop(&ctx) {
@@ -192,7 +233,7 @@ pub async fn run<S: Sink>(
                 continue;
             }
         }
-        match wait(&sink, &mut state, &mut ctx, &mut commands).await {
+        match wait(&mut sink, &mut state, &mut ctx, &mut commands).await {
             Woke::Command(command) => {
                 if let Err(stop) = apply(&mut sink, &mut state, &ctx, command).await {
                     break stop;
@@ -240,33 +281,61 @@ enum Woke {
 }
 
 /// Sleeps until a command, the peer leaving, the head moving, a kill or shutdown.
+///
+/// A writer that is caught up hands its stream to the sink's direct lane for the sleep (if
+/// the sink has one): new events are then written by the thread's fan-out, and this task
+/// wakes only for a command, a kill, or the lane handing the stream back. Whatever woke it,
+/// it takes the stream back first, so the lane and the writer never both own the cursor.
 async fn wait<S: Sink>(
-    sink: &S,
+    sink: &mut S,
     state: &mut State,
     ctx: &mut WriterContext,
     commands: &mut mpsc::Receiver<WriterCommand>,
 ) -> Woke {
-    let head_moved = async {
-        match state.feed.as_mut() {
-            Some((_, head)) => {
-                if head.changed().await.is_err() {
-                    // The hospital actor is gone; nothing more will arrive.
-                    std::future::pending::<()>().await
+    let armed = match (&state.feed, state.cursor, &state.filter) {
+        (Some((feed, head)), Some(cursor), Some(filter)) if cursor >= *head.borrow() => {
+            sink.arm(Lane {
+                feed: feed.clone(),
+                cursor,
+                filter: filter.clone(),
+                progress: ctx.progress.clone(),
+                taken: state.taken,
+                metrics: ctx.metrics.clone(),
+            })
+        }
+        _ => false,
+    };
+    let woke = {
+        let sink = &*sink;
+        let head_moved = async {
+            match state.feed.as_mut() {
+                Some(_) if armed => sink.handed_back().await,
+                Some((_, head)) => {
+                    if head.changed().await.is_err() {
+                        // The hospital actor is gone; nothing more will arrive.
+                        std::future::pending::<()>().await
+                    }
                 }
+                None => std::future::pending::<()>().await,
             }
-            None => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => Woke::Command(command),
+                None => Woke::Gone,
+            },
+            _ = sink.gone() => Woke::Gone,
+            _ = head_moved => Woke::Nudged,
+            _ = ctx.kill.changed() => Woke::Nudged,
+            _ = ctx.shutdown.changed() => Woke::Nudged,
         }
     };
-    tokio::select! {
-        command = commands.recv() => match command {
-            Some(command) => Woke::Command(command),
-            None => Woke::Gone,
-        },
-        _ = sink.gone() => Woke::Gone,
-        _ = head_moved => Woke::Nudged,
-        _ = ctx.kill.changed() => Woke::Nudged,
-        _ = ctx.shutdown.changed() => Woke::Nudged,
+    if armed {
+        if let Some(cursor) = sink.disarm() {
+            state.cursor = Some(cursor);
+        }
     }
+    woke
 }
 
 fn pending_stop(ctx: &WriterContext) -> Option<Stop> {
@@ -315,6 +384,7 @@ async fn apply<S: Sink>(
     ctx: &WriterContext,
     command: WriterCommand,
 ) -> Result<(), Stop> {
+    state.taken += 1;
     match command {
         WriterCommand::Frame(frame) => sink.send(frame).await.map_err(|_| Stop::Closed)?,
         WriterCommand::Stream(stream) => {
@@ -326,11 +396,11 @@ async fn apply<S: Sink>(
             let head = feed.head();
             state.feed = Some((feed.clone(), feed.watch_head()));
             state.cursor = Some(start);
-            state.filter = Some(filter);
+            state.filter = Some(Arc::new(filter));
             state.replay_until = head;
             ctx.progress.advance(start, head);
         }
-        WriterCommand::Filter(filter) => state.filter = Some(*filter),
+        WriterCommand::Filter(filter) => state.filter = Some(Arc::new(*filter)),
         WriterCommand::Ping => sink.ping().await.map_err(|_| Stop::Closed)?,
         WriterCommand::Pong(payload) => sink.pong(payload).await.map_err(|_| Stop::Closed)?,
         WriterCommand::Close(reason) => return Err(Stop::Kill(reason)),

@@ -7,6 +7,7 @@ mod auth_keys;
 mod cli;
 mod commands;
 mod conformance;
+mod direct_writes;
 mod errors;
 mod events;
 mod exactly_once;

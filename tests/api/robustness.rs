@@ -63,7 +63,7 @@ fn token_expiring_at(app: &TestApp, hospital: &str, user: &str, exp: i64) -> Str
 
 /// The server side of a loopback TCP connection: (state, bytes in its send queue), from
 /// `/proc/net/tcp` (`"01"` is ESTABLISHED), or `None` once the kernel has forgotten it.
-fn server_side_tcp(server_port: u16, client_port: u16) -> Option<(String, u64)> {
+pub(crate) fn server_side_tcp(server_port: u16, client_port: u16) -> Option<(String, u64)> {
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
     let local = format!("0100007F:{server_port:04X}");
     let remote = format!("0100007F:{client_port:04X}");
@@ -83,7 +83,7 @@ fn server_side_tcp(server_port: u16, client_port: u16) -> Option<(String, u64)> 
 
 /// Commits a high-severity alert by `user` straight through the command bus (no HTTP, so
 /// that the tests can commit faster than a client reads).
-async fn raise_high_alert(
+pub(crate) async fn raise_high_alert(
     bus: &CommandBus,
     hospital: &HospitalId,
     user: &str,
@@ -116,7 +116,7 @@ async fn raise_high_alert(
 /// A small receive buffer is not enough on loopback: its 64 KiB MSS lets the server's send
 /// buffer autotune to megabytes. Advertising a small MSS in the SYN (`TCP_MAXSEG`) keeps the
 /// server's send buffer near its initial size too, as over a real network path.
-async fn connect_with_small_buffers(port: u16, token: &str) -> Socket {
+pub(crate) async fn connect_with_small_buffers(port: u16, token: &str) -> Socket {
     use std::os::fd::AsRawFd;
     let tcp = tokio::net::TcpSocket::new_v4().expect("socket");
     tcp.set_recv_buffer_size(4096).expect("SO_RCVBUF");

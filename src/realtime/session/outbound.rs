@@ -16,6 +16,9 @@ use crate::realtime::Push;
 
 impl SessionActor {
     pub(super) fn send(&mut self, command: WriterCommand, ctx: &mut Context<Self>) {
+        // Counted before it is queued: the writer's direct lane stops writing events as soon
+        // as a command waits, so no event overtakes a reply or a new filter.
+        self.progress.command_sent();
         match self.writer.try_send(command) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -69,6 +72,7 @@ impl SessionActor {
             reason = reason.as_str(),
             "closing connection"
         );
+        self.progress.command_sent();
         if self.writer.try_send(WriterCommand::Close(reason)).is_err() {
             let _ = self.kill.send(Some(reason));
         }
