@@ -120,6 +120,8 @@ impl GroupCommitStats {
 /// One command's events, ready for the statement.
 struct Request {
     hospital: String,
+    /// The command id in the events' metadata: two runs of one command never share a batch.
+    command_id: Option<String>,
     events: Vec<Row>,
     reply: oneshot::Sender<CommitResult>,
 }
@@ -176,12 +178,15 @@ impl GroupCommit {
     /// position order. An `Err` carries the database's own error when the command was refused
     /// alone, and a copy of the batch's failure when the batch may or may not have committed.
     pub async fn commit(&self, events: &[SerializedEvent]) -> CommitResult {
-        let hospital = events
-            .first()
-            .and_then(|e| e.metadata.get("hospital"))
-            .and_then(|h| h.as_str())
-            .unwrap_or_default()
-            .to_owned();
+        let meta = |name: &str| {
+            events
+                .first()
+                .and_then(|e| e.metadata.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let hospital = meta("hospital").unwrap_or_default();
+        let command_id = meta("command_id");
         let rows = events
             .iter()
             .map(|e| Row {
@@ -198,6 +203,7 @@ impl GroupCommit {
         let lane = &self.lanes[lane_of(&hospital, self.lanes.len())];
         let request = Request {
             hospital,
+            command_id,
             events: rows,
             reply,
         };
@@ -291,20 +297,31 @@ async fn commit_batch(pool: &PgPool, mut batch: Vec<Request>, stats: &GroupCommi
     }
 }
 
-/// Splits off every command whose aggregate already has a command earlier in the batch: both
-/// were loaded at the same version, so together they would refuse the whole batch on the
-/// primary key. Alone, after the batch, the second one conflicts (and is retried by cqrs-es
-/// against the new state) or commits if the first did not.
+/// Splits off every command that may not share the batch with an earlier one:
+/// - a second command of an aggregate already in the batch: both were loaded at the same
+///   version, so together they would refuse the whole batch on the primary key. Alone, after
+///   the batch, the second one conflicts (and is retried by cqrs-es against the new state) or
+///   commits if the first did not;
+/// - a second run of a command id already in the batch (a client's retry racing its first
+///   attempt): the command-id guard admits an id once *per transaction*, so inside one batch
+///   both runs would commit and the command would apply twice. Alone, the second one is
+///   refused by the guard and answered the first one's outcome.
 fn split_repeated_aggregates(batch: Vec<Request>) -> (Vec<Request>, Vec<Request>) {
-    let mut seen = HashSet::new();
+    let mut aggregates = HashSet::new();
+    let mut commands = HashSet::new();
     batch.into_iter().partition(|request| {
-        request
+        let fresh_command = match &request.command_id {
+            Some(id) => commands.insert(id.clone()),
+            None => true,
+        };
+        let fresh_aggregates = request
             .events
             .iter()
             .map(|e| (e.aggregate_type.clone(), e.aggregate_id.clone()))
             .collect::<HashSet<_>>()
             .into_iter()
-            .all(|key| seen.insert(key))
+            .all(|key| aggregates.insert(key));
+        fresh_command && fresh_aggregates
     })
 }
 
@@ -408,9 +425,24 @@ mod tests {
     use super::*;
 
     fn request(hospital: &str, aggregate: &str) -> Request {
+        run_of(
+            hospital,
+            aggregate,
+            &format!("command-of-{aggregate}-{}", next_number()),
+        )
+    }
+
+    fn next_number() -> u64 {
+        use std::sync::atomic::AtomicU64;
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn run_of(hospital: &str, aggregate: &str, command_id: &str) -> Request {
         let (reply, _answer) = oneshot::channel();
         Request {
             hospital: hospital.to_owned(),
+            command_id: Some(command_id.to_owned()),
             events: vec![Row {
                 aggregate_type: "alert".to_owned(),
                 aggregate_id: aggregate.to_owned(),
@@ -440,6 +472,19 @@ mod tests {
         }
         assert_eq!(ids(&together), ["h1/a", "h1/b", "h2/a"]);
         assert_eq!(ids(&alone), ["h1/a"]);
+    }
+
+    #[test]
+    fn a_second_run_of_one_command_id_waits_outside_the_batch() {
+        let batch = vec![
+            run_of("h1", "h1/a", "c1"),
+            run_of("h1", "h1/b", "c1"),
+            run_of("h1", "h1/c", "c2"),
+        ];
+        let (together, alone) = split_repeated_aggregates(batch);
+        assert_eq!(together.len(), 2);
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone[0].events[0].aggregate_id, "h1/b");
     }
 
     #[test]

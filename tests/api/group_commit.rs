@@ -364,3 +364,54 @@ async fn metrics_count_the_commands_each_batch_carried() {
     assert_eq!(counter("vigil_commit_retried_alone_total").await, 0);
     assert_eq!(counter("vigil_commit_waiting").await, 0);
 }
+
+/// Invariant: two runs of one command id queued in one batch (a retry racing its first
+/// attempt, each against a new alert) apply once: the guard admits an id once per
+/// transaction, so the second run must not share the first one's statement. Both are answered
+/// the one outcome.
+#[actix_web::test]
+async fn two_runs_of_one_command_id_in_one_batch_apply_once() {
+    // Arrange
+    let app = spawn_app().await;
+    let bus = one_lane_bus(&app.pool);
+    first_event(&bus, WARD).await;
+    let mut holder = app.pool.acquire().await.unwrap();
+    hold_head(&mut holder, WARD).await;
+    let blocked = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            bus.execute::<Alert>(&context(WARD), &Uuid::new_v4().to_string(), || {
+                raise("blocked")
+            })
+            .await
+        }
+    });
+    lane_is_blocked(&app.pool).await;
+    let ctx = context(WARD);
+
+    // Act
+    let runs = join_all((0..2).map(|_| {
+        let (bus, ctx) = (bus.clone(), ctx.clone());
+        async move {
+            bus.execute::<Alert>(&ctx, &Uuid::new_v4().to_string(), || raise("Bed 9: fall"))
+                .await
+        }
+    }));
+    let release = release_when_queued(&bus, 2, &mut holder);
+    let (runs, ()) = tokio::join!(runs, release);
+    blocked.await.unwrap().expect("the blocked command commits");
+
+    // Assert
+    let outcomes: Vec<CommandOutcome> = runs
+        .into_iter()
+        .map(|run| run.expect("both runs answer"))
+        .collect();
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert_eq!(outcomes[0].events.len(), 1);
+    let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE command_id = $1")
+        .bind(ctx.command_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(committed, 1, "the command applied once");
+}
