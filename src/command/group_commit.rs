@@ -263,7 +263,7 @@ async fn commit_batch(pool: &PgPool, mut batch: Vec<Request>, stats: &GroupCommi
     // Stable: a hospital's commands keep their arrival order; hospitals are ordered so that
     // every batch (on every node) takes head locks in the same order.
     batch.sort_by(|a, b| a.hospital.cmp(&b.hospital));
-    let (together, alone) = split_repeated_aggregates(batch);
+    let (together, alone) = split_unshareable(batch);
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats
         .commands
@@ -306,7 +306,7 @@ async fn commit_batch(pool: &PgPool, mut batch: Vec<Request>, stats: &GroupCommi
 ///   attempt): the command-id guard admits an id once *per transaction*, so inside one batch
 ///   both runs would commit and the command would apply twice. Alone, the second one is
 ///   refused by the guard and answered the first one's outcome.
-fn split_repeated_aggregates(batch: Vec<Request>) -> (Vec<Request>, Vec<Request>) {
+fn split_unshareable(batch: Vec<Request>) -> (Vec<Request>, Vec<Request>) {
     let mut aggregates = HashSet::new();
     let mut commands = HashSet::new();
     batch.into_iter().partition(|request| {
@@ -464,7 +464,7 @@ mod tests {
             request("h1", "h1/a"),
             request("h2", "h2/a"),
         ];
-        let (together, alone) = split_repeated_aggregates(batch);
+        let (together, alone) = split_unshareable(batch);
         fn ids(v: &[Request]) -> Vec<&str> {
             v.iter()
                 .map(|r| r.events[0].aggregate_id.as_str())
@@ -481,7 +481,7 @@ mod tests {
             run_of("h1", "h1/b", "c1"),
             run_of("h1", "h1/c", "c2"),
         ];
-        let (together, alone) = split_repeated_aggregates(batch);
+        let (together, alone) = split_unshareable(batch);
         assert_eq!(together.len(), 2);
         assert_eq!(alone.len(), 1);
         assert_eq!(alone[0].events[0].aggregate_id, "h1/b");

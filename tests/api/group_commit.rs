@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::alert::{Alert, AlertCommand, EscalationGuard, Severity};
+use aggregates::alert::{Alert, AlertCommand, AlertError, EscalationGuard, Severity};
 use aggregates::types::{AlertMessage, HospitalId, Reason, Role, UserId};
 use futures_util::future::join_all;
 use sqlx::{PgConnection, PgPool};
@@ -20,7 +20,7 @@ use uuid::Uuid;
 use vigil::command::{CommandBus, CommandContext, CommandError, CommandOutcome, Resolution};
 use vigil::stream::announce::Announcer;
 
-use crate::helpers::{eventually, spawn_app};
+use crate::helpers::{eventually, spawn_app, TestApp};
 
 const WARD: &str = "st-marys";
 const OTHER: &str = "general";
@@ -107,6 +107,32 @@ async fn lane_is_blocked(pool: &PgPool) {
     .await;
 }
 
+/// A command stuck in the lane's statement behind `WARD`'s stream head, which `holder` holds
+/// (in an open transaction) until [`release_when_queued`]; answers the command's context and
+/// outcome once released.
+type Blocked = tokio::task::JoinHandle<(
+    CommandContext,
+    Result<CommandOutcome, CommandError<AlertError>>,
+)>;
+
+/// Holds `WARD`'s stream head on `holder` and sends one command that blocks the (single) lane
+/// behind it; returns once the lane's statement waits for the lock.
+async fn block_lane(app: &TestApp, bus: &Arc<CommandBus>, holder: &mut PgConnection) -> Blocked {
+    hold_head(holder, WARD).await;
+    let blocked = tokio::spawn({
+        let bus = bus.clone();
+        async move {
+            let ctx = context(WARD);
+            let outcome = bus
+                .execute::<Alert>(&ctx, &Uuid::new_v4().to_string(), || raise("blocked"))
+                .await;
+            (ctx, outcome)
+        }
+    });
+    lane_is_blocked(&app.pool).await;
+    blocked
+}
+
 /// Waits until `commands` commands wait on the (blocked) lane, then lets the lane go on by
 /// committing the transaction that holds the stream head.
 async fn release_when_queued(bus: &CommandBus, commands: usize, holder: &mut PgConnection) {
@@ -156,18 +182,7 @@ async fn commands_queued_behind_a_batch_commit_together_each_with_its_own_positi
     first_event(&bus, WARD).await;
     first_event(&bus, OTHER).await;
     let mut holder = app.pool.acquire().await.unwrap();
-    hold_head(&mut holder, WARD).await;
-    let blocked = tokio::spawn({
-        let bus = bus.clone();
-        async move {
-            let ctx = context(WARD);
-            let outcome = bus
-                .execute::<Alert>(&ctx, &Uuid::new_v4().to_string(), || raise("blocked"))
-                .await;
-            (ctx, outcome)
-        }
-    });
-    lane_is_blocked(&app.pool).await;
+    let blocked = block_lane(&app, &bus, &mut holder).await;
     let before = bus.commit_stats().batches.load(Ordering::Relaxed);
 
     // Act: twenty commands over two hospitals queue behind the blocked batch.
@@ -226,17 +241,7 @@ async fn a_refused_command_does_not_refuse_the_rest_of_its_batch() {
         Resolution::NeverCommitted
     );
     let mut holder = app.pool.acquire().await.unwrap();
-    hold_head(&mut holder, WARD).await;
-    let blocked = tokio::spawn({
-        let bus = bus.clone();
-        async move {
-            bus.execute::<Alert>(&context(WARD), &Uuid::new_v4().to_string(), || {
-                raise("blocked")
-            })
-            .await
-        }
-    });
-    lane_is_blocked(&app.pool).await;
+    let blocked = block_lane(&app, &bus, &mut holder).await;
 
     // Act: ten good commands and the fenced one queue behind it.
     let mut contexts: Vec<CommandContext> = (0..10).map(|_| context(WARD)).collect();
@@ -250,7 +255,11 @@ async fn a_refused_command_does_not_refuse_the_rest_of_its_batch() {
     }));
     let release = release_when_queued(&bus, 11, &mut holder);
     let (runs, ()) = tokio::join!(runs, release);
-    blocked.await.unwrap().expect("the blocked command commits");
+    blocked
+        .await
+        .unwrap()
+        .1
+        .expect("the blocked command commits");
 
     // Assert
     let mut committed = Vec::new();
@@ -286,17 +295,7 @@ async fn two_commands_of_one_alert_in_one_batch_both_apply_in_order() {
         .await
         .expect("the alert is raised");
     let mut holder = app.pool.acquire().await.unwrap();
-    hold_head(&mut holder, WARD).await;
-    let blocked = tokio::spawn({
-        let bus = bus.clone();
-        async move {
-            bus.execute::<Alert>(&context(WARD), &Uuid::new_v4().to_string(), || {
-                raise("blocked")
-            })
-            .await
-        }
-    });
-    lane_is_blocked(&app.pool).await;
+    let blocked = block_lane(&app, &bus, &mut holder).await;
 
     // Act
     let runs = join_all((0..2).map(|_| {
@@ -305,7 +304,11 @@ async fn two_commands_of_one_alert_in_one_batch_both_apply_in_order() {
     }));
     let release = release_when_queued(&bus, 2, &mut holder);
     let (runs, ()) = tokio::join!(runs, release);
-    blocked.await.unwrap().expect("the blocked command commits");
+    blocked
+        .await
+        .unwrap()
+        .1
+        .expect("the blocked command commits");
 
     // Assert
     let versions: BTreeMap<i64, usize> = runs
@@ -376,17 +379,7 @@ async fn two_runs_of_one_command_id_in_one_batch_apply_once() {
     let bus = one_lane_bus(&app.pool);
     first_event(&bus, WARD).await;
     let mut holder = app.pool.acquire().await.unwrap();
-    hold_head(&mut holder, WARD).await;
-    let blocked = tokio::spawn({
-        let bus = bus.clone();
-        async move {
-            bus.execute::<Alert>(&context(WARD), &Uuid::new_v4().to_string(), || {
-                raise("blocked")
-            })
-            .await
-        }
-    });
-    lane_is_blocked(&app.pool).await;
+    let blocked = block_lane(&app, &bus, &mut holder).await;
     let ctx = context(WARD);
 
     // Act
@@ -399,7 +392,11 @@ async fn two_runs_of_one_command_id_in_one_batch_apply_once() {
     }));
     let release = release_when_queued(&bus, 2, &mut holder);
     let (runs, ()) = tokio::join!(runs, release);
-    blocked.await.unwrap().expect("the blocked command commits");
+    blocked
+        .await
+        .unwrap()
+        .1
+        .expect("the blocked command commits");
 
     // Assert
     let outcomes: Vec<CommandOutcome> = runs
